@@ -21,7 +21,7 @@
 namespace butler {
 namespace {
 
-constexpr int kQK = 32;    // values per legacy block (Q8_0, Q5_0)
+constexpr int kQK  = 32;   // values per legacy block (Q8_0, Q5_0)
 constexpr int kQKK = 256;  // values per k-quant super-block (Q4_K, Q6_K)
 
 // Byte-exact mirrors of ggml's block structs. Every member is a byte or a uint16, so these have no padding
@@ -32,13 +32,13 @@ struct BlockQ8_0 {
 };
 struct BlockQ5_0 {
     uint16_t d;
-    uint8_t qh[4];           // bit j = bit 4 of value j
-    uint8_t qs[kQK / 2];     // low nibble: value j, high nibble: value j + 16
+    uint8_t qh[4];        // bit j = bit 4 of value j
+    uint8_t qs[kQK / 2];  // low nibble: value j, high nibble: value j + 16
 };
 struct BlockQ4_K {
     uint16_t d;
     uint16_t dmin;
-    uint8_t scales[12];      // 8 x (6-bit scale, 6-bit min), packed as get_scale_min_k4 reads them
+    uint8_t scales[12];  // 8 x (6-bit scale, 6-bit min), packed as get_scale_min_k4 reads them
     uint8_t qs[kQKK / 2];
 };
 struct BlockQ6_K {
@@ -57,21 +57,23 @@ static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ6_K) == 210);
 void check_row(const char* what, DType t, int64_t n) {
     const DTypeTraits& tr = dtype_traits(t);
     if (!tr.computable) unsupported(what, t);
-    BUTLER_ASSERT(n >= 0 && n % tr.block_elems == 0, "{}: {} values is not a multiple of the {} block size {}",
-                  what, n, tr.name, tr.block_elems);
+    BUTLER_ASSERT(n >= 0 && n % tr.block_elems == 0, "{}: {} values is not a multiple of the {} block size {}", what, n,
+                  tr.name, tr.block_elems);
 }
 
-inline int nearest_int(float v) { return static_cast<int>(std::lrintf(v)); }
+inline int nearest_int(float v) {
+    return static_cast<int>(std::lrintf(v));
+}
 
 // Scale and min of sub-block j from the 12 packed bytes: j < 4 keep 6 plain bits; j >= 4 take their low
 // nibble from byte j + 4 and their top two bits from the spare high bits of bytes j - 4 (scale) and j (min).
 inline void get_scale_min_k4(int j, const uint8_t* q, int* sc, int* m) {
     if (j < 4) {
         *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
+        *m  = q[j + 4] & 63;
     } else {
         *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        *m  = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
     }
 }
 
@@ -89,18 +91,18 @@ void dequant_q8_0(const BlockQ8_0& b, float* y) {
 }
 
 void dequant_q5_0(const BlockQ5_0& b, float* y) {
-    const float d = f16_to_f32(b.d);
+    const float d     = f16_to_f32(b.d);
     const uint32_t qh = load_u32(b.qh);
     for (int j = 0; j < kQK / 2; ++j) {
         const int h0 = ((qh >> j) << 4) & 0x10;
         const int h1 = (qh >> (j + 12)) & 0x10;
-        y[j] = d * (((b.qs[j] & 0xF) | h0) - 16);
-        y[j + 16] = d * (((b.qs[j] >> 4) | h1) - 16);
+        y[j]         = d * (((b.qs[j] & 0xF) | h0) - 16);
+        y[j + 16]    = d * (((b.qs[j] >> 4) | h1) - 16);
     }
 }
 
 void dequant_q4_k(const BlockQ4_K& b, float* y) {
-    const float d = f16_to_f32(b.d);
+    const float d    = f16_to_f32(b.d);
     const float dmin = f16_to_f32(b.dmin);
     const uint8_t* q = b.qs;
     for (int is = 0; is < 8; is += 2, q += 32, y += 64) {
@@ -116,16 +118,16 @@ void dequant_q4_k(const BlockQ4_K& b, float* y) {
 
 // The 6-bit value at position l + 32 * g (g = 0..3) of a 128-value half.
 inline int q6_value(const uint8_t* ql, const uint8_t* qh, int l, int g) {
-    const int lo = g & 1 ? ql[l + 32] : ql[l];
+    const int lo  = g & 1 ? ql[l + 32] : ql[l];
     const int nib = g < 2 ? lo & 0xF : lo >> 4;
     return (nib | (((qh[l] >> (2 * g)) & 3) << 4)) - 32;
 }
 
 void dequant_q6_k(const BlockQ6_K& b, float* y) {
-    const float d = f16_to_f32(b.d);
+    const float d     = f16_to_f32(b.d);
     const uint8_t* ql = b.ql;
     const uint8_t* qh = b.qh;
-    const int8_t* sc = b.scales;
+    const int8_t* sc  = b.scales;
     for (int half = 0; half < 2; ++half, y += 128, ql += 64, qh += 32, sc += 8) {
         for (int l = 0; l < 32; ++l) {
             const int is = l / 16;
@@ -144,7 +146,7 @@ float dot_q8_0(const BlockQ8_0& b, const float* x) {
 
 float dot_q5_0(const BlockQ5_0& b, const float* x) {
     const uint32_t qh = load_u32(b.qh);
-    float s = 0.0f;
+    float s           = 0.0f;
     for (int j = 0; j < kQK / 2; ++j) {
         const int h0 = ((qh >> j) << 4) & 0x10;
         const int h1 = (qh >> (j + 12)) & 0x10;
@@ -154,15 +156,15 @@ float dot_q5_0(const BlockQ5_0& b, const float* x) {
 }
 
 float dot_q4_k(const BlockQ4_K& b, const float* x) {
-    const float d = f16_to_f32(b.d);
+    const float d    = f16_to_f32(b.d);
     const float dmin = f16_to_f32(b.dmin);
-    float acc = 0.0f;
+    float acc        = 0.0f;
     for (int j = 0; j < 8; ++j) {
         int sc, m;
         get_scale_min_k4(j, b.scales, &sc, &m);
         const uint8_t* q = b.qs + 32 * (j / 2);
-        const int shift = 4 * (j & 1);
-        const float* xs = x + 32 * j;
+        const int shift  = 4 * (j & 1);
+        const float* xs  = x + 32 * j;
         float sqx = 0.0f, sx = 0.0f;
         for (int l = 0; l < 32; ++l) {
             sqx += ((q[l] >> shift) & 0xF) * xs[l];
@@ -175,12 +177,12 @@ float dot_q4_k(const BlockQ4_K& b, const float* x) {
 
 float dot_q6_k(const BlockQ6_K& b, const float* x) {
     const float d = f16_to_f32(b.d);
-    float acc = 0.0f;
+    float acc     = 0.0f;
     for (int half = 0; half < 2; ++half) {
         const uint8_t* ql = b.ql + 64 * half;
         const uint8_t* qh = b.qh + 32 * half;
-        const int8_t* sc = b.scales + 8 * half;
-        const float* xs = x + 128 * half;
+        const int8_t* sc  = b.scales + 8 * half;
+        const float* xs   = x + 128 * half;
         // One sum per 16-value scale group: group (g, is) covers values 32 g + 16 is + [0, 16).
         for (int g = 0; g < 4; ++g) {
             for (int is = 0; is < 2; ++is) {
@@ -196,7 +198,7 @@ float dot_q6_k(const BlockQ6_K& b, const float* x) {
 template <typename Block, float (*kDot)(const Block&, const float*)>
 float dot_blocks(const void* row, const float* x, int64_t n, int64_t block_elems) {
     const Block* b = static_cast<const Block*>(row);
-    float acc = 0.0f;
+    float acc      = 0.0f;
     for (int64_t i = 0; i < n / block_elems; ++i) acc += kDot(b[i], x + i * block_elems);
     return acc;
 }
@@ -212,14 +214,18 @@ void dequant_blocks(const void* row, float* y, int64_t n, int64_t block_elems) {
 
 inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    s        = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s        = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
 // Bytes 0..7 of v, as 8 floats (unsigned / signed).
-inline __m256 u8x8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
-inline __m256 i8x8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+inline __m256 u8x8_to_ps(__m128i v) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+}
+inline __m256 i8x8_to_ps(__m128i v) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+}
 
 float dot_f32_avx2(const float* w, const float* x, int64_t n) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
@@ -239,8 +245,8 @@ float dot_f16_avx2(const uint16_t* w, const float* x, int64_t n) {
     for (; i + 16 <= n; i += 16) {
         const __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
         const __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i + 8)));
-        a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
+        a0              = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
+        a1              = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
     }
     float s = hsum(_mm256_add_ps(a0, a1));
     for (; i < n; ++i) s += f16_to_f32(w[i]) * x[i];
@@ -249,10 +255,10 @@ float dot_f16_avx2(const uint16_t* w, const float* x, int64_t n) {
 
 float dot_bf16_avx2(const uint16_t* w, const float* x, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
+    int64_t i  = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
-        acc = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h, 16)), _mm256_loadu_ps(x + i), acc);
+        acc             = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h, 16)), _mm256_loadu_ps(x + i), acc);
     }
     float s = hsum(acc);
     for (; i < n; ++i) s += bf16_to_f32(w[i]) * x[i];
@@ -262,36 +268,36 @@ float dot_bf16_avx2(const uint16_t* w, const float* x, int64_t n) {
 float dot_q8_0_avx2(const BlockQ8_0* b, const float* x, int64_t n_blocks) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n_blocks; ++i, x += kQK) {
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
+        const __m256i q  = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
         const __m128i lo = _mm256_castsi256_si128(q);
         const __m128i hi = _mm256_extracti128_si256(q, 1);
-        __m256 s = _mm256_mul_ps(i8x8_to_ps(lo), _mm256_loadu_ps(x));
-        s = _mm256_fmadd_ps(i8x8_to_ps(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), s);
-        s = _mm256_fmadd_ps(i8x8_to_ps(hi), _mm256_loadu_ps(x + 16), s);
-        s = _mm256_fmadd_ps(i8x8_to_ps(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), s);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b[i].d)), s, acc);
+        __m256 s         = _mm256_mul_ps(i8x8_to_ps(lo), _mm256_loadu_ps(x));
+        s                = _mm256_fmadd_ps(i8x8_to_ps(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x + 8), s);
+        s                = _mm256_fmadd_ps(i8x8_to_ps(hi), _mm256_loadu_ps(x + 16), s);
+        s                = _mm256_fmadd_ps(i8x8_to_ps(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), s);
+        acc              = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b[i].d)), s, acc);
     }
     return hsum(acc);
 }
 
 float dot_q5_0_avx2(const BlockQ5_0* b, const float* x, int64_t n_blocks) {
     const __m128i low4 = _mm_set1_epi8(0x0F);
-    const __m256i one = _mm256_set1_epi32(1);
-    const __m256i k16 = _mm256_set1_epi32(16);
+    const __m256i one  = _mm256_set1_epi32(1);
+    const __m256i k16  = _mm256_set1_epi32(16);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc         = _mm256_setzero_ps();
     for (int64_t i = 0; i < n_blocks; ++i, x += kQK) {
         const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qs));
         // Nibbles in value order: values 0..15 are the low nibbles, 16..31 the high ones.
         const __m128i nib[2] = {_mm_and_si128(qs, low4), _mm_and_si128(_mm_srli_epi16(qs, 4), low4)};
-        const __m256i qh = _mm256_set1_epi32(static_cast<int>(load_u32(b[i].qh)));
-        __m256 s = _mm256_setzero_ps();
+        const __m256i qh     = _mm256_set1_epi32(static_cast<int>(load_u32(b[i].qh)));
+        __m256 s             = _mm256_setzero_ps();
         for (int g = 0; g < 4; ++g) {
             const __m128i bytes = g & 1 ? _mm_srli_si128(nib[g >> 1], 8) : nib[g >> 1];
             const __m256i shift = _mm256_add_epi32(lane, _mm256_set1_epi32(8 * g));
-            const __m256i high = _mm256_slli_epi32(_mm256_and_si256(_mm256_srlv_epi32(qh, shift), one), 4);
-            const __m256i q = _mm256_sub_epi32(_mm256_or_si256(_mm256_cvtepu8_epi32(bytes), high), k16);
-            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_loadu_ps(x + 8 * g), s);
+            const __m256i high  = _mm256_slli_epi32(_mm256_and_si256(_mm256_srlv_epi32(qh, shift), one), 4);
+            const __m256i q     = _mm256_sub_epi32(_mm256_or_si256(_mm256_cvtepu8_epi32(bytes), high), k16);
+            s                   = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_loadu_ps(x + 8 * g), s);
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_to_f32(b[i].d)), s, acc);
     }
@@ -300,29 +306,29 @@ float dot_q5_0_avx2(const BlockQ5_0* b, const float* x, int64_t n_blocks) {
 
 float dot_q4_k_avx2(const BlockQ4_K* b, const float* x, int64_t n_blocks) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc         = _mm256_setzero_ps();
     for (int64_t i = 0; i < n_blocks; ++i, x += kQKK) {
-        const float d = f16_to_f32(b[i].d);
+        const float d    = f16_to_f32(b[i].d);
         const float dmin = f16_to_f32(b[i].dmin);
         for (int c = 0; c < 4; ++c) {
-            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * c));
+            const __m256i q       = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * c));
             const __m256i nibs[2] = {_mm256_and_si256(q, low4), _mm256_and_si256(_mm256_srli_epi16(q, 4), low4)};
             for (int h = 0; h < 2; ++h) {
                 const int j = 2 * c + h;
                 int sc, m;
                 get_scale_min_k4(j, b[i].scales, &sc, &m);
-                const float* xs = x + 32 * j;
+                const float* xs  = x + 32 * j;
                 const __m128i lo = _mm256_castsi256_si128(nibs[h]);
                 const __m128i hi = _mm256_extracti128_si256(nibs[h], 1);
                 const __m256 x0 = _mm256_loadu_ps(xs), x1 = _mm256_loadu_ps(xs + 8);
                 const __m256 x2 = _mm256_loadu_ps(xs + 16), x3 = _mm256_loadu_ps(xs + 24);
-                __m256 sqx = _mm256_mul_ps(u8x8_to_ps(lo), x0);
-                sqx = _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(lo, 8)), x1, sqx);
-                sqx = _mm256_fmadd_ps(u8x8_to_ps(hi), x2, sqx);
-                sqx = _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(hi, 8)), x3, sqx);
+                __m256 sqx      = _mm256_mul_ps(u8x8_to_ps(lo), x0);
+                sqx             = _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(lo, 8)), x1, sqx);
+                sqx             = _mm256_fmadd_ps(u8x8_to_ps(hi), x2, sqx);
+                sqx             = _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(hi, 8)), x3, sqx);
                 const __m256 sx = _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc), sqx, acc);
-                acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * m), sx, acc);
+                acc             = _mm256_fmadd_ps(_mm256_set1_ps(d * sc), sqx, acc);
+                acc             = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * m), sx, acc);
             }
         }
     }
@@ -330,19 +336,19 @@ float dot_q4_k_avx2(const BlockQ4_K* b, const float* x, int64_t n_blocks) {
 }
 
 float dot_q6_k_avx2(const BlockQ6_K* b, const float* x, int64_t n_blocks) {
-    const __m256i low4 = _mm256_set1_epi32(0x0F);
+    const __m256i low4  = _mm256_set1_epi32(0x0F);
     const __m256i three = _mm256_set1_epi32(3);
-    const __m256i k32 = _mm256_set1_epi32(32);
+    const __m256i k32   = _mm256_set1_epi32(32);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (int64_t i = 0; i < n_blocks; ++i, x += kQKK) {
         const float d = f16_to_f32(b[i].d);
         for (int half = 0; half < 2; ++half) {
             const uint8_t* ql = b[i].ql + 64 * half;
             const uint8_t* qh = b[i].qh + 32 * half;
-            const int8_t* sc = b[i].scales + 8 * half;
-            const float* xs = x + 128 * half;
+            const int8_t* sc  = b[i].scales + 8 * half;
+            const float* xs   = x + 128 * half;
             for (int l = 0; l < 32; l += 8) {
-                const int is = l / 16;
+                const int is    = l / 16;
                 const __m256i a = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ql + l)));
                 const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ql + l + 32)));
                 const __m256i h = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qh + l)));
@@ -375,9 +381,9 @@ float dot_q6_k_avx2(const BlockQ6_K* b, const float* x, int64_t n_blocks) {
 void quantize_q8_0(const float* x, BlockQ8_0& b) {
     float amax = 0.0f;
     for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
-    const float d = amax / 127.0f;
+    const float d  = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    b.d = f32_to_f16(d);
+    b.d            = f32_to_f16(d);
     for (int j = 0; j < kQK; ++j) b.qs[j] = static_cast<int8_t>(std::roundf(x[j] * id));
 }
 
@@ -390,14 +396,14 @@ void quantize_q5_0(const float* x, BlockQ5_0& b) {
             vmax = x[j];
         }
     }
-    const float d = vmax / -16.0f;
+    const float d  = vmax / -16.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    b.d = f32_to_f16(d);
-    uint32_t qh = 0;
+    b.d            = f32_to_f16(d);
+    uint32_t qh    = 0;
     for (int j = 0; j < kQK / 2; ++j) {
         const int q0 = std::min(31, static_cast<int>(static_cast<int8_t>(x[j] * id + 16.5f)));
         const int q1 = std::min(31, static_cast<int>(static_cast<int8_t>(x[j + 16] * id + 16.5f)));
-        b.qs[j] = static_cast<uint8_t>((q0 & 0xF) | ((q1 & 0xF) << 4));
+        b.qs[j]      = static_cast<uint8_t>((q0 & 0xF) | ((q1 & 0xF) << 4));
         qh |= uint32_t((q0 >> 4) & 1) << j;
         qh |= uint32_t((q1 >> 4) & 1) << (j + 16);
     }
@@ -425,7 +431,7 @@ float fit_scale_offset(const float* x, int n, int nmax, float* offset) {
         int l_buf[kQK];
         for (int i = 0; i < n; ++i) {
             const int l = std::clamp(nearest_int(iscale * (x[i] - xmin)), 0, nmax);
-            l_buf[i] = l;
+            l_buf[i]    = l;
             sl += l;
             sl2 += float(l) * l;
             sx += x[i];
@@ -434,9 +440,9 @@ float fit_scale_offset(const float* x, int n, int nmax, float* offset) {
         const float det = n * sl2 - sl * sl;
         if (det <= 0.0f) continue;
         float scale = (n * slx - sl * sx) / det;
-        float off = (sl2 * sx - sl * slx) / det;
+        float off   = (sl2 * sx - sl * slx) / det;
         if (off > 0.0f) {
-            off = 0.0f;
+            off   = 0.0f;
             scale = slx / sl2;
         }
         float err = 0.0f;
@@ -445,8 +451,8 @@ float fit_scale_offset(const float* x, int n, int nmax, float* offset) {
             err += e * e;
         }
         if (err < best_err) {
-            best_err = err;
-            best_scale = scale;
+            best_err    = err;
+            best_scale  = scale;
             best_offset = off;
         }
     }
@@ -460,23 +466,23 @@ void quantize_q4_k(const float* x, BlockQ4_K& b) {
     for (int j = 0; j < 8; ++j) {
         float off;
         scales[j] = std::max(0.0f, fit_scale_offset(x + 32 * j, 32, 15, &off));
-        mins[j] = -off;
+        mins[j]   = -off;
         max_scale = std::max(max_scale, scales[j]);
-        max_min = std::max(max_min, mins[j]);
+        max_min   = std::max(max_min, mins[j]);
     }
     const float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
-    const float inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
+    const float inv_min   = max_min > 0.0f ? 63.0f / max_min : 0.0f;
     uint8_t ls[8], lm[8];
     for (int j = 0; j < 8; ++j) {
         ls[j] = static_cast<uint8_t>(std::min(63, nearest_int(inv_scale * scales[j])));
         lm[j] = static_cast<uint8_t>(std::min(63, nearest_int(inv_min * mins[j])));
     }
     for (int j = 0; j < 4; ++j) {
-        b.scales[j] = static_cast<uint8_t>(ls[j] | ((ls[j + 4] >> 4) << 6));
+        b.scales[j]     = static_cast<uint8_t>(ls[j] | ((ls[j + 4] >> 4) << 6));
         b.scales[j + 4] = static_cast<uint8_t>(lm[j] | ((lm[j + 4] >> 4) << 6));
         b.scales[j + 8] = static_cast<uint8_t>((ls[j + 4] & 0xF) | ((lm[j + 4] & 0xF) << 4));
     }
-    b.d = f32_to_f16(max_scale / 63.0f);
+    b.d    = f32_to_f16(max_scale / 63.0f);
     b.dmin = f32_to_f16(max_min / 63.0f);
     // Requantize against the scales as stored (f16 super-scales times 6-bit factors), which is what decodes.
     const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
@@ -486,7 +492,7 @@ void quantize_q4_k(const float* x, BlockQ4_K& b) {
         get_scale_min_k4(j, b.scales, &sc, &m);
         const float dd = d * sc, dm = dmin * m;
         for (int i = 0; i < 32; ++i) {
-            const int l = dd != 0.0f ? nearest_int((x[32 * j + i] + dm) / dd) : 0;
+            const int l       = dd != 0.0f ? nearest_int((x[32 * j + i] + dm) / dd) : 0;
             l_all[32 * j + i] = static_cast<uint8_t>(std::clamp(l, 0, 15));
         }
     }
@@ -542,24 +548,24 @@ void quantize_q6_k(const float* x, BlockQ6_K& b) {
     const float iscale = -128.0f / vmax;
     for (int j = 0; j < 16; ++j)
         b.scales[j] = static_cast<int8_t>(std::clamp(nearest_int(iscale * scales[j]), -128, 127));
-    b.d = f32_to_f16(1.0f / iscale);
+    b.d           = f32_to_f16(1.0f / iscale);
     const float d = f16_to_f32(b.d);
     uint8_t l_all[kQKK];
     for (int j = 0; j < 16; ++j) {
         const float dd = d * b.scales[j];
         for (int i = 0; i < 16; ++i) {
-            const int l = dd != 0.0f ? nearest_int(x[16 * j + i] / dd) : 0;
+            const int l       = dd != 0.0f ? nearest_int(x[16 * j + i] / dd) : 0;
             l_all[16 * j + i] = static_cast<uint8_t>(std::clamp(l, -32, 31) + 32);
         }
     }
     for (int half = 0; half < 2; ++half) {
         const uint8_t* L = l_all + 128 * half;
-        uint8_t* ql = b.ql + 64 * half;
-        uint8_t* qh = b.qh + 32 * half;
+        uint8_t* ql      = b.ql + 64 * half;
+        uint8_t* qh      = b.qh + 32 * half;
         for (int l = 0; l < 32; ++l) {
-            ql[l] = static_cast<uint8_t>((L[l] & 0xF) | ((L[l + 64] & 0xF) << 4));
+            ql[l]      = static_cast<uint8_t>((L[l] & 0xF) | ((L[l + 64] & 0xF) << 4));
             ql[l + 32] = static_cast<uint8_t>((L[l + 32] & 0xF) | ((L[l + 96] & 0xF) << 4));
-            qh[l] = static_cast<uint8_t>((L[l] >> 4) | ((L[l + 32] >> 4) << 2) | ((L[l + 64] >> 4) << 4) |
+            qh[l]      = static_cast<uint8_t>((L[l] >> 4) | ((L[l + 32] >> 4) << 2) | ((L[l + 64] >> 4) << 4) |
                                          ((L[l + 96] >> 4) << 6));
         }
     }
@@ -570,7 +576,9 @@ void quantize_q6_k(const float* x, BlockQ6_K& b) {
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     check_row("dequantize_row", t, n);
     switch (t) {
-        case DType::F32: std::memcpy(dst, src, size_t(n) * sizeof(float)); return;
+        case DType::F32:
+            std::memcpy(dst, src, size_t(n) * sizeof(float));
+            return;
         case DType::F16: {
             const uint16_t* h = static_cast<const uint16_t*>(src);
             for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(h[i]);
@@ -581,11 +589,16 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
             for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(h[i]);
             return;
         }
-        case DType::Q8_0: return dequant_blocks<BlockQ8_0, dequant_q8_0>(src, dst, n, kQK);
-        case DType::Q5_0: return dequant_blocks<BlockQ5_0, dequant_q5_0>(src, dst, n, kQK);
-        case DType::Q4_K: return dequant_blocks<BlockQ4_K, dequant_q4_k>(src, dst, n, kQKK);
-        case DType::Q6_K: return dequant_blocks<BlockQ6_K, dequant_q6_k>(src, dst, n, kQKK);
-        default: unsupported("dequantize_row", t);
+        case DType::Q8_0:
+            return dequant_blocks<BlockQ8_0, dequant_q8_0>(src, dst, n, kQK);
+        case DType::Q5_0:
+            return dequant_blocks<BlockQ5_0, dequant_q5_0>(src, dst, n, kQK);
+        case DType::Q4_K:
+            return dequant_blocks<BlockQ4_K, dequant_q4_k>(src, dst, n, kQKK);
+        case DType::Q6_K:
+            return dequant_blocks<BlockQ6_K, dequant_q6_k>(src, dst, n, kQKK);
+        default:
+            unsupported("dequantize_row", t);
     }
 }
 
@@ -594,27 +607,32 @@ float dot_row_reference(DType t, const void* row, const float* x, int64_t n) {
     switch (t) {
         case DType::F32: {
             const float* w = static_cast<const float*>(row);
-            float s = 0.0f;
+            float s        = 0.0f;
             for (int64_t i = 0; i < n; ++i) s += w[i] * x[i];
             return s;
         }
         case DType::F16: {
             const uint16_t* w = static_cast<const uint16_t*>(row);
-            float s = 0.0f;
+            float s           = 0.0f;
             for (int64_t i = 0; i < n; ++i) s += f16_to_f32(w[i]) * x[i];
             return s;
         }
         case DType::BF16: {
             const uint16_t* w = static_cast<const uint16_t*>(row);
-            float s = 0.0f;
+            float s           = 0.0f;
             for (int64_t i = 0; i < n; ++i) s += bf16_to_f32(w[i]) * x[i];
             return s;
         }
-        case DType::Q8_0: return dot_blocks<BlockQ8_0, dot_q8_0>(row, x, n, kQK);
-        case DType::Q5_0: return dot_blocks<BlockQ5_0, dot_q5_0>(row, x, n, kQK);
-        case DType::Q4_K: return dot_blocks<BlockQ4_K, dot_q4_k>(row, x, n, kQKK);
-        case DType::Q6_K: return dot_blocks<BlockQ6_K, dot_q6_k>(row, x, n, kQKK);
-        default: unsupported("dot_row", t);
+        case DType::Q8_0:
+            return dot_blocks<BlockQ8_0, dot_q8_0>(row, x, n, kQK);
+        case DType::Q5_0:
+            return dot_blocks<BlockQ5_0, dot_q5_0>(row, x, n, kQK);
+        case DType::Q4_K:
+            return dot_blocks<BlockQ4_K, dot_q4_k>(row, x, n, kQKK);
+        case DType::Q6_K:
+            return dot_blocks<BlockQ6_K, dot_q6_k>(row, x, n, kQKK);
+        default:
+            unsupported("dot_row", t);
     }
 }
 
@@ -622,14 +640,22 @@ float dot_row(DType t, const void* row, const float* x, int64_t n) {
 #ifdef BUTLER_QUANT_AVX2
     check_row("dot_row", t, n);
     switch (t) {
-        case DType::F32: return dot_f32_avx2(static_cast<const float*>(row), x, n);
-        case DType::F16: return dot_f16_avx2(static_cast<const uint16_t*>(row), x, n);
-        case DType::BF16: return dot_bf16_avx2(static_cast<const uint16_t*>(row), x, n);
-        case DType::Q8_0: return dot_q8_0_avx2(static_cast<const BlockQ8_0*>(row), x, n / kQK);
-        case DType::Q5_0: return dot_q5_0_avx2(static_cast<const BlockQ5_0*>(row), x, n / kQK);
-        case DType::Q4_K: return dot_q4_k_avx2(static_cast<const BlockQ4_K*>(row), x, n / kQKK);
-        case DType::Q6_K: return dot_q6_k_avx2(static_cast<const BlockQ6_K*>(row), x, n / kQKK);
-        default: unsupported("dot_row", t);
+        case DType::F32:
+            return dot_f32_avx2(static_cast<const float*>(row), x, n);
+        case DType::F16:
+            return dot_f16_avx2(static_cast<const uint16_t*>(row), x, n);
+        case DType::BF16:
+            return dot_bf16_avx2(static_cast<const uint16_t*>(row), x, n);
+        case DType::Q8_0:
+            return dot_q8_0_avx2(static_cast<const BlockQ8_0*>(row), x, n / kQK);
+        case DType::Q5_0:
+            return dot_q5_0_avx2(static_cast<const BlockQ5_0*>(row), x, n / kQK);
+        case DType::Q4_K:
+            return dot_q4_k_avx2(static_cast<const BlockQ4_K*>(row), x, n / kQKK);
+        case DType::Q6_K:
+            return dot_q6_k_avx2(static_cast<const BlockQ6_K*>(row), x, n / kQKK);
+        default:
+            unsupported("dot_row", t);
     }
 #else
     return dot_row_reference(t, row, x, n);
@@ -639,7 +665,9 @@ float dot_row(DType t, const void* row, const float* x, int64_t n) {
 void quantize_row(DType t, const float* src, void* dst, int64_t n) {
     check_row("quantize_row", t, n);
     switch (t) {
-        case DType::F32: std::memcpy(dst, src, size_t(n) * sizeof(float)); return;
+        case DType::F32:
+            std::memcpy(dst, src, size_t(n) * sizeof(float));
+            return;
         case DType::F16: {
             uint16_t* h = static_cast<uint16_t*>(dst);
             for (int64_t i = 0; i < n; ++i) h[i] = f32_to_f16(src[i]);
@@ -670,7 +698,8 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
             for (int64_t i = 0; i < n / kQKK; ++i) quantize_q6_k(src + i * kQKK, b[i]);
             return;
         }
-        default: unsupported("quantize_row", t);
+        default:
+            unsupported("quantize_row", t);
     }
 }
 
@@ -678,7 +707,7 @@ void gemv(DType t, const void* w, int64_t n_rows, int64_t n_cols, const float* x
     // Validate here, on the calling thread: an exception must not escape the OpenMP region.
     check_row("gemv", t, n_cols);
     const int64_t stride = row_bytes(t, n_cols);
-    const uint8_t* base = static_cast<const uint8_t*>(w);
+    const uint8_t* base  = static_cast<const uint8_t*>(w);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < n_rows; ++r) y[r] = dot_row(t, base + r * stride, x, n_cols);
 }
