@@ -24,30 +24,37 @@ static_assert(std::endian::native == std::endian::little, "the GGUF reader assum
 
 namespace {
 
-constexpr char kMagic[4] = {'G', 'G', 'U', 'F'};
+constexpr char kMagic[4]             = {'G', 'G', 'U', 'F'};
 constexpr uint64_t kDefaultAlignment = 32;
 // Arrays of arrays are legal; a limit keeps a hostile file from recursing the stack away.
 constexpr int kMaxArrayDepth = 8;
-constexpr uint32_t kMaxDims = 4;
+constexpr uint32_t kMaxDims  = 4;
 
-bool known_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::F64); }
+bool known_type(uint32_t t) {
+    return t <= static_cast<uint32_t>(GgufType::F64);
+}
 
 // Smallest encoding of one value of type `t`, used to reject counts that cannot fit before allocating for them.
 uint64_t min_value_bytes(GgufType t) {
     switch (t) {
-    case GgufType::U8:
-    case GgufType::I8:
-    case GgufType::Bool: return 1;
-    case GgufType::U16:
-    case GgufType::I16: return 2;
-    case GgufType::U32:
-    case GgufType::I32:
-    case GgufType::F32: return 4;
-    case GgufType::U64:
-    case GgufType::I64:
-    case GgufType::F64:
-    case GgufType::String: return 8;    // the length
-    case GgufType::Array: return 4 + 8;  // element type and count
+        case GgufType::U8:
+        case GgufType::I8:
+        case GgufType::Bool:
+            return 1;
+        case GgufType::U16:
+        case GgufType::I16:
+            return 2;
+        case GgufType::U32:
+        case GgufType::I32:
+        case GgufType::F32:
+            return 4;
+        case GgufType::U64:
+        case GgufType::I64:
+        case GgufType::F64:
+        case GgufType::String:
+            return 8;  // the length
+        case GgufType::Array:
+            return 4 + 8;  // element type and count
     }
     return 1;
 }
@@ -101,35 +108,57 @@ public:
     void read_value(GgufType type, GgufValue& out, int depth) {
         out.type = type;
         switch (type) {
-        case GgufType::U8: out.u = read<uint8_t>("u8 value"); break;
-        case GgufType::I8: out.i = read<int8_t>("i8 value"); break;
-        case GgufType::U16: out.u = read<uint16_t>("u16 value"); break;
-        case GgufType::I16: out.i = read<int16_t>("i16 value"); break;
-        case GgufType::U32: out.u = read<uint32_t>("u32 value"); break;
-        case GgufType::I32: out.i = read<int32_t>("i32 value"); break;
-        case GgufType::U64: out.u = read<uint64_t>("u64 value"); break;
-        case GgufType::I64: out.i = read<int64_t>("i64 value"); break;
-        case GgufType::F32: out.f = read<float>("f32 value"); break;
-        case GgufType::F64: out.f = read<double>("f64 value"); break;
-        case GgufType::Bool: {
-            const uint8_t b = read<uint8_t>("bool value");
-            if (b > 1) error("bool value is {} (must be 0 or 1)", b);
-            out.b = b != 0;
-            break;
-        }
-        case GgufType::String: out.str = read_string("string value"); break;
-        case GgufType::Array: {
-            if (depth >= kMaxArrayDepth) error("arrays nested deeper than {} levels", kMaxArrayDepth);
-            const uint32_t elem = read<uint32_t>("array element type");
-            if (!known_type(elem)) error("unknown array element type id {}", elem);
-            out.elem_type = static_cast<GgufType>(elem);
-            const uint64_t count = read<uint64_t>("array count");
-            check_count(count, min_value_bytes(out.elem_type),
-                        fmt::format("array count ({} elements)", gguf_type_name(out.elem_type)));
-            out.items.resize(count);
-            for (GgufValue& item : out.items) read_value(out.elem_type, item, depth + 1);
-            break;
-        }
+            case GgufType::U8:
+                out.u = read<uint8_t>("u8 value");
+                break;
+            case GgufType::I8:
+                out.i = read<int8_t>("i8 value");
+                break;
+            case GgufType::U16:
+                out.u = read<uint16_t>("u16 value");
+                break;
+            case GgufType::I16:
+                out.i = read<int16_t>("i16 value");
+                break;
+            case GgufType::U32:
+                out.u = read<uint32_t>("u32 value");
+                break;
+            case GgufType::I32:
+                out.i = read<int32_t>("i32 value");
+                break;
+            case GgufType::U64:
+                out.u = read<uint64_t>("u64 value");
+                break;
+            case GgufType::I64:
+                out.i = read<int64_t>("i64 value");
+                break;
+            case GgufType::F32:
+                out.f = read<float>("f32 value");
+                break;
+            case GgufType::F64:
+                out.f = read<double>("f64 value");
+                break;
+            case GgufType::Bool: {
+                const uint8_t b = read<uint8_t>("bool value");
+                if (b > 1) error("bool value is {} (must be 0 or 1)", b);
+                out.b = b != 0;
+                break;
+            }
+            case GgufType::String:
+                out.str = read_string("string value");
+                break;
+            case GgufType::Array: {
+                if (depth >= kMaxArrayDepth) error("arrays nested deeper than {} levels", kMaxArrayDepth);
+                const uint32_t elem = read<uint32_t>("array element type");
+                if (!known_type(elem)) error("unknown array element type id {}", elem);
+                out.elem_type        = static_cast<GgufType>(elem);
+                const uint64_t count = read<uint64_t>("array count");
+                check_count(count, min_value_bytes(out.elem_type),
+                            fmt::format("array count ({} elements)", gguf_type_name(out.elem_type)));
+                out.items.resize(count);
+                for (GgufValue& item : out.items) read_value(out.elem_type, item, depth + 1);
+                break;
+            }
         }
     }
 
@@ -141,47 +170,68 @@ private:
     std::string field_ = "header";
 };
 
-// Overflow-safe a * b and a + b for the tensor size arithmetic.
-bool mul_ok(uint64_t a, uint64_t b, uint64_t& out) { return !__builtin_mul_overflow(a, b, &out); }
+// Overflow-safe a * b for the tensor size arithmetic.
+bool mul_ok(uint64_t a, uint64_t b, uint64_t& out) {
+    return !__builtin_mul_overflow(a, b, &out);
+}
 
-uint64_t align_up(uint64_t x, uint64_t alignment) { return (x + alignment - 1) / alignment * alignment; }
+uint64_t align_up(uint64_t x, uint64_t alignment) {
+    return (x + alignment - 1) / alignment * alignment;
+}
 
 }  // namespace
 
 std::string_view gguf_type_name(GgufType t) {
     switch (t) {
-    case GgufType::U8: return "u8";
-    case GgufType::I8: return "i8";
-    case GgufType::U16: return "u16";
-    case GgufType::I16: return "i16";
-    case GgufType::U32: return "u32";
-    case GgufType::I32: return "i32";
-    case GgufType::F32: return "f32";
-    case GgufType::Bool: return "bool";
-    case GgufType::String: return "string";
-    case GgufType::Array: return "array";
-    case GgufType::U64: return "u64";
-    case GgufType::I64: return "i64";
-    case GgufType::F64: return "f64";
+        case GgufType::U8:
+            return "u8";
+        case GgufType::I8:
+            return "i8";
+        case GgufType::U16:
+            return "u16";
+        case GgufType::I16:
+            return "i16";
+        case GgufType::U32:
+            return "u32";
+        case GgufType::I32:
+            return "i32";
+        case GgufType::F32:
+            return "f32";
+        case GgufType::Bool:
+            return "bool";
+        case GgufType::String:
+            return "string";
+        case GgufType::Array:
+            return "array";
+        case GgufType::U64:
+            return "u64";
+        case GgufType::I64:
+            return "i64";
+        case GgufType::F64:
+            return "f64";
     }
     return "unknown";
 }
 
 bool GgufValue::is_integer() const {
     switch (type) {
-    case GgufType::U8:
-    case GgufType::I8:
-    case GgufType::U16:
-    case GgufType::I16:
-    case GgufType::U32:
-    case GgufType::I32:
-    case GgufType::U64:
-    case GgufType::I64: return true;
-    default: return false;
+        case GgufType::U8:
+        case GgufType::I8:
+        case GgufType::U16:
+        case GgufType::I16:
+        case GgufType::U32:
+        case GgufType::I32:
+        case GgufType::U64:
+        case GgufType::I64:
+            return true;
+        default:
+            return false;
     }
 }
 
-bool GgufValue::is_float() const { return type == GgufType::F32 || type == GgufType::F64; }
+bool GgufValue::is_float() const {
+    return type == GgufType::F32 || type == GgufType::F64;
+}
 
 std::vector<int64_t> GgufTensorInfo::shape() const {
     std::vector<int64_t> s(n_dims);
@@ -193,9 +243,9 @@ std::vector<int64_t> GgufTensorInfo::shape() const {
 
 std::unique_ptr<GgufFile> GgufFile::open(const std::string& path) {
     std::unique_ptr<GgufFile> file(new GgufFile());
-    file->path_ = path;
-    file->map_ = std::make_unique<MappedFile>(path);
-    file->bytes_ = file->map_->data();
+    file->path_    = path;
+    file->map_     = std::make_unique<MappedFile>(path);
+    file->bytes_   = file->map_->data();
     file->n_bytes_ = file->map_->n_bytes();
     file->parse();
     return file;
@@ -205,7 +255,7 @@ std::unique_ptr<GgufFile> GgufFile::from_memory(std::span<const uint8_t> bytes, 
     std::unique_ptr<GgufFile> file(new GgufFile());
     file->path_ = name;
     file->memory_.assign(bytes.begin(), bytes.end());
-    file->bytes_ = file->memory_.empty() ? nullptr : file->memory_.data();
+    file->bytes_   = file->memory_.empty() ? nullptr : file->memory_.data();
     file->n_bytes_ = file->memory_.size();
     file->parse();
     return file;
@@ -230,7 +280,7 @@ void GgufFile::parse() {
         r.error("unsupported GGUF version {} (Butler reads versions 2 and 3)", version_);
     }
     const uint64_t n_tensors = r.read<uint64_t>("tensor_count");
-    const uint64_t n_kv = r.read<uint64_t>("kv_count");
+    const uint64_t n_kv      = r.read<uint64_t>("kv_count");
     // The smallest KV is a 1-byte key (8 + 1), a type (4) and a 1-byte value; the smallest tensor info is an
     // empty name (8), n_dims (4), one ne (8), the type (4) and the offset (8). Both must fit in what is left.
     r.check_count(n_kv, 8 + 1 + 4 + 1, "kv_count");
@@ -269,7 +319,7 @@ void GgufFile::parse() {
         if (tensor_index_.count(info.name) != 0) r.error("duplicate tensor name");
         const uint32_t n_dims = r.read<uint32_t>("n_dims");
         if (n_dims < 1 || n_dims > kMaxDims) r.error("n_dims is {} (must be 1..{})", n_dims, kMaxDims);
-        info.n_dims = static_cast<int>(n_dims);
+        info.n_dims     = static_cast<int>(n_dims);
         uint64_t n_elem = 1;
         for (uint32_t d = 0; d < n_dims; ++d) {
             const uint64_t ne = r.read<uint64_t>("ne");
@@ -279,7 +329,7 @@ void GgufFile::parse() {
                 r.error("element count overflows at ne[{}] = {}", d, ne);
             info.ne[d] = static_cast<int64_t>(ne);
         }
-        const uint32_t type = r.read<uint32_t>("tensor type");
+        const uint32_t type       = r.read<uint32_t>("tensor type");
         const DTypeTraits* traits = find_dtype(type);
         if (traits == nullptr) r.error("unknown tensor type id {}", type);
         info.type = static_cast<DType>(type);
@@ -298,7 +348,7 @@ void GgufFile::parse() {
 
     // The data section starts at the next multiple of the alignment. A file with no tensor data may end before
     // that padding, which costs nothing to accept.
-    data_offset_ = align_up(r.pos(), alignment_);
+    data_offset_                = align_up(r.pos(), alignment_);
     const uint64_t n_data_bytes = data_offset_ <= n_bytes_ ? n_bytes_ - data_offset_ : 0;
     for (GgufTensorInfo& info : tensors_) {
         if (info.offset > n_data_bytes || info.n_bytes > n_data_bytes - info.offset) {
@@ -337,10 +387,14 @@ std::string describe(const GgufValue& v) {
 
 template <typename T>
 constexpr std::string_view int_name() {
-    if constexpr (std::is_same_v<T, uint32_t>) return "u32";
-    else if constexpr (std::is_same_v<T, int32_t>) return "i32";
-    else if constexpr (std::is_same_v<T, uint64_t>) return "u64";
-    else return "i64";
+    if constexpr (std::is_same_v<T, uint32_t>)
+        return "u32";
+    else if constexpr (std::is_same_v<T, int32_t>)
+        return "i32";
+    else if constexpr (std::is_same_v<T, uint64_t>)
+        return "u64";
+    else
+        return "i64";
 }
 
 // Converts one value to T or explains why not; `what` is the file and key prefix for the message.
@@ -350,10 +404,9 @@ T convert_scalar(const GgufValue& v, const std::string& where) {
         if (v.type != GgufType::Bool) fail(Status::Format, "{}: expected bool, found {}", where, describe(v));
         return v.b;
     } else if constexpr (std::is_integral_v<T>) {
-        if (!v.is_integer())
-            fail(Status::Format, "{}: expected an integer, found {}", where, describe(v));
-        const bool is_signed = v.type == GgufType::I8 || v.type == GgufType::I16 || v.type == GgufType::I32 ||
-                               v.type == GgufType::I64;
+        if (!v.is_integer()) fail(Status::Format, "{}: expected an integer, found {}", where, describe(v));
+        const bool is_signed =
+            v.type == GgufType::I8 || v.type == GgufType::I16 || v.type == GgufType::I32 || v.type == GgufType::I64;
         if (is_signed) {
             if (!std::in_range<T>(v.i))
                 fail(Status::Format, "{}: value {} does not fit in {}", where, v.i, int_name<T>());

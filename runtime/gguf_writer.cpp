@@ -12,7 +12,7 @@ namespace butler {
 namespace {
 
 constexpr uint64_t kDefaultAlignment = 32;
-constexpr const char* kAlignmentKey = "general.alignment";
+constexpr const char* kAlignmentKey  = "general.alignment";
 
 class Sink {
 public:
@@ -32,27 +32,51 @@ public:
 
     void put_value(const GgufValue& v) {
         switch (v.type) {
-        case GgufType::U8: put<uint8_t>(uint8_t(v.u)); break;
-        case GgufType::I8: put<int8_t>(int8_t(v.i)); break;
-        case GgufType::U16: put<uint16_t>(uint16_t(v.u)); break;
-        case GgufType::I16: put<int16_t>(int16_t(v.i)); break;
-        case GgufType::U32: put<uint32_t>(uint32_t(v.u)); break;
-        case GgufType::I32: put<int32_t>(int32_t(v.i)); break;
-        case GgufType::U64: put<uint64_t>(v.u); break;
-        case GgufType::I64: put<int64_t>(v.i); break;
-        case GgufType::F32: put<float>(float(v.f)); break;
-        case GgufType::F64: put<double>(v.f); break;
-        case GgufType::Bool: put<uint8_t>(v.b ? 1 : 0); break;
-        case GgufType::String: put_string(v.str); break;
-        case GgufType::Array:
-            put<uint32_t>(static_cast<uint32_t>(v.elem_type));
-            put<uint64_t>(v.items.size());
-            for (const GgufValue& item : v.items) {
-                BUTLER_ASSERT(item.type == v.elem_type, "array of {} holds a {}", gguf_type_name(v.elem_type),
-                              gguf_type_name(item.type));
-                put_value(item);
-            }
-            break;
+            case GgufType::U8:
+                put<uint8_t>(uint8_t(v.u));
+                break;
+            case GgufType::I8:
+                put<int8_t>(int8_t(v.i));
+                break;
+            case GgufType::U16:
+                put<uint16_t>(uint16_t(v.u));
+                break;
+            case GgufType::I16:
+                put<int16_t>(int16_t(v.i));
+                break;
+            case GgufType::U32:
+                put<uint32_t>(uint32_t(v.u));
+                break;
+            case GgufType::I32:
+                put<int32_t>(int32_t(v.i));
+                break;
+            case GgufType::U64:
+                put<uint64_t>(v.u);
+                break;
+            case GgufType::I64:
+                put<int64_t>(v.i);
+                break;
+            case GgufType::F32:
+                put<float>(float(v.f));
+                break;
+            case GgufType::F64:
+                put<double>(v.f);
+                break;
+            case GgufType::Bool:
+                put<uint8_t>(v.b ? 1 : 0);
+                break;
+            case GgufType::String:
+                put_string(v.str);
+                break;
+            case GgufType::Array:
+                put<uint32_t>(static_cast<uint32_t>(v.elem_type));
+                put<uint64_t>(v.items.size());
+                for (const GgufValue& item : v.items) {
+                    BUTLER_ASSERT(item.type == v.elem_type, "array of {} holds a {}", gguf_type_name(v.elem_type),
+                                  gguf_type_name(item.type));
+                    put_value(item);
+                }
+                break;
         }
     }
 
@@ -73,7 +97,7 @@ GgufValue scalar(GgufType type) {
 
 GgufValue array_of(GgufType elem_type) {
     GgufValue v;
-    v.type = GgufType::Array;
+    v.type      = GgufType::Array;
     v.elem_type = elem_type;
     return v;
 }
@@ -87,37 +111,37 @@ GgufWriter::GgufWriter(uint64_t alignment) : alignment_(alignment) {
 
 void GgufWriter::set_u32(const std::string& key, uint32_t v) {
     GgufValue val = scalar(GgufType::U32);
-    val.u = v;
+    val.u         = v;
     set_value(key, val);
 }
 
 void GgufWriter::set_i32(const std::string& key, int32_t v) {
     GgufValue val = scalar(GgufType::I32);
-    val.i = v;
+    val.i         = v;
     set_value(key, val);
 }
 
 void GgufWriter::set_u64(const std::string& key, uint64_t v) {
     GgufValue val = scalar(GgufType::U64);
-    val.u = v;
+    val.u         = v;
     set_value(key, val);
 }
 
 void GgufWriter::set_f32(const std::string& key, float v) {
     GgufValue val = scalar(GgufType::F32);
-    val.f = v;
+    val.f         = v;
     set_value(key, val);
 }
 
 void GgufWriter::set_bool(const std::string& key, bool v) {
     GgufValue val = scalar(GgufType::Bool);
-    val.b = v;
+    val.b         = v;
     set_value(key, val);
 }
 
 void GgufWriter::set_string(const std::string& key, const std::string& v) {
     GgufValue val = scalar(GgufType::String);
-    val.str = v;
+    val.str       = v;
     set_value(key, val);
 }
 
@@ -167,8 +191,7 @@ void GgufWriter::set_value(const std::string& key, const GgufValue& v) {
 void GgufWriter::add_tensor(const std::string& name, DType type, std::span<const int64_t> shape,
                             std::span<const uint8_t> data) {
     BUTLER_ASSERT(!name.empty(), "GGUF tensor names must not be empty");
-    BUTLER_ASSERT(shape.size() >= 1 && shape.size() <= 4, "tensor '{}' has {} dims (must be 1..4)", name,
-                  shape.size());
+    BUTLER_ASSERT(shape.size() >= 1 && shape.size() <= 4, "tensor '{}' has {} dims (must be 1..4)", name, shape.size());
     for (const Tensor& t : tensors_) BUTLER_ASSERT(t.name != name, "duplicate tensor '{}'", name);
     int64_t n_elem = 1;
     for (int64_t d : shape) {
@@ -221,12 +244,12 @@ std::vector<uint8_t> GgufWriter::to_bytes() const {
 
 void GgufWriter::write(const std::string& path) const {
     const std::vector<uint8_t> bytes = to_bytes();
-    const std::string tmp = path + ".tmp";
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    const std::string tmp            = path + ".tmp";
+    std::FILE* f                     = std::fopen(tmp.c_str(), "wb");
     if (f == nullptr) fail(Status::Io, "cannot create '{}': {}", tmp, std::strerror(errno));
-    const bool wrote = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0;
+    const bool wrote    = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0;
     const int write_err = errno;
-    const bool closed = std::fclose(f) == 0;
+    const bool closed   = std::fclose(f) == 0;
     if (!wrote || !closed) {
         const int err = wrote ? errno : write_err;
         std::remove(tmp.c_str());
