@@ -54,8 +54,8 @@ struct GgufValue {
     double f = 0;
     bool b = false;
     std::string str;
-    // Arrays: element type and elements. Numeric/bool/string elements are stored as GgufValue too, except that
-    // the common large arrays are also available packed (see below) so tokenizers need not walk GgufValues.
+    // Arrays: element type and elements (each a GgufValue; arrays of arrays nest). The typed get<std::vector<T>>
+    // lookups of GgufFile convert them.
     GgufType elem_type = GgufType::U8;
     std::vector<GgufValue> items;
 

@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -166,6 +167,37 @@ std::string default_model_or_skip() {
         MESSAGE("skipped: ", e.what());
         return "";
     }
+}
+
+}  // namespace butler::test
+
+namespace butler::test {
+namespace {
+
+std::string shell_quote(const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += (c == '\'') ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+std::string slurp(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+CliResult run_cli(const std::vector<std::string>& args) {
+    TempFile out(".out"), err(".err");
+    std::string cmd = shell_quote(BUTLER_CLI_PATH);
+    for (const std::string& a : args) cmd += " " + shell_quote(a);
+    cmd += " </dev/null >" + shell_quote(out.path()) + " 2>" + shell_quote(err.path());
+    const int status = std::system(cmd.c_str());
+    CliResult r;
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.out = slurp(out.path());
+    r.err = slurp(err.path());
+    return r;
 }
 
 }  // namespace butler::test

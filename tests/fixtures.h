@@ -63,3 +63,16 @@ private:
 std::string default_model_or_skip();
 
 }  // namespace butler::test
+
+namespace butler::test {
+
+struct CliResult {
+    int exit_code = -1;
+    std::string out;  // stdout
+    std::string err;  // stderr
+};
+
+// Runs the built `butler` binary with these arguments (each shell-quoted), capturing stdout, stderr and the exit code.
+CliResult run_cli(const std::vector<std::string>& args);
+
+}  // namespace butler::test
