@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -75,9 +76,27 @@ public:
     bool is_end_of_generation(TokenId id) const;
 
 private:
+    // Lets index_ be probed with a string_view, so that the merge loop looks up candidate pairs without
+    // allocating a std::string per pair.
+    struct TextHash {
+        using is_transparent = void;
+        size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    };
+    // One piece of the special-token partition: a special token (token >= 0) or raw text [offset, offset + n).
+    struct Fragment {
+        TokenId token = -1;
+        size_t offset = 0;
+        size_t n = 0;
+    };
+
+    std::vector<Fragment> partition(std::string_view text, bool parse_special) const;
+    // Appends the ids of one raw fragment, already space-prefixed and escaped (' ' -> U+2581).
+    void encode_raw(std::string_view escaped, std::vector<TokenId>& out) const;
+    float score(TokenId id) const { return vocab_.scores.empty() ? 0.0f : vocab_.scores[static_cast<size_t>(id)]; }
+
     VocabData vocab_;
-    std::unordered_map<std::string, TokenId> index_;
-    std::vector<TokenId> byte_tokens_;       // byte value -> <0xXX> token id, or -1
+    std::unordered_map<std::string, TokenId, TextHash, std::equal_to<>> index_;
+    std::vector<TokenId> byte_tokens_;       // byte value -> <0xXX> id, else the 1-byte token, else unk (or -1)
     std::vector<TokenId> special_by_length_; // CONTROL/USER_DEFINED/UNKNOWN ids, longest text first
     std::vector<TokenId> end_of_generation_;
 };
