@@ -5,7 +5,9 @@
 #include "runtime/tokenizer.h"
 
 #include <algorithm>
+#include <functional>
 #include <queue>
+#include <unordered_map>
 #include <utility>
 
 #include "runtime/status.h"
@@ -69,8 +71,20 @@ Tokenizer::Tokenizer(VocabData vocab) : vocab_(std::move(vocab)) {
     }
 
     // Lowest id wins on duplicate texts, like llama.cpp's token_to_id built in id order.
-    index_.reserve(n);
-    for (size_t id = 0; id < n; ++id) index_.emplace(vocab_.tokens[id], static_cast<TokenId>(id));
+    size_t n_slots = 16;
+    while (n_slots < 2 * n) n_slots *= 2;
+    index_.assign(n_slots, -1);
+    index_mask_ = n_slots - 1;
+    for (size_t id = 0; id < n; ++id) {
+        const std::string& text = vocab_.tokens[id];
+        for (size_t slot = std::hash<std::string_view>{}(text) & index_mask_;; slot = (slot + 1) & index_mask_) {
+            if (index_[slot] < 0) {
+                index_[slot] = static_cast<TokenId>(id);
+                break;
+            }
+            if (vocab_.tokens[static_cast<size_t>(index_[slot])] == text) break;
+        }
+    }
 
     byte_tokens_.assign(256, -1);
     for (int b = 0; b < 256; ++b) {
@@ -106,8 +120,10 @@ TokenType Tokenizer::token_type(TokenId id) const {
 }
 
 TokenId Tokenizer::find(std::string_view text) const {
-    const auto it = index_.find(text);
-    return it == index_.end() ? -1 : it->second;
+    for (size_t slot = std::hash<std::string_view>{}(text) & index_mask_;; slot = (slot + 1) & index_mask_) {
+        const TokenId id = index_[slot];
+        if (id < 0 || vocab_.tokens[static_cast<size_t>(id)] == text) return id;
+    }
 }
 
 bool Tokenizer::is_end_of_generation(TokenId id) const {

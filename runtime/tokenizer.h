@@ -12,11 +12,9 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 namespace butler {
@@ -76,12 +74,6 @@ public:
     bool is_end_of_generation(TokenId id) const;
 
 private:
-    // Lets index_ be probed with a string_view, so that the merge loop looks up candidate pairs without
-    // allocating a std::string per pair.
-    struct TextHash {
-        using is_transparent = void;
-        size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-    };
     // One piece of the special-token partition: a special token (token >= 0) or raw text [offset, offset + n).
     struct Fragment {
         TokenId token = -1;
@@ -95,7 +87,11 @@ private:
     float score(TokenId id) const { return vocab_.scores.empty() ? 0.0f : vocab_.scores[static_cast<size_t>(id)]; }
 
     VocabData vocab_;
-    std::unordered_map<std::string, TokenId, TextHash, std::equal_to<>> index_;
+    // text -> id: an open-addressing table of ids (-1 = empty slot, linear probing, at most half full) whose keys
+    // are the token texts themselves. Building it makes no allocation per token, which keeps a 262k-token load
+    // fast, and a lookup takes a string_view, so the merge loop probes pairs without building strings.
+    std::vector<TokenId> index_;
+    size_t index_mask_ = 0;
     std::vector<TokenId> byte_tokens_;       // byte value -> <0xXX> id, else the 1-byte token, else unk (or -1)
     std::vector<TokenId> special_by_length_; // CONTROL/USER_DEFINED/UNKNOWN ids, longest text first
     std::vector<TokenId> end_of_generation_;
