@@ -31,10 +31,14 @@ int parse_byte_token(std::string_view text) {
     int value = 0;
     for (char c : text.substr(3, 2)) {
         value <<= 4;
-        if (c >= '0' && c <= '9') value |= c - '0';
-        else if (c >= 'A' && c <= 'F') value |= c - 'A' + 10;
-        else if (c >= 'a' && c <= 'f') value |= c - 'a' + 10;
-        else return -1;
+        if (c >= '0' && c <= '9')
+            value |= c - '0';
+        else if (c >= 'A' && c <= 'F')
+            value |= c - 'A' + 10;
+        else if (c >= 'a' && c <= 'f')
+            value |= c - 'a' + 10;
+        else
+            return -1;
     }
     return value;
 }
@@ -44,8 +48,10 @@ std::string escape_spaces(std::string_view text, bool space_prefix) {
     out.reserve(text.size() + text.size() / 4 + 3);
     if (space_prefix) out += kEscapedSpace;
     for (char c : text) {
-        if (c == ' ') out += kEscapedSpace;
-        else out += c;
+        if (c == ' ')
+            out += kEscapedSpace;
+        else
+            out += c;
     }
     return out;
 }
@@ -77,7 +83,7 @@ Tokenizer::Tokenizer(VocabData vocab) : vocab_(std::move(vocab)) {
     index_mask_ = n_slots - 1;
     for (size_t id = 0; id < n; ++id) {
         const std::string& text = vocab_.tokens[id];
-        for (size_t slot = std::hash<std::string_view>{}(text) & index_mask_;; slot = (slot + 1) & index_mask_) {
+        for (size_t slot = first_slot(text);; slot = (slot + 1) & index_mask_) {
             if (index_[slot] < 0) {
                 index_[slot] = static_cast<TokenId>(id);
                 break;
@@ -101,9 +107,8 @@ Tokenizer::Tokenizer(VocabData vocab) : vocab_(std::move(vocab)) {
             special_by_length_.push_back(id);
     }
     // Stable, so equal lengths keep id order and the partition is deterministic.
-    std::stable_sort(special_by_length_.begin(), special_by_length_.end(), [this](TokenId a, TokenId b) {
-        return token_text(a).size() > token_text(b).size();
-    });
+    std::stable_sort(special_by_length_.begin(), special_by_length_.end(),
+                     [this](TokenId a, TokenId b) { return token_text(a).size() > token_text(b).size(); });
 
     if (vocab_.eos >= 0) end_of_generation_.push_back(vocab_.eos);
     for (std::string_view name : {"<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|endoftext|>", "</s>"}) {
@@ -114,13 +119,17 @@ Tokenizer::Tokenizer(VocabData vocab) : vocab_(std::move(vocab)) {
     }
 }
 
+size_t Tokenizer::first_slot(std::string_view text) const {
+    return std::hash<std::string_view>{}(text)&index_mask_;
+}
+
 TokenType Tokenizer::token_type(TokenId id) const {
     if (vocab_.types.empty()) return TokenType::Normal;
     return vocab_.types.at(static_cast<size_t>(id));
 }
 
 TokenId Tokenizer::find(std::string_view text) const {
-    for (size_t slot = std::hash<std::string_view>{}(text) & index_mask_;; slot = (slot + 1) & index_mask_) {
+    for (size_t slot = first_slot(text);; slot = (slot + 1) & index_mask_) {
         const TokenId id = index_[slot];
         if (id < 0 || vocab_.tokens[static_cast<size_t>(id)] == text) return id;
     }
@@ -148,9 +157,9 @@ std::vector<Tokenizer::Fragment> Tokenizer::partition(std::string_view text, boo
                 next.push_back(fragment);
                 continue;
             }
-            const size_t end = fragment.offset + fragment.n;
+            const size_t end              = fragment.offset + fragment.n;
             const std::string_view window = text.substr(0, end);
-            size_t pos = fragment.offset;
+            size_t pos                    = fragment.offset;
             for (size_t match; (match = window.find(special, pos)) != std::string_view::npos;) {
                 if (match > pos) next.push_back({-1, pos, match - pos});
                 next.push_back({id, match, special.size()});
@@ -187,7 +196,7 @@ void Tokenizer::encode_raw(std::string_view text, std::vector<TokenId>& out) con
     std::vector<Symbol> symbols;
     symbols.reserve(text.size());
     for (size_t offset = 0; offset < text.size();) {
-        const size_t n = std::min(utf8_len(static_cast<uint8_t>(text[offset])), text.size() - offset);
+        const size_t n  = std::min(utf8_len(static_cast<uint8_t>(text[offset])), text.size() - offset);
         const int index = static_cast<int>(symbols.size());
         symbols.push_back({index - 1, offset + n == text.size() ? -1 : index + 1, offset, n});
         offset += n;
@@ -204,7 +213,7 @@ void Tokenizer::encode_raw(std::string_view text, std::vector<TokenId>& out) con
     auto try_add = [&](int left, int right) {
         if (left < 0 || right < 0) return;
         const std::string_view pair = text.substr(symbols[left].offset, symbols[left].n + symbols[right].n);
-        const TokenId id = find(pair);
+        const TokenId id            = find(pair);
         if (id < 0) return;
         queue.push({score(id), left, right, pair.size()});
         rev_merge[pair] = {left, right};
@@ -215,11 +224,11 @@ void Tokenizer::encode_raw(std::string_view text, std::vector<TokenId>& out) con
     while (!queue.empty()) {
         const Bigram bigram = queue.top();
         queue.pop();
-        Symbol& left = symbols[bigram.left];
+        Symbol& left  = symbols[bigram.left];
         Symbol& right = symbols[bigram.right];
         if (left.n == 0 || right.n == 0 || left.n + right.n != bigram.n) continue;
         left.n += right.n;
-        right.n = 0;
+        right.n   = 0;
         left.next = right.next;
         if (right.next >= 0) symbols[right.next].prev = bigram.left;
         try_add(left.prev, bigram.left);
@@ -277,12 +286,15 @@ std::string Tokenizer::piece(TokenId id, bool render_special) const {
             const int byte = parse_byte_token(text);
             return byte >= 0 ? std::string(1, static_cast<char>(byte)) : text;
         }
-        case TokenType::UserDefined: return text;
+        case TokenType::UserDefined:
+            return text;
         case TokenType::Control:
         case TokenType::Unknown:
-        case TokenType::Unused: return render_special ? text : std::string();
+        case TokenType::Unused:
+            return render_special ? text : std::string();
         case TokenType::Normal:
-        case TokenType::Undefined: break;  // llama.cpp has no undefined tokens in practice; treat them as normal
+        case TokenType::Undefined:
+            break;  // llama.cpp has no undefined tokens in practice; treat them as normal
     }
     std::string out;
     out.reserve(text.size());

@@ -15,7 +15,7 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
     if (vocab.model != "llama")
         fail(Status::Unsupported, "{}: tokenizer model '{}' is not supported yet (only SentencePiece 'llama')",
              file.path(), vocab.model);
-    vocab.tokens = file.require<std::vector<std::string>>("tokenizer.ggml.tokens");
+    vocab.tokens   = file.require<std::vector<std::string>>("tokenizer.ggml.tokens");
     const size_t n = vocab.tokens.size();
     if (n == 0) fail(Status::Format, "{}: tokenizer.ggml.tokens is empty", file.path());
     if (n > static_cast<size_t>(INT32_MAX))
@@ -46,10 +46,10 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
         if (*id >= n) fail(Status::Format, "{}: {} = {} is out of range (n_vocab = {})", file.path(), key, *id, n);
         return static_cast<TokenId>(*id);
     };
-    vocab.bos = special_id("tokenizer.ggml.bos_token_id");
-    vocab.eos = special_id("tokenizer.ggml.eos_token_id");
-    vocab.unk = special_id("tokenizer.ggml.unknown_token_id");
-    vocab.pad = special_id("tokenizer.ggml.padding_token_id");
+    vocab.bos     = special_id("tokenizer.ggml.bos_token_id");
+    vocab.eos     = special_id("tokenizer.ggml.eos_token_id");
+    vocab.unk     = special_id("tokenizer.ggml.unknown_token_id");
+    vocab.pad     = special_id("tokenizer.ggml.padding_token_id");
     vocab.add_bos = file.get<bool>("tokenizer.ggml.add_bos_token").value_or(true);
     vocab.add_eos = file.get<bool>("tokenizer.ggml.add_eos_token").value_or(false);
     // llama.cpp's SPM default; Gemma's file says false.
