@@ -33,4 +33,9 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n);
 // row stride row_bytes(t, n_cols). Parallel over rows with OpenMP.
 void gemv(DType t, const void* w, int64_t n_rows, int64_t n_cols, const float* x, float* y);
 
+// --- Exposed for tests ---------------------------------------------------------------------------------------
+// The scalar reference of dot_row (per-block fused, no SIMD). dot_row agrees with it up to float rounding;
+// the tests hold the SIMD paths to it.
+float dot_row_reference(DType t, const void* row, const float* x, int64_t n);
+
 }  // namespace butler

@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: MIT
+#include "apps/common.h"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "runtime/model_path.h"
+#include "runtime/status.h"
+
+namespace butler::cli {
+
+void add_common_options(CLI::App& sub, CommonOptions& opts, bool with_json) {
+    sub.add_option("-m,--model", opts.model,
+                   "GGUF model file (default: $BUTLER_MODEL, then ~/.cache/butler/models/gemma-3-270m-q4_k_m.gguf)");
+    sub.add_option("-t,--threads", opts.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
+    if (with_json) sub.add_flag("--json", opts.json, "machine-readable JSON on stdout");
+    sub.add_flag("--progress", opts.progress, "show progress on stderr even when it is not a terminal");
+}
+
+std::shared_ptr<const Model> load_model(const CommonOptions& opts) {
+    if (opts.threads > 0) omp_set_num_threads(opts.threads);
+    return Model::load(resolve_model_path(opts.model));
+}
+
+DType parse_kv_type(const std::string& name) {
+    if (name == "f16") return DType::F16;
+    if (name == "bf16") return DType::BF16;
+    if (name == "f32") return DType::F32;
+    fail(Status::Usage, "--kv-type must be f16, bf16 or f32 (got '{}')", name);
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail(Status::Io, "cannot open '{}': {}", path, std::strerror(errno));
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (in.bad()) fail(Status::Io, "cannot read '{}'", path);
+    return ss.str();
+}
+
+bool show_progress(const CommonOptions& opts) { return opts.progress || isatty(STDERR_FILENO); }
+
+}  // namespace butler::cli

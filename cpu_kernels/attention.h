@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: MIT
+// CPU attention over a KV cache held in F32, F16 or BF16 rows.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/dtype.h"
+
+namespace butler {
+
+// The K/V rows of one layer: K (n_head_kv, cap, head_dim), V (n_head_kv, cap, head_dim_v), last index contiguous,
+// in `type`. Position p lives in slot p % cap (cap >= the context for global layers; a ring for sliding windows).
+struct KvLayerView {
+    DType type = DType::F16;
+    const uint8_t* k = nullptr;
+    const uint8_t* v = nullptr;
+    int32_t n_head_kv = 0;
+    int64_t cap = 0;
+    int32_t head_dim = 0;
+    int32_t head_dim_v = 0;
+    int64_t elem_bytes = 2;
+
+    const uint8_t* k_row(int32_t g, int64_t pos) const {
+        return k + ((int64_t(g) * cap + pos % cap) * head_dim) * elem_bytes;
+    }
+    const uint8_t* v_row(int32_t g, int64_t pos) const {
+        return v + ((int64_t(g) * cap + pos % cap) * head_dim_v) * elem_bytes;
+    }
+};
+
+// Attention of n_group query heads (one KV group, all reading KV head g) over key positions k_lo..k_hi inclusive.
+//   q      (n_group, head_dim), already scaled
+//   out    (n_group, head_dim_v), the softmax-weighted sum of V (normalized)
+//   lse    (n_group) log-sum-exp of the scores, natural log (may be null)
+//   scores scratch of n_group * (k_hi - k_lo + 1) floats
+// An empty range (k_hi < k_lo) gives out = 0 and lse = -inf.
+void attend_group(const float* q, int32_t n_group, const KvLayerView& kv, int32_t g, int64_t k_lo, int64_t k_hi,
+                  float* out, float* lse, float* scores);
+
+// Row conversions between f32 and the KV type (F32, F16, BF16).
+void store_kv_row(DType type, const float* src, uint8_t* dst, int64_t n);
+float dot_kv_row(DType type, const uint8_t* row, const float* x, int64_t n);
+// acc[i] += a * row[i]
+void axpy_kv_row(DType type, const uint8_t* row, float a, float* acc, int64_t n);
+
+}  // namespace butler

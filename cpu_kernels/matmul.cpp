@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: MIT
+#include "cpu_kernels/matmul.h"
+
+#include <dnnl.h>
+
+#include <algorithm>
+
+#include "cpu_kernels/quant.h"
+#include "runtime/status.h"
+
+namespace butler {
+
+void MatmulScratch::reserve(int64_t max_cols, int64_t rows_per_tile) {
+    tile_rows = rows_per_tile;
+    if (static_cast<int64_t>(tile.size()) < max_cols * rows_per_tile)
+        tile.resize(static_cast<size_t>(max_cols * rows_per_tile));
+}
+
+void dequantize_rows(const WeightMatrix& w, int64_t r0, int64_t n, float* dst) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n; ++r) dequantize_row(w.type, w.row(r0 + r), dst + r * w.n_cols, w.n_cols);
+}
+
+void sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+              int64_t ldc) {
+    const dnnl_status_t st = dnnl_sgemm('N', 'T', m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+    BUTLER_ASSERT(st == dnnl_success, "dnnl_sgemm failed with status {}", static_cast<int>(st));
+}
+
+void matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int64_t ldy, MatmulScratch& scratch) {
+    if (n_tok <= kGemvMaxTokens) {
+        for (int64_t t = 0; t < n_tok; ++t) gemv(w.type, w.data, w.n_rows, w.n_cols, x + t * w.n_cols, y + t * ldy);
+        return;
+    }
+    if (w.type == DType::F32) {
+        sgemm_nt(n_tok, w.n_rows, w.n_cols, x, w.n_cols, reinterpret_cast<const float*>(w.data), w.n_cols, y, ldy);
+        return;
+    }
+    BUTLER_ASSERT(scratch.tile_rows > 0 && static_cast<int64_t>(scratch.tile.size()) >= scratch.tile_rows * w.n_cols,
+               "matmul scratch too small for a ({}, {}) matrix", w.n_rows, w.n_cols);
+    for (int64_t r0 = 0; r0 < w.n_rows; r0 += scratch.tile_rows) {
+        const int64_t n = std::min(scratch.tile_rows, w.n_rows - r0);
+        dequantize_rows(w, r0, n, scratch.tile.data());
+        sgemm_nt(n_tok, n, w.n_cols, x, w.n_cols, scratch.tile.data(), w.n_cols, y + r0, ldy);
+    }
+}
+
+}  // namespace butler

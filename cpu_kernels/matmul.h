@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: MIT
+// Matrix products against weight matrices in any computable type.
+//   matmul:  Y (n_tok, n_rows) = X (n_tok, n_cols) . W^T,  W (n_rows, n_cols) as stored in the file.
+// Few tokens (decode) go through the quantized GEMV (one fused dequantize-dot per row, OpenMP over rows).
+// Many tokens (prefill) dequantize W in row tiles into `scratch` and call oneDNN's sgemm per tile, so the
+// dequantization cost is paid once per tile and amortized over all tokens.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/weights.h"
+
+namespace butler {
+
+// Scratch for dequantized tiles, owned by the caller (a Session) and sized once, so matmul allocates nothing.
+struct MatmulScratch {
+    std::vector<float> tile;  // (tile_rows, max n_cols)
+    int64_t tile_rows = 0;
+    // Sizes the scratch for matrices of up to max_cols columns, with tiles of tile_rows rows.
+    void reserve(int64_t max_cols, int64_t rows_per_tile);
+};
+
+// Tokens at or below this count take the GEMV path.
+inline constexpr int64_t kGemvMaxTokens = 4;
+
+// y (n_tok, ldy) rows receive W.x for each token row of x (n_tok, n_cols), starting at column 0 of each y row.
+void matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int64_t ldy, MatmulScratch& scratch);
+inline void matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, MatmulScratch& scratch) {
+    matmul(w, x, n_tok, y, w.n_rows, scratch);
+}
+
+// Rows [r0, r0 + n) of W dequantized to f32 into dst (n, n_cols).
+void dequantize_rows(const WeightMatrix& w, int64_t r0, int64_t n, float* dst);
+
+// C (m, n) = A (m, k) . B^T with B (n, k), all row-major f32 with the given leading dimensions (oneDNN sgemm).
+void sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+              int64_t ldc);
+
+}  // namespace butler

@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: MIT
+// Element-wise and row-wise CPU operations of the forward pass. All work on contiguous f32 rows.
+#pragma once
+
+#include <cstdint>
+
+namespace butler {
+
+// out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i], i < n. out may alias x. w may be null (no weight).
+void rmsnorm(const float* x, const float* w, float* out, int64_t n, float eps);
+
+// Rotary position embedding of one head vector x (head_dim) at position `pos`, in place.
+// inv_freq (head_dim / 2): base^(-2i/head_dim), already multiplied by any linear frequency scale.
+// Neox style rotates the pairs (i, i + head_dim/2); Normal style the pairs (2i, 2i + 1).
+void rope_neox(float* x, int32_t head_dim, int64_t pos, const float* inv_freq);
+void rope_normal(float* x, int32_t head_dim, int64_t pos, const float* inv_freq);
+
+// gate[i] = act(gate[i]) * up[i], i < n. GELU is the tanh approximation (as Gemma and GGML use).
+void gelu_tanh_mul(float* gate, const float* up, int64_t n);
+void silu_mul(float* gate, const float* up, int64_t n);
+
+}  // namespace butler

@@ -1,0 +1,277 @@
+// SPDX-License-Identifier: MIT
+#include "runtime/session.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <new>
+
+#include "cpu_kernels/attention.h"
+#include "cpu_kernels/ops.h"
+#include "cpu_kernels/quant.h"
+#include "runtime/status.h"
+
+namespace butler {
+namespace {
+
+constexpr int64_t kVocabTile = 4096;  // output-projection rows dequantized per sgemm in target_logprobs
+constexpr int64_t kLogitRows = 512;   // hidden rows per target_logprobs block
+
+std::vector<float> rope_inv_freq(int32_t head_dim, float base, float freq_scale) {
+    std::vector<float> inv(static_cast<size_t>(head_dim / 2));
+    for (int32_t i = 0; i < head_dim / 2; ++i)
+        inv[static_cast<size_t>(i)] =
+            static_cast<float>(double(freq_scale) * std::pow(double(base), -2.0 * i / double(head_dim)));
+    return inv;
+}
+
+float softcap(float x, float cap) { return cap > 0 ? cap * std::tanh(x / cap) : x; }
+
+}  // namespace
+
+struct Session::LayerCache {
+    std::vector<uint8_t> k;  // (n_head_kv, cap, head_dim) in kv_type
+    std::vector<uint8_t> v;  // (n_head_kv, cap, head_dim_v)
+    int64_t cap = 0;
+    bool swa = false;
+};
+
+Session::~Session() = default;
+
+Session::Session(std::shared_ptr<const Model> model, const SessionParams& params)
+    : model_(std::move(model)), params_(params) {
+    const HParams& hp = model_->hparams();
+    if (params_.n_ctx <= 0) fail(Status::InvalidArg, "context size must be positive (got {})", params_.n_ctx);
+    if (params_.n_ctx > hp.n_ctx_train)
+        fail(Status::InvalidArg, "context of {} tokens exceeds the model's training context of {} tokens", params_.n_ctx,
+             hp.n_ctx_train);
+    if (params_.n_ubatch <= 0) fail(Status::InvalidArg, "n_ubatch must be positive (got {})", params_.n_ubatch);
+    params_.n_ubatch = std::min(params_.n_ubatch, params_.n_ctx);
+    if (params_.kv_type != DType::F16 && params_.kv_type != DType::BF16 && params_.kv_type != DType::F32)
+        fail(Status::InvalidArg, "KV cache type {} is not supported (f16, bf16 or f32)", dtype_name(params_.kv_type));
+    n_threads_ = std::max(1, omp_get_max_threads());
+
+    const int64_t ub = params_.n_ubatch;
+    const int64_t elem = dtype_traits(params_.kv_type).block_bytes;
+    try {
+        cache_.resize(static_cast<size_t>(hp.n_layer));
+        for (int l = 0; l < hp.n_layer; ++l) {
+            LayerCache& c = cache_[static_cast<size_t>(l)];
+            c.swa = hp.is_swa(l);
+            c.cap = c.swa ? std::min<int64_t>(params_.n_ctx, int64_t(hp.n_swa) + ub) : params_.n_ctx;
+            c.k.resize(static_cast<size_t>(hp.n_head_kv * c.cap * hp.head_dim * elem));
+            c.v.resize(static_cast<size_t>(hp.n_head_kv * c.cap * hp.head_dim_v * elem));
+        }
+        x_.resize(static_cast<size_t>(ub * hp.n_embd));
+        xn_.resize(x_.size());
+        o_.resize(x_.size());
+        q_.resize(static_cast<size_t>(ub * hp.n_embd_q()));
+        k_.resize(static_cast<size_t>(ub * hp.n_embd_k()));
+        v_.resize(static_cast<size_t>(ub * hp.n_embd_v()));
+        attn_.resize(static_cast<size_t>(ub * hp.n_head * hp.head_dim_v));
+        gate_.resize(static_cast<size_t>(ub * hp.n_ff));
+        up_.resize(gate_.size());
+        const int64_t n_group = hp.n_head / hp.n_head_kv;
+        scores_.resize(static_cast<size_t>(n_threads_ * n_group * params_.n_ctx));
+        hidden_last_.resize(static_cast<size_t>(hp.n_embd));
+        logits_tile_.resize(static_cast<size_t>(kLogitRows * kVocabTile));
+        const int64_t max_cols = std::max({int64_t(hp.n_embd), int64_t(hp.n_ff), hp.n_embd_q(),
+                                           int64_t(hp.n_head) * hp.head_dim_v});
+        mm_.reserve(max_cols, kVocabTile);
+    } catch (const std::bad_alloc&) {
+        fail(Status::Oom, "out of memory allocating the KV cache and scratch for a context of {} tokens", params_.n_ctx);
+    }
+    inv_freq_global_ = rope_inv_freq(hp.head_dim, hp.rope_base_global, hp.rope_freq_scale);
+    inv_freq_local_ = rope_inv_freq(hp.head_dim, hp.rope_base_local, hp.rope_freq_scale);
+}
+
+uint64_t Session::kv_bytes() const {
+    uint64_t n = 0;
+    for (const LayerCache& c : cache_) n += c.k.size() + c.v.size();
+    return n;
+}
+
+void Session::truncate(int32_t n) {
+    if (n < 0 || n > n_past_) fail(Status::InvalidArg, "cannot truncate {} positions to {}", n_past_, n);
+    if (n != 0 && n_past_ - n > params_.n_ubatch && model_->hparams().n_swa > 0)
+        fail(Status::InvalidArg, "cannot rewind {} positions: sliding-window caches keep only {} positions beyond the window",
+             n_past_ - n, params_.n_ubatch);
+    n_past_ = n;
+}
+
+void Session::eval(std::span<const TokenId> tokens, std::span<const int32_t> out_rows, float* hidden_out) {
+    const HParams& hp = model_->hparams();
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    if (n_past_ + n > params_.n_ctx)
+        fail(Status::InvalidArg, "{} tokens at position {} exceed the context of {} tokens (-c/--ctx)", n, n_past_,
+             params_.n_ctx);
+    for (TokenId t : tokens)
+        if (t < 0 || t >= hp.n_vocab) fail(Status::InvalidArg, "token id {} is outside the vocabulary (0..{})", t, hp.n_vocab - 1);
+    size_t next_row = 0;
+    for (int64_t c0 = 0; c0 < n; c0 += params_.n_ubatch) {
+        const int64_t n_chunk = std::min<int64_t>(params_.n_ubatch, n - c0);
+        forward_chunk(tokens.data() + c0, n_chunk, n_past_);
+        n_past_ += static_cast<int32_t>(n_chunk);
+        // Final norm of the rows the caller asked for in this chunk.
+        while (next_row < out_rows.size() && out_rows[next_row] < c0 + n_chunk) {
+            const int64_t r = out_rows[next_row];
+            BUTLER_ASSERT(r >= c0, "out_rows must be ascending");
+            rmsnorm(x_.data() + (r - c0) * hp.n_embd, model_->weights().output_norm.data,
+                    hidden_out + static_cast<int64_t>(next_row) * hp.n_embd, hp.n_embd, hp.rms_eps);
+            ++next_row;
+        }
+    }
+    BUTLER_ASSERT(next_row == out_rows.size(), "out_rows index out of range");
+}
+
+void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) {
+    const HParams& hp = model_->hparams();
+    const ArchSpec& spec = model_->arch();
+    const ModelWeights& w = model_->weights();
+    const int64_t n_embd = hp.n_embd, hd = hp.head_dim, hdv = hp.head_dim_v;
+    const int32_t n_group = hp.n_head / hp.n_head_kv;
+    const DType kv_type = params_.kv_type;
+    const int64_t elem = dtype_traits(kv_type).block_bytes;
+
+    const float embd_scale = spec.scale_embeddings ? std::sqrt(static_cast<float>(n_embd)) : 1.0f;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n_tok; ++i) {
+        float* x = x_.data() + i * n_embd;
+        dequantize_row(w.tok_embd.type, w.tok_embd.row(tokens[i]), x, n_embd);
+        if (embd_scale != 1.0f)
+            for (int64_t j = 0; j < n_embd; ++j) x[j] *= embd_scale;
+    }
+
+    for (int l = 0; l < hp.n_layer; ++l) {
+        const LayerWeights& L = w.layers[static_cast<size_t>(l)];
+        LayerCache& cache = cache_[static_cast<size_t>(l)];
+        const float* inv_freq = hp.is_swa(l) ? inv_freq_local_.data() : inv_freq_global_.data();
+
+        // --- attention ---
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n_tok; ++i)
+            rmsnorm(x_.data() + i * n_embd, L.attn_norm.data, xn_.data() + i * n_embd, n_embd, hp.rms_eps);
+        matmul(L.wq, xn_.data(), n_tok, q_.data(), mm_);
+        matmul(L.wk, xn_.data(), n_tok, k_.data(), mm_);
+        matmul(L.wv, xn_.data(), n_tok, v_.data(), mm_);
+
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n_tok; ++i) {
+            const int64_t pos = pos0 + i;
+            for (int32_t h = 0; h < hp.n_head; ++h) {
+                float* q = q_.data() + i * hp.n_embd_q() + h * hd;
+                if (spec.qk_norm) rmsnorm(q, L.q_norm.data, q, hd, hp.rms_eps);
+                if (spec.rope_style == RopeStyle::Neox) rope_neox(q, int32_t(hd), pos, inv_freq);
+                else rope_normal(q, int32_t(hd), pos, inv_freq);
+                for (int64_t d = 0; d < hd; ++d) q[d] *= hp.attn_scale;
+            }
+            for (int32_t g = 0; g < hp.n_head_kv; ++g) {
+                float* k = k_.data() + i * hp.n_embd_k() + g * hd;
+                if (spec.qk_norm) rmsnorm(k, L.k_norm.data, k, hd, hp.rms_eps);
+                if (spec.rope_style == RopeStyle::Neox) rope_neox(k, int32_t(hd), pos, inv_freq);
+                else rope_normal(k, int32_t(hd), pos, inv_freq);
+                const int64_t slot = pos % cache.cap;
+                store_kv_row(kv_type, k, cache.k.data() + ((g * cache.cap + slot) * hd) * elem, hd);
+                store_kv_row(kv_type, v_.data() + i * hp.n_embd_v() + g * hdv,
+                             cache.v.data() + ((g * cache.cap + slot) * hdv) * elem, hdv);
+            }
+        }
+
+        const KvLayerView kv{kv_type, cache.k.data(), cache.v.data(), hp.n_head_kv, cache.cap,
+                             int32_t(hd),  int32_t(hdv),   elem};
+        const int64_t n_tasks = n_tok * hp.n_head_kv;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t task = 0; task < n_tasks; ++task) {
+            const int64_t i = task / hp.n_head_kv;
+            const int32_t g = static_cast<int32_t>(task % hp.n_head_kv);
+            const int64_t pos = pos0 + i;
+            const int64_t k_lo = cache.swa ? std::max<int64_t>(0, pos - hp.n_swa + 1) : 0;
+            float* scores = scores_.data() + int64_t(omp_get_thread_num()) * n_group * params_.n_ctx;
+            attend_group(q_.data() + i * hp.n_embd_q() + int64_t(g) * n_group * hd, n_group, kv, g, k_lo, pos,
+                         attn_.data() + i * hp.n_head * hdv + int64_t(g) * n_group * hdv, nullptr, scores);
+        }
+        matmul(L.wo, attn_.data(), n_tok, o_.data(), mm_);
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n_tok; ++i) {
+            float* o = o_.data() + i * n_embd;
+            if (spec.sandwich_norm) rmsnorm(o, L.attn_post_norm.data, o, n_embd, hp.rms_eps);
+            float* x = x_.data() + i * n_embd;
+            for (int64_t j = 0; j < n_embd; ++j) x[j] += o[j];
+            rmsnorm(x, L.ffn_norm.data, xn_.data() + i * n_embd, n_embd, hp.rms_eps);
+        }
+
+        // --- feed-forward ---
+        matmul(L.ffn_gate, xn_.data(), n_tok, gate_.data(), mm_);
+        matmul(L.ffn_up, xn_.data(), n_tok, up_.data(), mm_);
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n_tok; ++i) {
+            float* g = gate_.data() + i * hp.n_ff;
+            const float* u = up_.data() + i * hp.n_ff;
+            if (spec.ffn_act == FfnAct::GeluTanh) gelu_tanh_mul(g, u, hp.n_ff);
+            else silu_mul(g, u, hp.n_ff);
+        }
+        matmul(L.ffn_down, gate_.data(), n_tok, o_.data(), mm_);
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n_tok; ++i) {
+            float* o = o_.data() + i * n_embd;
+            if (spec.sandwich_norm) rmsnorm(o, L.ffn_post_norm.data, o, n_embd, hp.rms_eps);
+            float* x = x_.data() + i * n_embd;
+            for (int64_t j = 0; j < n_embd; ++j) x[j] += o[j];
+        }
+    }
+}
+
+void Session::logits(const float* hidden, int64_t n_rows, float* out) {
+    const HParams& hp = model_->hparams();
+    const WeightMatrix& wout = model_->weights().output;
+    for (int64_t r = 0; r < n_rows; ++r) {
+        float* y = out + r * wout.n_rows;
+        gemv(wout.type, wout.data, wout.n_rows, wout.n_cols, hidden + r * hp.n_embd, y);
+        if (hp.final_logit_softcap > 0)
+            for (int64_t j = 0; j < wout.n_rows; ++j) y[j] = softcap(y[j], hp.final_logit_softcap);
+    }
+}
+
+void Session::target_logprobs(const float* hidden, int64_t n_rows, const TokenId* targets, double* out) {
+    const HParams& hp = model_->hparams();
+    const WeightMatrix& wout = model_->weights().output;
+    const float cap = hp.final_logit_softcap;
+    std::vector<double> max_logit, sum_exp, target_logit;  // per row; small, outside any decode loop
+    for (int64_t r0 = 0; r0 < n_rows; r0 += kLogitRows) {
+        const int64_t nr = std::min(kLogitRows, n_rows - r0);
+        max_logit.assign(static_cast<size_t>(nr), -std::numeric_limits<double>::infinity());
+        sum_exp.assign(static_cast<size_t>(nr), 0.0);
+        target_logit.assign(static_cast<size_t>(nr), 0.0);
+        for (int64_t v0 = 0; v0 < wout.n_rows; v0 += kVocabTile) {
+            const int64_t nv = std::min(kVocabTile, wout.n_rows - v0);
+            dequantize_rows(wout, v0, nv, mm_.tile.data());
+            sgemm_nt(nr, nv, hp.n_embd, hidden + r0 * hp.n_embd, hp.n_embd, mm_.tile.data(), hp.n_embd,
+                     logits_tile_.data(), nv);
+#pragma omp parallel for schedule(static)
+            for (int64_t r = 0; r < nr; ++r) {
+                const float* l = logits_tile_.data() + r * nv;
+                double m = max_logit[size_t(r)];
+                for (int64_t j = 0; j < nv; ++j) m = std::max(m, double(softcap(l[j], cap)));
+                double s = sum_exp[size_t(r)] * std::exp(max_logit[size_t(r)] - m);
+                for (int64_t j = 0; j < nv; ++j) s += std::exp(double(softcap(l[j], cap)) - m);
+                max_logit[size_t(r)] = m;
+                sum_exp[size_t(r)] = s;
+                const int64_t t = targets[r0 + r];
+                if (t >= v0 && t < v0 + nv) target_logit[size_t(r)] = softcap(l[t - v0], cap);
+            }
+        }
+        for (int64_t r = 0; r < nr; ++r)
+            out[r0 + r] = target_logit[size_t(r)] - (max_logit[size_t(r)] + std::log(sum_exp[size_t(r)]));
+    }
+}
+
+void Session::eval_last(std::span<const TokenId> tokens, float* logits_out) {
+    BUTLER_ASSERT(!tokens.empty(), "eval_last needs at least one token");
+    const int32_t last = static_cast<int32_t>(tokens.size() - 1);
+    eval(tokens, std::span<const int32_t>(&last, 1), hidden_last_.data());
+    logits(hidden_last_.data(), 1, logits_out);
+}
+
+}  // namespace butler

@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: MIT
+// Session: the per-sequence state of one model run on the CPU (KV cache, scratch, position) and the forward pass.
+//
+// Threading: one caller thread; the kernels inside use OpenMP. Memory: everything is sized in the constructor
+// (KV cache for n_ctx tokens, scratch for n_ubatch tokens), so eval() and decode allocate nothing.
+// KV cache: global-attention layers keep all n_ctx positions; sliding-window layers keep a ring of
+// n_swa + n_ubatch positions (enough for the oldest query of a chunk to see its whole window).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "cpu_kernels/matmul.h"
+#include "runtime/dtype.h"
+#include "runtime/model.h"
+
+namespace butler {
+
+struct SessionParams {
+    int32_t n_ctx = 4096;       // positions the session can hold
+    int32_t n_ubatch = 512;     // tokens per forward chunk (prefill is chunked into these)
+    DType kv_type = DType::F16; // F16 (default, as llama.cpp), BF16 or F32
+};
+
+class Session {
+public:
+    // Error(InvalidArg) for a context over the model's training context or a bad parameter, Error(Oom) when the
+    // KV cache cannot be allocated.
+    Session(std::shared_ptr<const Model> model, const SessionParams& params);
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    const Model& model() const { return *model_; }
+    const SessionParams& params() const { return params_; }
+    int32_t n_past() const { return n_past_; }
+    // Bytes of the KV cache.
+    uint64_t kv_bytes() const;
+
+    // Forgets every position (the next token is at position 0).
+    void reset() { n_past_ = 0; }
+    // Rewinds to n positions (n <= n_past). Sliding-window rings only hold the last n_swa + n_ubatch positions,
+    // so a rewind of more than n_ubatch positions is refused (Error(InvalidArg)) unless n == 0.
+    void truncate(int32_t n);
+
+    // Runs `tokens` at positions n_past() .. n_past() + n - 1, chunked by n_ubatch, and advances n_past.
+    // For each index in out_rows (ascending, into tokens), the final hidden state after the output norm is written
+    // to hidden_out (out_rows.size(), n_embd). Error(InvalidArg) when the tokens do not fit the context or an id is
+    // outside the vocabulary.
+    void eval(std::span<const TokenId> tokens, std::span<const int32_t> out_rows, float* hidden_out);
+
+    // Logits (n_rows, n_vocab) of final hidden states (n_rows, n_embd), with the model's soft-capping.
+    void logits(const float* hidden, int64_t n_rows, float* out);
+    // Log-probability of targets[r] under the logits of hidden row r, for n_rows rows, without materializing all
+    // logits at once (vocabulary tiles through sgemm, an online log-sum-exp per row). Accumulated in double.
+    void target_logprobs(const float* hidden, int64_t n_rows, const TokenId* targets, double* out);
+
+    // Convenience for generation: eval(tokens) and the logits of the last one into logits (n_vocab).
+    void eval_last(std::span<const TokenId> tokens, float* logits);
+
+private:
+    void forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0);
+    struct LayerCache;
+
+    std::shared_ptr<const Model> model_;
+    SessionParams params_;
+    int32_t n_past_ = 0;
+    std::vector<LayerCache> cache_;
+    std::vector<float> inv_freq_global_, inv_freq_local_;  // (head_dim / 2)
+    // Scratch, (n_ubatch, width) each.
+    std::vector<float> x_, xn_, q_, k_, v_, attn_, o_, gate_, up_;
+    std::vector<float> scores_;  // (n_threads, n_group * n_ctx)
+    std::vector<float> hidden_last_;  // (n_embd)
+    std::vector<float> logits_tile_;  // (kLogitRows, kVocabTile)
+    MatmulScratch mm_;
+    int32_t n_threads_ = 1;
+};
+
+}  // namespace butler

@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: MIT
+#include "tests/fixtures.h"
+
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "cpu_kernels/quant.h"
+#include "runtime/gguf.h"
+#include "runtime/model_path.h"
+#include "runtime/status.h"
+
+namespace butler::test {
+namespace {
+
+std::vector<float> gaussian(std::mt19937_64& rng, size_t n, float stddev) {
+    std::normal_distribution<float> dist(0.0f, stddev);
+    std::vector<float> v(n);
+    for (float& x : v) x = dist(rng);
+    return v;
+}
+
+std::vector<float> norm_weight(std::mt19937_64& rng, size_t n) {
+    // Gemma stores 1 + w; values around 1 with some spread exercise the multiplication.
+    std::uniform_real_distribution<float> dist(0.5f, 1.5f);
+    std::vector<float> v(n);
+    for (float& x : v) x = dist(rng);
+    return v;
+}
+
+}  // namespace
+
+TinyGemma3 make_tiny_gemma3(const TinyGemma3Spec& spec, uint64_t seed) {
+    TinyGemma3 m;
+    m.spec = spec;
+    std::mt19937_64 rng(seed);
+    // Vocabulary: control tokens, the 256 byte tokens, and a few words.
+    m.tokens = {"<pad>", "<eos>", "<bos>", "<unk>"};
+    for (int b = 0; b < 256; ++b) m.tokens.push_back(fmt::format("<0x{:02X}>", b));
+    for (const char* w : {"\xE2\x96\x81the", "\xE2\x96\x81a", "\xE2\x96\x81cat", "\xE2\x96\x81sat", "\xE2\x96\x81", "t",
+                          "h", "e", "a", "c", "s"})
+        m.tokens.push_back(w);
+    m.n_vocab = static_cast<int32_t>(m.tokens.size());
+    const size_t E = size_t(spec.n_embd), F = size_t(spec.n_ff), Q = size_t(spec.n_head * spec.head_dim),
+                 K = size_t(spec.n_head_kv * spec.head_dim), D = size_t(spec.head_dim);
+    const float s_in = 1.0f / std::sqrt(float(E));
+    m.tok_embd = gaussian(rng, size_t(m.n_vocab) * E, 0.05f);
+    m.output_norm = norm_weight(rng, E);
+    for (int l = 0; l < spec.n_layer; ++l) {
+        TinyGemma3::Layer L;
+        L.attn_norm = norm_weight(rng, E);
+        L.wq = gaussian(rng, Q * E, s_in);
+        L.wk = gaussian(rng, K * E, s_in);
+        L.wv = gaussian(rng, K * E, s_in);
+        L.q_norm = norm_weight(rng, D);
+        L.k_norm = norm_weight(rng, D);
+        L.wo = gaussian(rng, E * Q, 1.0f / std::sqrt(float(Q)));
+        L.attn_post_norm = norm_weight(rng, E);
+        L.ffn_norm = norm_weight(rng, E);
+        L.ffn_gate = gaussian(rng, F * E, s_in);
+        L.ffn_up = gaussian(rng, F * E, s_in);
+        L.ffn_down = gaussian(rng, E * F, 1.0f / std::sqrt(float(F)));
+        L.ffn_post_norm = norm_weight(rng, E);
+        m.layers.push_back(std::move(L));
+    }
+    return m;
+}
+
+std::vector<uint8_t> tiny_gemma3_gguf(const TinyGemma3& m) {
+    const TinyGemma3Spec& s = m.spec;
+    GgufWriter w;
+    w.set_string("general.architecture", "gemma3");
+    w.set_string("general.name", "tiny random gemma3 (test fixture)");
+    w.set_u32("gemma3.context_length", uint32_t(s.n_ctx_train));
+    w.set_u32("gemma3.embedding_length", uint32_t(s.n_embd));
+    w.set_u32("gemma3.block_count", uint32_t(s.n_layer));
+    w.set_u32("gemma3.feed_forward_length", uint32_t(s.n_ff));
+    w.set_u32("gemma3.attention.head_count", uint32_t(s.n_head));
+    w.set_u32("gemma3.attention.head_count_kv", uint32_t(s.n_head_kv));
+    w.set_u32("gemma3.attention.key_length", uint32_t(s.head_dim));
+    w.set_u32("gemma3.attention.value_length", uint32_t(s.head_dim));
+    w.set_f32("gemma3.attention.layer_norm_rms_epsilon", s.rms_eps);
+    w.set_f32("gemma3.rope.freq_base", s.rope_base);
+    w.set_u32("gemma3.attention.sliding_window", uint32_t(s.n_swa));
+    w.set_string("tokenizer.ggml.model", "llama");
+    w.set_strings("tokenizer.ggml.tokens", m.tokens);
+    std::vector<float> scores(m.tokens.size());
+    std::vector<int32_t> types(m.tokens.size(), 1);
+    for (size_t i = 0; i < m.tokens.size(); ++i) {
+        scores[i] = -float(i);
+        if (i < 4) types[i] = 3;
+        else if (i < 4 + 256) types[i] = 6;
+    }
+    types[3] = 2;
+    w.set_f32s("tokenizer.ggml.scores", scores);
+    w.set_i32s("tokenizer.ggml.token_type", types);
+    w.set_u32("tokenizer.ggml.bos_token_id", 2);
+    w.set_u32("tokenizer.ggml.eos_token_id", 1);
+    w.set_u32("tokenizer.ggml.unknown_token_id", 3);
+    w.set_bool("tokenizer.ggml.add_bos_token", true);
+    w.set_bool("tokenizer.ggml.add_space_prefix", false);
+
+    auto add = [&w](const std::string& name, const std::vector<float>& data, std::vector<int64_t> shape, DType type) {
+        const int64_t n_cols = shape.back();
+        const int64_t n_rows = static_cast<int64_t>(data.size()) / n_cols;
+        std::vector<uint8_t> bytes(static_cast<size_t>(n_rows * row_bytes(type, n_cols)));
+        for (int64_t r = 0; r < n_rows; ++r)
+            quantize_row(type, data.data() + r * n_cols, bytes.data() + r * row_bytes(type, n_cols), n_cols);
+        w.add_tensor(name, type, shape, bytes);
+    };
+    const int64_t E = s.n_embd, F = s.n_ff, Q = int64_t(s.n_head) * s.head_dim, K = int64_t(s.n_head_kv) * s.head_dim,
+                  D = s.head_dim;
+    const DType t = s.weight_type;
+    add("token_embd.weight", m.tok_embd, {m.n_vocab, E}, t);
+    add("output_norm.weight", m.output_norm, {E}, DType::F32);
+    for (int l = 0; l < s.n_layer; ++l) {
+        const TinyGemma3::Layer& L = m.layers[size_t(l)];
+        auto name = [l](const char* suffix) { return fmt::format("blk.{}.{}", l, suffix); };
+        add(name("attn_norm.weight"), L.attn_norm, {E}, DType::F32);
+        add(name("attn_q.weight"), L.wq, {Q, E}, t);
+        add(name("attn_k.weight"), L.wk, {K, E}, t);
+        add(name("attn_v.weight"), L.wv, {K, E}, t);
+        add(name("attn_q_norm.weight"), L.q_norm, {D}, DType::F32);
+        add(name("attn_k_norm.weight"), L.k_norm, {D}, DType::F32);
+        add(name("attn_output.weight"), L.wo, {E, Q}, t);
+        add(name("post_attention_norm.weight"), L.attn_post_norm, {E}, DType::F32);
+        add(name("ffn_norm.weight"), L.ffn_norm, {E}, DType::F32);
+        add(name("ffn_gate.weight"), L.ffn_gate, {F, E}, t);
+        add(name("ffn_up.weight"), L.ffn_up, {F, E}, t);
+        add(name("ffn_down.weight"), L.ffn_down, {E, F}, t);
+        add(name("post_ffw_norm.weight"), L.ffn_post_norm, {E}, DType::F32);
+    }
+    return w.to_bytes();
+}
+
+TempFile::TempFile(const std::string& suffix) {
+    static std::atomic<int> counter{0};
+    path_ = (std::filesystem::temp_directory_path() /
+             fmt::format("butler-test-{}-{}{}", ::getpid(), counter.fetch_add(1), suffix))
+                .string();
+}
+
+TempFile::~TempFile() {
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+}
+
+void TempFile::write(const std::vector<uint8_t>& bytes) const {
+    std::ofstream out(path_, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    REQUIRE(out.good());
+}
+
+std::string default_model_or_skip() {
+    try {
+        return resolve_model_path("");
+    } catch (const Error& e) {
+        const char* ci = std::getenv("CI");
+        if (ci != nullptr && std::string(ci) == "true") FAIL("the default model is required under CI=true: ", e.what());
+        MESSAGE("skipped: ", e.what());
+        return "";
+    }
+}
+
+}  // namespace butler::test

@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: MIT
+// Test fixtures: tiny random models written as GGUF files, with their weights kept in float so tests can run an
+// independent float64 forward over exactly the same numbers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/dtype.h"
+
+namespace butler::test {
+
+struct TinyGemma3Spec {
+    int32_t n_layer = 6;  // layer 5 is global, 0..4 use the sliding window
+    int32_t n_embd = 64;
+    int32_t n_ff = 96;
+    int32_t n_head = 4;
+    int32_t n_head_kv = 2;
+    int32_t head_dim = 32;
+    int32_t n_swa = 8;
+    int32_t n_ctx_train = 256;
+    float rope_base = 1e6f;
+    float rms_eps = 1e-6f;
+    DType weight_type = DType::F32;  // the matrices; norms are always F32
+};
+
+// Weights as float, outermost-first shapes as in weights.h.
+struct TinyGemma3 {
+    TinyGemma3Spec spec;
+    int32_t n_vocab = 0;
+    std::vector<std::string> tokens;
+    std::vector<float> tok_embd;  // (n_vocab, n_embd)
+    std::vector<float> output_norm;
+    struct Layer {
+        std::vector<float> attn_norm, wq, wk, wv, q_norm, k_norm, wo, attn_post_norm;
+        std::vector<float> ffn_norm, ffn_gate, ffn_up, ffn_down, ffn_post_norm;
+    };
+    std::vector<Layer> layers;
+};
+
+// Random weights (deterministic for a seed), with magnitudes that keep activations in a sane range.
+TinyGemma3 make_tiny_gemma3(const TinyGemma3Spec& spec, uint64_t seed);
+// The GGUF image of the model (matrices in spec.weight_type: the float weights are quantized on the way out,
+// so tests that compare against the float weights should use F32).
+std::vector<uint8_t> tiny_gemma3_gguf(const TinyGemma3& model);
+
+// A unique temporary file path that is removed when the object goes away.
+class TempFile {
+public:
+    explicit TempFile(const std::string& suffix = ".gguf");
+    ~TempFile();
+    TempFile(const TempFile&) = delete;
+    TempFile& operator=(const TempFile&) = delete;
+    const std::string& path() const { return path_; }
+    void write(const std::vector<uint8_t>& bytes) const;
+
+private:
+    std::string path_;
+};
+
+// The default model, or "" when it is not installed. Under CI=true a missing model fails the calling test.
+std::string default_model_or_skip();
+
+}  // namespace butler::test
