@@ -15,7 +15,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 namespace butler {
@@ -26,23 +25,23 @@ using TokenId = int32_t;
 
 // GGUF tokenizer.ggml.token_type values.
 enum class TokenType : int32_t {
-    Undefined = 0,
-    Normal = 1,
-    Unknown = 2,
-    Control = 3,
+    Undefined   = 0,
+    Normal      = 1,
+    Unknown     = 2,
+    Control     = 3,
     UserDefined = 4,
-    Unused = 5,
-    Byte = 6,
+    Unused      = 5,
+    Byte        = 6,
 };
 
 struct VocabData {
     std::string model = "llama";  // tokenizer.ggml.model
     std::vector<std::string> tokens;
-    std::vector<float> scores;      // may be empty (all 0)
-    std::vector<TokenType> types;   // may be empty (all Normal)
+    std::vector<float> scores;                       // may be empty (all 0)
+    std::vector<TokenType> types;                    // may be empty (all Normal)
     TokenId bos = -1, eos = -1, unk = -1, pad = -1;  // -1 when absent
-    bool add_bos = true;
-    bool add_eos = false;
+    bool add_bos          = true;
+    bool add_eos          = false;
     bool add_space_prefix = false;
 };
 
@@ -75,10 +74,27 @@ public:
     bool is_end_of_generation(TokenId id) const;
 
 private:
+    // One piece of the special-token partition: a special token (token >= 0) or raw text [offset, offset + n).
+    struct Fragment {
+        TokenId token = -1;
+        size_t offset = 0;
+        size_t n      = 0;
+    };
+
+    size_t first_slot(std::string_view text) const;  // where the probe for `text` starts in index_
+    std::vector<Fragment> partition(std::string_view text, bool parse_special) const;
+    // Appends the ids of one raw fragment, already space-prefixed and escaped (' ' -> U+2581).
+    void encode_raw(std::string_view escaped, std::vector<TokenId>& out) const;
+    float score(TokenId id) const { return vocab_.scores.empty() ? 0.0f : vocab_.scores[static_cast<size_t>(id)]; }
+
     VocabData vocab_;
-    std::unordered_map<std::string, TokenId> index_;
-    std::vector<TokenId> byte_tokens_;       // byte value -> <0xXX> token id, or -1
-    std::vector<TokenId> special_by_length_; // CONTROL/USER_DEFINED/UNKNOWN ids, longest text first
+    // text -> id: an open-addressing table of ids (-1 = empty slot, linear probing, at most half full) whose keys
+    // are the token texts themselves. Building it makes no allocation per token, which keeps a 262k-token load
+    // fast, and a lookup takes a string_view, so the merge loop probes pairs without building strings.
+    std::vector<TokenId> index_;
+    size_t index_mask_ = 0;
+    std::vector<TokenId> byte_tokens_;        // byte value -> <0xXX> id, else the 1-byte token, else unk (or -1)
+    std::vector<TokenId> special_by_length_;  // CONTROL/USER_DEFINED/UNKNOWN ids, longest text first
     std::vector<TokenId> end_of_generation_;
 };
 
