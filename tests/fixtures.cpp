@@ -44,9 +44,9 @@ TinyGemma3 make_tiny_gemma3(const TinyGemma3Spec& spec, uint64_t seed) {
     // Vocabulary: control tokens, the 256 byte tokens, and a few words.
     m.tokens = {"<pad>", "<eos>", "<bos>", "<unk>"};
     for (int b = 0; b < 256; ++b) m.tokens.push_back(fmt::format("<0x{:02X}>", b));
-    for (const char* w : {"\xE2\x96\x81the", "\xE2\x96\x81a", "\xE2\x96\x81cat", "\xE2\x96\x81sat", "\xE2\x96\x81", "t",
-                          "h", "e", "a", "c", "s"})
-        m.tokens.push_back(w);
+    const std::string space = "\xE2\x96\x81";  // U+2581, SentencePiece's space
+    for (const char* w : {"the", "a", "cat", "sat", ""}) m.tokens.push_back(space + w);
+    for (const char* w : {"t", "h", "e", "a", "c", "s"}) m.tokens.push_back(w);
     m.n_vocab = static_cast<int32_t>(m.tokens.size());
     const size_t E = size_t(spec.n_embd), F = size_t(spec.n_ff), Q = size_t(spec.n_head * spec.head_dim),
                  K = size_t(spec.n_head_kv * spec.head_dim), D = size_t(spec.head_dim);
