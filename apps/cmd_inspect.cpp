@@ -107,7 +107,9 @@ int run_inspect(const InspectOptions& o) {
                 double(model->n_params()) / 1e6);
     std::printf("metadata:\n");
     for (const auto& [k, v] : f.metadata()) std::printf("  %-44s %s\n", k.c_str(), value_text(v, 6).c_str());
-    std::printf("\ntensor types: %s\n", fmt::format("{}", fmt::join(type_counts, ", ")).c_str());
+    std::vector<std::string> type_parts;
+    for (const auto& [name, count] : type_counts) type_parts.push_back(fmt::format("{} x{}", name, count));
+    std::printf("\ntensor types: %s\n", fmt::format("{}", fmt::join(type_parts, ", ")).c_str());
     std::printf("\ntensors%s:\n", o.all_tensors ? "" : " (blk.0 and global ones; --all-tensors for every tensor)");
     for (const auto& t : f.tensors()) {
         if (!o.all_tensors && t.name.rfind("blk.", 0) == 0 && t.name.rfind("blk.0.", 0) != 0) continue;
