@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: MIT
+// Partial attention + LSE merge == dense attention, against float64 attention written here; the CPU attention
+// kernel over a ring-addressed KV layer; the CUDA merge against the CPU one when a GPU is present.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "cpu_kernels/attention.h"
+#include "cpu_kernels/lse_merge.h"
+#ifdef BUTLER_WITH_CUDA
+#include "gpu_kernels/cuda_info.h"
+#endif
+
+using namespace butler;
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Attention of one head over the keys in `set` (indices into k/v rows), float64: (o, lse).
+void attention64(const std::vector<double>& q, const std::vector<std::vector<double>>& k,
+                 const std::vector<std::vector<double>>& v, const std::vector<int>& set, std::vector<double>& o,
+                 double& lse) {
+    const size_t d = q.size();
+    o.assign(v.empty() ? d : v[0].size(), 0.0);
+    if (set.empty()) {
+        lse = -INFINITY;
+        return;
+    }
+    std::vector<double> s;
+    double m = -INFINITY;
+    for (int j : set) {
+        double dot = 0;
+        for (size_t i = 0; i < d; ++i) dot += q[i] * k[static_cast<size_t>(j)][i];
+        s.push_back(dot);
+        m = std::max(m, dot);
+    }
+    double sum = 0;
+    for (double& e : s) sum += (e = std::exp(e - m));
+    for (size_t t = 0; t < set.size(); ++t)
+        for (size_t i = 0; i < o.size(); ++i) o[i] += s[t] / sum * v[static_cast<size_t>(set[t])][i];
+    lse = m + std::log(sum);
+}
+
+}  // namespace
+
+TEST_SUITE("attention") {
+    TEST_CASE("any partition merged by LSE equals dense attention") {
+        std::mt19937_64 rng(7);
+        std::normal_distribution<double> g(0.0, 1.0);
+        for (int trial = 0; trial < 50; ++trial) {
+            const int n_head = 1 + trial % 4, head_dim = 8 << (trial % 3), n_keys = 1 + trial * 3;
+            std::vector<float> o_a(static_cast<size_t>(n_head * head_dim)), o_b(o_a.size()), lse_a(static_cast<size_t>(n_head)), lse_b(lse_a.size());
+            std::vector<std::vector<double>> dense_o(static_cast<size_t>(n_head));
+            for (int h = 0; h < n_head; ++h) {
+                std::vector<double> q(static_cast<size_t>(head_dim));
+                std::vector<std::vector<double>> k(static_cast<size_t>(n_keys), std::vector<double>(static_cast<size_t>(head_dim))), v = k;
+                for (auto& x : q) x = g(rng) * 2;
+                for (auto& row : k)
+                    for (auto& x : row) x = g(rng);
+                for (auto& row : v)
+                    for (auto& x : row) x = g(rng);
+                std::vector<int> all, a, b;
+                for (int j = 0; j < n_keys; ++j) {
+                    all.push_back(j);
+                    // Some trials put everything on one side, so empty partials are covered.
+                    const bool to_a = trial % 5 == 0 ? true : trial % 5 == 1 ? false : (rng() & 1);
+                    (to_a ? a : b).push_back(j);
+                }
+                double lse_dense, la, lb;
+                std::vector<double> oa, ob;
+                attention64(q, k, v, all, dense_o[static_cast<size_t>(h)], lse_dense);
+                attention64(q, k, v, a, oa, la);
+                attention64(q, k, v, b, ob, lb);
+                for (int i = 0; i < head_dim; ++i) {
+                    o_a[static_cast<size_t>(h * head_dim + i)] = float(oa[static_cast<size_t>(i)]);
+                    o_b[static_cast<size_t>(h * head_dim + i)] = float(ob[static_cast<size_t>(i)]);
+                }
+                lse_a[static_cast<size_t>(h)] = float(la);
+                lse_b[static_cast<size_t>(h)] = float(lb);
+                dense_o[static_cast<size_t>(h)].push_back(lse_dense);
+            }
+#ifdef BUTLER_WITH_CUDA
+            std::vector<float> gpu_o = o_a, gpu_lse = lse_a;
+#endif
+            lse_merge(o_a.data(), lse_a.data(), o_b.data(), lse_b.data(), n_head, head_dim);
+            for (int h = 0; h < n_head; ++h) {
+                for (int i = 0; i < head_dim; ++i)
+                    CHECK(o_a[static_cast<size_t>(h * head_dim + i)] == doctest::Approx(dense_o[static_cast<size_t>(h)][static_cast<size_t>(i)]).epsilon(1e-5));
+                CHECK(lse_a[static_cast<size_t>(h)] == doctest::Approx(dense_o[static_cast<size_t>(h)].back()).epsilon(1e-5));
+            }
+#ifdef BUTLER_WITH_CUDA
+            if (cuda::device_count() > 0) {
+                cuda::lse_merge_on_device(gpu_o.data(), gpu_lse.data(), o_b.data(), lse_b.data(), n_head, head_dim);
+                for (size_t i = 0; i < gpu_o.size(); ++i) CHECK(gpu_o[i] == doctest::Approx(o_a[i]).epsilon(1e-5));
+                for (size_t i = 0; i < gpu_lse.size(); ++i) CHECK(gpu_lse[i] == doctest::Approx(lse_a[i]).epsilon(1e-5));
+            }
+#endif
+        }
+    }
+
+    TEST_CASE("two empty partials merge to (0, -inf) without NaN") {
+        std::vector<float> o_a = {1, 2, 3, 4}, o_b = {5, 6, 7, 8}, lse_a = {kNegInf}, lse_b = {kNegInf};
+        lse_merge(o_a.data(), lse_a.data(), o_b.data(), lse_b.data(), 1, 4);
+        CHECK(lse_a[0] == kNegInf);
+        for (float x : o_a) CHECK(x == 0.0f);
+        // One empty side leaves the other unchanged.
+        std::vector<float> o_c = {1, 2, 3, 4}, lse_c = {0.5f}, o_e = {9, 9, 9, 9}, lse_e = {kNegInf};
+        lse_merge(o_c.data(), lse_c.data(), o_e.data(), lse_e.data(), 1, 4);
+        CHECK(lse_c[0] == doctest::Approx(0.5f));
+        CHECK(o_c[2] == doctest::Approx(3.0f));
+    }
+
+    TEST_CASE("CUDA merge matches the CPU merge (skipped without a GPU)") {
+#ifdef BUTLER_WITH_CUDA
+        if (cuda::device_count() == 0) {
+            MESSAGE("skipped: CUDA is built but no GPU is present");
+            return;
+        }
+        MESSAGE("GPU: ", cuda::device_name(0));
+        std::vector<float> o_a = {1, 2, 3, 4}, o_b = {5, 6, 7, 8}, lse_a = {kNegInf}, lse_b = {kNegInf};
+        cuda::lse_merge_on_device(o_a.data(), lse_a.data(), o_b.data(), lse_b.data(), 1, 4);
+        CHECK(lse_a[0] == kNegInf);
+        for (float x : o_a) CHECK(x == 0.0f);
+#else
+        MESSAGE("skipped: built without CUDA");
+#endif
+    }
+
+    TEST_CASE("attend_group over a ring-addressed KV layer equals float64 attention") {
+        std::mt19937_64 rng(11);
+        std::normal_distribution<float> g(0.0f, 1.0f);
+        const int32_t n_group = 3, head_dim = 40, n_kv = 2, cap = 16;
+        for (DType type : {DType::F32, DType::F16, DType::BF16}) {
+            CAPTURE(dtype_name(type));
+            const int64_t elem = dtype_traits(type).block_bytes;
+            std::vector<uint8_t> kbuf(static_cast<size_t>(n_kv * cap * head_dim * elem)), vbuf(kbuf.size());
+            // Positions 0..29 written through a ring of 16 slots: 14..29 survive.
+            std::vector<std::vector<float>> k_at(30), v_at(30);
+            KvLayerView kv{type, kbuf.data(), vbuf.data(), n_kv, cap, head_dim, head_dim, elem};
+            const int32_t gkv = 1;
+            for (int p = 0; p < 30; ++p) {
+                k_at[static_cast<size_t>(p)].resize(static_cast<size_t>(head_dim));
+                v_at[static_cast<size_t>(p)].resize(static_cast<size_t>(head_dim));
+                for (auto& x : k_at[static_cast<size_t>(p)]) x = g(rng);
+                for (auto& x : v_at[static_cast<size_t>(p)]) x = g(rng);
+                store_kv_row(type, k_at[static_cast<size_t>(p)].data(), const_cast<uint8_t*>(kv.k_row(gkv, p)), head_dim);
+                store_kv_row(type, v_at[static_cast<size_t>(p)].data(), const_cast<uint8_t*>(kv.v_row(gkv, p)), head_dim);
+            }
+            std::vector<float> q(static_cast<size_t>(n_group * head_dim)), out(q.size()), lse(static_cast<size_t>(n_group)), scores(static_cast<size_t>(n_group * 16));
+            for (auto& x : q) x = g(rng) * 0.5f;
+            attend_group(q.data(), n_group, kv, gkv, 20, 29, out.data(), lse.data(), scores.data());
+            const double tol = type == DType::F32 ? 1e-5 : type == DType::F16 ? 2e-3 : 2e-2;
+            for (int h = 0; h < n_group; ++h) {
+                std::vector<double> q64(q.begin() + h * head_dim, q.begin() + (h + 1) * head_dim);
+                std::vector<std::vector<double>> k64, v64;
+                std::vector<int> set;
+                for (int p = 20; p <= 29; ++p) {
+                    k64.emplace_back(k_at[static_cast<size_t>(p)].begin(), k_at[static_cast<size_t>(p)].end());
+                    v64.emplace_back(v_at[static_cast<size_t>(p)].begin(), v_at[static_cast<size_t>(p)].end());
+                    set.push_back(p - 20);
+                }
+                std::vector<double> o64;
+                double lse64;
+                attention64(q64, k64, v64, set, o64, lse64);
+                for (int i = 0; i < head_dim; ++i) CHECK(out[static_cast<size_t>(h * head_dim + i)] == doctest::Approx(o64[static_cast<size_t>(i)]).epsilon(tol).scale(1.0));
+                CHECK(lse[static_cast<size_t>(h)] == doctest::Approx(lse64).epsilon(tol));
+            }
+            // An empty range gives (0, -inf).
+            attend_group(q.data(), n_group, kv, gkv, 5, 4, out.data(), lse.data(), scores.data());
+            CHECK(lse[0] == kNegInf);
+            CHECK(out[0] == 0.0f);
+        }
+    }
+}
