@@ -1,12 +1,17 @@
 // SPDX-License-Identifier: MIT
 #include "cpu_kernels/attention.h"
 
+#include <dnnl.h>
 #include <immintrin.h>
+#include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
+#include "cpu_kernels/lse_merge.h"
+#include "cpu_kernels/matmul.h"
 #include "runtime/status.h"
 
 namespace butler {
@@ -133,6 +138,187 @@ void attend_group(const float* q, int32_t n_group, const KvLayerView& kv, int32_
     for (int64_t j = 0; j < n_keys; ++j) {
         const uint8_t* vrow = kv.v_row(g, k_lo + j);
         for (int32_t h = 0; h < n_group; ++h) axpy_kv_row(kv.type, vrow, scores[h * n_keys + j], out + h * dv, dv);
+    }
+}
+
+}  // namespace butler
+
+// ---------------------------------------------------------------------------------------------------------------
+// Blocked attention for prefill chunks and split-K attention for decode.
+
+namespace butler {
+
+void AttnChunkScratch::reserve(int32_t n_thr, int32_t n_group, int32_t head_dim, int32_t head_dim_v) {
+    n_threads = n_thr;
+    const int64_t rows = kQueryBlock * n_group;
+    per_thread = rows * head_dim                 // Q block
+                 + kKeyBlock * head_dim          // K block (f32)
+                 + kKeyBlock * head_dim_v        // V block (f32)
+                 + rows * kKeyBlock              // scores / probabilities
+                 + rows * head_dim_v             // output accumulator
+                 + 2 * rows;                     // running max and sum
+    buf.assign(static_cast<size_t>(per_thread * n_threads), 0.0f);
+}
+
+namespace {
+
+// Converts KV rows of positions [p0, p0 + n) of KV head g into f32 rows (n, dim).
+void kv_rows_to_f32(const KvLayerView& kv, bool keys, int32_t g, int64_t p0, int64_t n, float* dst) {
+    const int32_t dim = keys ? kv.head_dim : kv.head_dim_v;
+    for (int64_t j = 0; j < n; ++j) {
+        const uint8_t* row = keys ? kv.k_row(g, p0 + j) : kv.v_row(g, p0 + j);
+        float* d = dst + j * dim;
+        switch (kv.type) {
+            case DType::F32: std::memcpy(d, row, sizeof(float) * static_cast<size_t>(dim)); break;
+            case DType::F16: {
+                const auto* h = reinterpret_cast<const uint16_t*>(row);
+                int32_t i = 0;
+#if defined(__F16C__)
+                for (; i + 8 <= dim; i += 8)
+                    _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+#endif
+                for (; i < dim; ++i) d[i] = f16_to_f32(h[i]);
+                break;
+            }
+            default: {
+                const auto* h = reinterpret_cast<const uint16_t*>(row);
+                for (int32_t i = 0; i < dim; ++i) d[i] = bf16_to_f32(h[i]);
+            }
+        }
+    }
+}
+
+void sgemm_nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+              int64_t ldc, float beta) {
+    const dnnl_status_t st = dnnl_sgemm('N', 'N', m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+    BUTLER_ASSERT(st == dnnl_success, "dnnl_sgemm failed with status {}", static_cast<int>(st));
+}
+
+}  // namespace
+
+void attend_chunk(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, const KvLayerView& kv, int64_t n_swa,
+                  float* out, AttnChunkScratch& scratch) {
+    const int32_t n_group = n_head / kv.n_head_kv;
+    const int32_t dk = kv.head_dim, dv = kv.head_dim_v;
+    const int64_t qb = AttnChunkScratch::kQueryBlock, kb = AttnChunkScratch::kKeyBlock;
+    const int64_t n_qblocks = (n_q + qb - 1) / qb;
+    const int64_t n_tasks = n_qblocks * kv.n_head_kv;
+    const int64_t ld_q = int64_t(n_head) * dk, ld_o = int64_t(n_head) * dv;
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+#pragma omp parallel for schedule(dynamic, 1) num_threads(scratch.n_threads)
+    for (int64_t task = 0; task < n_tasks; ++task) {
+        const int32_t g = static_cast<int32_t>(task % kv.n_head_kv);
+        const int64_t i0 = (task / kv.n_head_kv) * qb;
+        const int64_t n_i = std::min(qb, n_q - i0);
+        const int64_t rows = n_i * n_group;  // row r = (query i0 + r / n_group, head g * n_group + r % n_group)
+        float* base = scratch.buf.data() + int64_t(omp_get_thread_num()) * scratch.per_thread;
+        float* qs = base;
+        float* ks = qs + qb * n_group * dk;
+        float* vs = ks + kb * dk;
+        float* s = vs + kb * dv;
+        float* o = s + qb * n_group * kb;
+        float* m = o + qb * n_group * dv;
+        float* l = m + qb * n_group;
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t i = i0 + r / n_group;
+            const int32_t h = g * n_group + static_cast<int32_t>(r % n_group);
+            std::memcpy(qs + r * dk, q + i * ld_q + int64_t(h) * dk, sizeof(float) * static_cast<size_t>(dk));
+            m[r] = kNegInf;
+            l[r] = 0.0f;
+        }
+        std::memset(o, 0, sizeof(float) * static_cast<size_t>(rows * dv));
+        const int64_t p_first = pos0 + i0, p_last = pos0 + i0 + n_i - 1;
+        const int64_t k_lo = n_swa > 0 ? std::max<int64_t>(0, p_first - n_swa + 1) : 0;
+        for (int64_t k0 = k_lo; k0 <= p_last; k0 += kb) {
+            const int64_t n_k = std::min(kb, p_last + 1 - k0);
+            kv_rows_to_f32(kv, true, g, k0, n_k, ks);
+            kv_rows_to_f32(kv, false, g, k0, n_k, vs);
+            sgemm_nt(rows, n_k, dk, qs, dk, ks, dk, s, n_k);
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t pos = pos0 + i0 + r / n_group;
+                // Visible keys of this row inside the block: [lo, hi) relative to k0.
+                const int64_t lo = n_swa > 0 ? std::clamp<int64_t>(pos - n_swa + 1 - k0, 0, n_k) : 0;
+                const int64_t hi = std::clamp<int64_t>(pos + 1 - k0, 0, n_k);
+                float* sr = s + r * n_k;
+                if (lo >= hi) {
+                    std::memset(sr, 0, sizeof(float) * static_cast<size_t>(n_k));
+                    continue;
+                }
+                float mx = m[r];
+                for (int64_t j = lo; j < hi; ++j) mx = std::max(mx, sr[j]);
+                const float rescale = std::exp(m[r] - mx);  // 0 when m[r] is -inf
+                float sum = 0;
+                for (int64_t j = 0; j < lo; ++j) sr[j] = 0.0f;
+                for (int64_t j = lo; j < hi; ++j) sum += (sr[j] = std::exp(sr[j] - mx));
+                for (int64_t j = hi; j < n_k; ++j) sr[j] = 0.0f;
+                l[r] = l[r] * rescale + sum;
+                m[r] = mx;
+                if (rescale != 1.0f) {
+                    float* orow = o + r * dv;
+                    for (int32_t d = 0; d < dv; ++d) orow[d] *= rescale;
+                }
+            }
+            sgemm_nn(rows, dv, n_k, s, n_k, vs, dv, o, dv, 1.0f);
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t i = i0 + r / n_group;
+            const int32_t h = g * n_group + static_cast<int32_t>(r % n_group);
+            const float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
+            float* dst = out + i * ld_o + int64_t(h) * dv;
+            for (int32_t d = 0; d < dv; ++d) dst[d] = o[r * dv + d] * inv;
+        }
+    }
+}
+
+void attend_split(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, const KvLayerView& kv, int64_t n_swa,
+                  float* out, float* partials, int64_t n_partials, float* scores, int64_t scores_per_thread) {
+    const int32_t n_group = n_head / kv.n_head_kv;
+    const int32_t dk = kv.head_dim, dv = kv.head_dim_v;
+    const int64_t n_tasks = n_q * kv.n_head_kv;
+    const int n_threads = omp_get_max_threads();
+    constexpr int64_t kMinKeysPerSplit = 128;
+    BUTLER_ASSERT(n_partials >= 1, "attend_split needs partial buffers");
+    // Splits per task: enough to give every thread work; tasks go in batches that fit the partial buffers.
+    const int64_t n_split = std::clamp<int64_t>((2 * n_threads + n_tasks - 1) / n_tasks, 1, n_partials);
+    const int64_t batch = std::max<int64_t>(1, n_partials / n_split);
+    const int64_t part_stride = int64_t(n_group) * (dv + 1);
+
+    for (int64_t t0 = 0; t0 < n_tasks; t0 += batch) {
+        const int64_t n_batch = std::min(batch, n_tasks - t0);
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t w = 0; w < n_batch * n_split; ++w) {
+            const int64_t task = t0 + w / n_split, part = w % n_split;
+            const int64_t i = task / kv.n_head_kv;
+            const int32_t g = static_cast<int32_t>(task % kv.n_head_kv);
+            const int64_t pos = pos0 + i;
+            const int64_t k_lo = n_swa > 0 ? std::max<int64_t>(0, pos - n_swa + 1) : 0;
+            const int64_t n_keys = pos - k_lo + 1;
+            const int64_t splits = std::clamp<int64_t>(n_keys / kMinKeysPerSplit, 1, n_split);
+            float* p = partials + w * part_stride;  // (n_group, dv) outputs, then (n_group) lse
+            if (part >= splits) {
+                std::memset(p, 0, sizeof(float) * static_cast<size_t>(n_group) * dv);
+                for (int32_t h = 0; h < n_group; ++h)
+                    p[int64_t(n_group) * dv + h] = -std::numeric_limits<float>::infinity();
+                continue;
+            }
+            const int64_t lo = k_lo + n_keys * part / splits, hi = k_lo + n_keys * (part + 1) / splits - 1;
+            float* sc = scores + int64_t(omp_get_thread_num()) * scores_per_thread;
+            attend_group(q + i * int64_t(n_head) * dk + int64_t(g) * n_group * dk, n_group, kv, g, lo, hi, p,
+                         p + int64_t(n_group) * dv, sc);
+        }
+        for (int64_t b = 0; b < n_batch; ++b) {
+            float* first = partials + b * n_split * part_stride;
+            for (int64_t part = 1; part < n_split; ++part) {
+                const float* pp = first + part * part_stride;
+                lse_merge(first, first + int64_t(n_group) * dv, pp, pp + int64_t(n_group) * dv, n_group, dv);
+            }
+            const int64_t task = t0 + b;
+            const int64_t i = task / kv.n_head_kv;
+            const int32_t g = static_cast<int32_t>(task % kv.n_head_kv);
+            std::memcpy(out + i * int64_t(n_head) * dv + int64_t(g) * n_group * dv, first,
+                        sizeof(float) * static_cast<size_t>(n_group) * dv);
+        }
     }
 }
 

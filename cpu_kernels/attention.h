@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "runtime/dtype.h"
 
@@ -42,5 +43,35 @@ void store_kv_row(DType type, const float* src, uint8_t* dst, int64_t n);
 float dot_kv_row(DType type, const uint8_t* row, const float* x, int64_t n);
 // acc[i] += a * row[i]
 void axpy_kv_row(DType type, const uint8_t* row, float a, float* acc, int64_t n);
+
+}  // namespace butler
+
+namespace butler {
+
+// Per-thread scratch of attend_chunk (sized once by the session; attend_chunk allocates nothing).
+struct AttnChunkScratch {
+    static constexpr int64_t kQueryBlock = 32;  // queries per task (times n_group rows)
+    static constexpr int64_t kKeyBlock = 256;   // keys per sgemm
+    std::vector<float> buf;                     // (n_threads, per_thread floats)
+    int64_t per_thread = 0;
+    int32_t n_threads = 0;
+    void reserve(int32_t n_threads, int32_t n_group, int32_t head_dim, int32_t head_dim_v);
+};
+
+// Causal attention of a chunk of queries over one layer's KV, blocked for cache and computed with sgemm
+// (flash-attention style online softmax over key blocks). Query i is at position pos0 + i and sees keys at
+// positions max(0, pos - n_swa + 1) .. pos (n_swa = 0: no window). All K/V of those positions must be in `kv`.
+//   q   (n_q, n_head * head_dim) f32, already scaled; query head h reads KV head h / (n_head / n_head_kv)
+//   out (n_q, n_head * head_dim_v) f32
+// OpenMP over (KV head, query block); each task's sgemm runs on its own thread.
+void attend_chunk(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, const KvLayerView& kv, int64_t n_swa,
+                  float* out, AttnChunkScratch& scratch);
+
+// Decode-style attention for few queries: each (query, KV head) task's key range is split across threads into
+// partial states merged by LSE (cpu_kernels/lse_merge.h), so one long context keeps every core busy.
+// Same contract as attend_chunk. `partials` holds (n_threads * 8) x n_group x (head_dim_v + 1) floats and
+// `scores` n_threads x n_group x n_ctx floats.
+void attend_split(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, const KvLayerView& kv, int64_t n_swa,
+                  float* out, float* partials, int64_t n_partials, float* scores, int64_t scores_per_thread);
 
 }  // namespace butler

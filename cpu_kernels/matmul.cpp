@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "cpu_kernels/quant.h"
+#include "cpu_kernels/quant_dot.h"
 #include "runtime/status.h"
 
 namespace butler {
@@ -14,6 +15,9 @@ void MatmulScratch::reserve(int64_t max_cols, int64_t rows_per_tile) {
     tile_rows = rows_per_tile;
     if (static_cast<int64_t>(tile.size()) < max_cols * rows_per_tile)
         tile.resize(static_cast<size_t>(max_cols * rows_per_tile));
+    // The largest activation format is Q8_K: 292 bytes per 256 values (plus a block of slack).
+    const size_t n_xq = static_cast<size_t>((max_cols / 256 + 1) * 292 + max_cols * 4);
+    if (xq.size() < n_xq) xq.resize(n_xq);
 }
 
 void dequantize_rows(const WeightMatrix& w, int64_t r0, int64_t n, float* dst) {
@@ -29,7 +33,8 @@ void sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
 
 void matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int64_t ldy, MatmulScratch& scratch) {
     if (n_tok <= kGemvMaxTokens) {
-        for (int64_t t = 0; t < n_tok; ++t) gemv(w.type, w.data, w.n_rows, w.n_cols, x + t * w.n_cols, y + t * ldy);
+        for (int64_t t = 0; t < n_tok; ++t)
+            gemv_q(w.type, w.data, w.n_rows, w.n_cols, x + t * w.n_cols, y + t * ldy, scratch.xq);
         return;
     }
     if (w.type == DType::F32) {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Matrix products against weight matrices in any computable type.
 //   matmul:  Y (n_tok, n_rows) = X (n_tok, n_cols) . W^T,  W (n_rows, n_cols) as stored in the file.
-// Few tokens (decode) go through the quantized GEMV (one fused dequantize-dot per row, OpenMP over rows).
+// Few tokens (decode) go through the quantized GEMV (activations quantized to 8 bits once, integer dot per row,
+// OpenMP over rows; quant_dot.h).
 // Many tokens (prefill) dequantize W in row tiles into `scratch` and call oneDNN's sgemm per tile, so the
 // dequantization cost is paid once per tile and amortized over all tokens.
 #pragma once
@@ -17,6 +18,7 @@ namespace butler {
 struct MatmulScratch {
     std::vector<float> tile;  // (tile_rows, max n_cols)
     int64_t tile_rows = 0;
+    std::vector<uint8_t> xq;  // one activation row quantized for the integer GEMV (quant_dot.h)
     // Sizes the scratch for matrices of up to max_cols columns, with tiles of tile_rows rows.
     void reserve(int64_t max_cols, int64_t rows_per_tile);
 };

@@ -16,39 +16,15 @@
 #define BUTLER_QUANT_AVX2 1
 #endif
 
+#include "cpu_kernels/quant_blocks.h"
 #include "runtime/status.h"
 
 namespace butler {
 namespace {
 
-constexpr int kQK  = 32;   // values per legacy block (Q8_0, Q5_0)
-constexpr int kQKK = 256;  // values per k-quant super-block (Q4_K, Q6_K)
+using namespace quant_blocks;
 
-// Byte-exact mirrors of ggml's block structs. Every member is a byte or a uint16, so these have no padding
-// and need only 2-byte alignment, which every GGUF tensor row satisfies (data is 32-aligned, block sizes even).
-struct BlockQ8_0 {
-    uint16_t d;
-    int8_t qs[kQK];
-};
-struct BlockQ5_0 {
-    uint16_t d;
-    uint8_t qh[4];        // bit j = bit 4 of value j
-    uint8_t qs[kQK / 2];  // low nibble: value j, high nibble: value j + 16
-};
-struct BlockQ4_K {
-    uint16_t d;
-    uint16_t dmin;
-    uint8_t scales[12];  // 8 x (6-bit scale, 6-bit min), packed as get_scale_min_k4 reads them
-    uint8_t qs[kQKK / 2];
-};
-struct BlockQ6_K {
-    uint8_t ql[kQKK / 2];
-    uint8_t qh[kQKK / 4];
-    int8_t scales[kQKK / 16];
-    uint16_t d;
-};
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ5_0) == 22);
-static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ6_K) == 210);
+
 
 [[noreturn]] void unsupported(const char* what, DType t) {
     fail(Status::Unsupported, "{}: tensor type {} is not supported on the CPU", what, dtype_name(t));

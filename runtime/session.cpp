@@ -18,6 +18,7 @@ namespace {
 
 constexpr int64_t kVocabTile = 4096;  // output-projection rows dequantized per sgemm in target_logprobs
 constexpr int64_t kLogitRows = 512;   // hidden rows per target_logprobs block
+constexpr int64_t kBlockedAttnMinTokens = 8;  // chunks of at least this many tokens use the sgemm attention
 
 std::vector<float> rope_inv_freq(int32_t head_dim, float base, float freq_scale) {
     std::vector<float> inv(static_cast<size_t>(head_dim / 2));
@@ -75,6 +76,8 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
         up_.resize(gate_.size());
         const int64_t n_group = hp.n_head / hp.n_head_kv;
         scores_.resize(static_cast<size_t>(n_threads_ * n_group * params_.n_ctx));
+        partials_.resize(static_cast<size_t>(int64_t(n_threads_) * 8 * n_group * (hp.head_dim_v + 1)));
+        chunk_attn_.reserve(n_threads_, static_cast<int32_t>(n_group), hp.head_dim, hp.head_dim_v);
         hidden_last_.resize(static_cast<size_t>(hp.n_embd));
         logits_tile_.resize(static_cast<size_t>(kLogitRows * kVocabTile));
         const int64_t max_cols = std::max({int64_t(hp.n_embd), int64_t(hp.n_ff), hp.n_embd_q(),
@@ -181,16 +184,12 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
 
         const KvLayerView kv{kv_type, cache.k.data(), cache.v.data(), hp.n_head_kv, cache.cap,
                              int32_t(hd),  int32_t(hdv),   elem};
-        const int64_t n_tasks = n_tok * hp.n_head_kv;
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int64_t task = 0; task < n_tasks; ++task) {
-            const int64_t i = task / hp.n_head_kv;
-            const int32_t g = static_cast<int32_t>(task % hp.n_head_kv);
-            const int64_t pos = pos0 + i;
-            const int64_t k_lo = cache.swa ? std::max<int64_t>(0, pos - hp.n_swa + 1) : 0;
-            float* scores = scores_.data() + int64_t(omp_get_thread_num()) * n_group * params_.n_ctx;
-            attend_group(q_.data() + i * hp.n_embd_q() + int64_t(g) * n_group * hd, n_group, kv, g, k_lo, pos,
-                         attn_.data() + i * hp.n_head * hdv + int64_t(g) * n_group * hdv, nullptr, scores);
+        const int64_t n_swa = cache.swa ? hp.n_swa : 0;
+        if (n_tok >= kBlockedAttnMinTokens) {
+            attend_chunk(q_.data(), n_tok, pos0, hp.n_head, kv, n_swa, attn_.data(), chunk_attn_);
+        } else {
+            attend_split(q_.data(), n_tok, pos0, hp.n_head, kv, n_swa, attn_.data(), partials_.data(),
+                         int64_t(n_threads_) * 8, scores_.data(), int64_t(n_group) * params_.n_ctx);
         }
         matmul(L.wo, attn_.data(), n_tok, o_.data(), mm_);
 #pragma omp parallel for schedule(static)
@@ -228,7 +227,7 @@ void Session::logits(const float* hidden, int64_t n_rows, float* out) {
     const WeightMatrix& wout = model_->weights().output;
     for (int64_t r = 0; r < n_rows; ++r) {
         float* y = out + r * wout.n_rows;
-        gemv(wout.type, wout.data, wout.n_rows, wout.n_cols, hidden + r * hp.n_embd, y);
+        matmul(wout, hidden + r * hp.n_embd, 1, y, mm_);
         if (hp.final_logit_softcap > 0)
             for (int64_t j = 0; j < wout.n_rows; ++j) y[j] = softcap(y[j], hp.final_logit_softcap);
     }

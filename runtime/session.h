@@ -12,6 +12,7 @@
 #include <span>
 #include <vector>
 
+#include "cpu_kernels/attention.h"
 #include "cpu_kernels/matmul.h"
 #include "runtime/dtype.h"
 #include "runtime/model.h"
@@ -71,7 +72,9 @@ private:
     std::vector<float> inv_freq_global_, inv_freq_local_;  // (head_dim / 2)
     // Scratch, (n_ubatch, width) each.
     std::vector<float> x_, xn_, q_, k_, v_, attn_, o_, gate_, up_;
-    std::vector<float> scores_;  // (n_threads, n_group * n_ctx)
+    std::vector<float> scores_;    // (n_threads, n_group * n_ctx)
+    std::vector<float> partials_;  // (kPartials, n_group * (head_dim_v + 1)): split-K decode attention
+    AttnChunkScratch chunk_attn_;  // blocked prefill attention
     std::vector<float> hidden_last_;  // (n_embd)
     std::vector<float> logits_tile_;  // (kLogitRows, kVocabTile)
     MatmulScratch mm_;

@@ -2,6 +2,7 @@
 // Partial attention + LSE merge == dense attention, against float64 attention written here; the CPU attention
 // kernel over a ring-addressed KV layer; the CUDA merge against the CPU one when a GPU is present.
 #include <doctest/doctest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <limits>
@@ -173,6 +174,79 @@ TEST_SUITE("attention") {
             attend_group(q.data(), n_group, kv, gkv, 5, 4, out.data(), lse.data(), scores.data());
             CHECK(lse[0] == kNegInf);
             CHECK(out[0] == 0.0f);
+        }
+    }
+}
+
+TEST_SUITE("attention") {
+    TEST_CASE("blocked (sgemm) and split-K attention equal float64 causal attention, with and without a window") {
+        std::mt19937_64 rng(21);
+        std::normal_distribution<float> g(0.0f, 1.0f);
+        const int32_t n_kv = 2, n_group = 2, n_head = n_kv * n_group, hd = 64;
+        const int64_t cap = 1200;
+        const DType type = DType::F16;
+        const int64_t elem = 2;
+        std::vector<uint8_t> kbuf(static_cast<size_t>(n_kv * cap * hd * elem)), vbuf(kbuf.size());
+        KvLayerView kv{type, kbuf.data(), vbuf.data(), n_kv, cap, hd, hd, elem};
+        // Keys/values as the f16 cache holds them, kept in double for the reference.
+        std::vector<std::vector<double>> kref(static_cast<size_t>(n_kv * cap)), vref(kref.size());
+        for (int32_t gk = 0; gk < n_kv; ++gk)
+            for (int64_t p = 0; p < cap; ++p) {
+                std::vector<float> k(hd), v(hd);
+                for (auto& x : k) x = g(rng);
+                for (auto& x : v) x = g(rng);
+                store_kv_row(type, k.data(), const_cast<uint8_t*>(kv.k_row(gk, p)), hd);
+                store_kv_row(type, v.data(), const_cast<uint8_t*>(kv.v_row(gk, p)), hd);
+                auto& kr = kref[static_cast<size_t>(gk * cap + p)];
+                auto& vr = vref[static_cast<size_t>(gk * cap + p)];
+                const auto* kh = reinterpret_cast<const uint16_t*>(kv.k_row(gk, p));
+                const auto* vh = reinterpret_cast<const uint16_t*>(kv.v_row(gk, p));
+                for (int i = 0; i < hd; ++i) {
+                    kr.push_back(f16_to_f32(kh[i]));
+                    vr.push_back(f16_to_f32(vh[i]));
+                }
+            }
+        AttnChunkScratch scratch;
+        scratch.reserve(omp_get_max_threads(), n_group, hd, hd);
+        const int64_t n_partials = int64_t(omp_get_max_threads()) * 8;
+        std::vector<float> partials(static_cast<size_t>(n_partials * n_group * (hd + 1)));
+        std::vector<float> scores(static_cast<size_t>(omp_get_max_threads() * n_group * cap));
+        struct Case {
+            int64_t n_q, pos0, n_swa;
+        };
+        for (const Case c : {Case{1, 1100, 0}, Case{3, 1000, 0}, Case{1, 1100, 300}, Case{70, 1000, 0},
+                             Case{70, 1000, 100}, Case{40, 0, 16}, Case{33, 5, 0}}) {
+            CAPTURE(c.n_q);
+            CAPTURE(c.pos0);
+            CAPTURE(c.n_swa);
+            std::vector<float> q(static_cast<size_t>(c.n_q * n_head * hd));
+            for (auto& x : q) x = g(rng) * 0.2f;
+            std::vector<float> out_chunk(static_cast<size_t>(c.n_q * n_head * hd)), out_split(out_chunk.size());
+            attend_chunk(q.data(), c.n_q, c.pos0, n_head, kv, c.n_swa, out_chunk.data(), scratch);
+            attend_split(q.data(), c.n_q, c.pos0, n_head, kv, c.n_swa, out_split.data(), partials.data(), n_partials,
+                         scores.data(), n_group * cap);
+            for (int64_t i = 0; i < c.n_q; ++i)
+                for (int32_t h = 0; h < n_head; ++h) {
+                    const int32_t gk = h / n_group;
+                    const int64_t pos = c.pos0 + i;
+                    const int64_t lo = c.n_swa > 0 ? std::max<int64_t>(0, pos - c.n_swa + 1) : 0;
+                    std::vector<double> q64(q.begin() + (i * n_head + h) * hd, q.begin() + (i * n_head + h + 1) * hd);
+                    std::vector<std::vector<double>> k64, v64;
+                    std::vector<int> set;
+                    for (int64_t p = lo; p <= pos; ++p) {
+                        k64.push_back(kref[static_cast<size_t>(gk * cap + p)]);
+                        v64.push_back(vref[static_cast<size_t>(gk * cap + p)]);
+                        set.push_back(static_cast<int>(p - lo));
+                    }
+                    std::vector<double> o64;
+                    double lse64;
+                    attention64(q64, k64, v64, set, o64, lse64);
+                    for (int32_t d = 0; d < hd; ++d) {
+                        const size_t at = static_cast<size_t>((i * n_head + h) * hd + d);
+                        CHECK(out_chunk[at] == doctest::Approx(o64[static_cast<size_t>(d)]).epsilon(1e-4).scale(1.0));
+                        CHECK(out_split[at] == doctest::Approx(o64[static_cast<size_t>(d)]).epsilon(1e-4).scale(1.0));
+                    }
+                }
         }
     }
 }
