@@ -3,6 +3,10 @@
 
 #include <cmath>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 namespace butler {
 
 void rmsnorm(const float* x, const float* w, float* out, int64_t n, float eps) {
@@ -16,34 +20,77 @@ void rmsnorm(const float* x, const float* w, float* out, int64_t n, float eps) {
     }
 }
 
-void rope_neox(float* x, int32_t head_dim, int64_t pos, const float* inv_freq) {
-    const int32_t half = head_dim / 2;
-    for (int32_t i = 0; i < half; ++i) {
-        const double theta = double(pos) * double(inv_freq[i]);
-        const float c = static_cast<float>(std::cos(theta));
-        const float s = static_cast<float>(std::sin(theta));
-        const float x0 = x[i];
-        const float x1 = x[i + half];
-        x[i] = x0 * c - x1 * s;
-        x[i + half] = x0 * s + x1 * c;
-    }
-}
-
-void rope_normal(float* x, int32_t head_dim, int64_t pos, const float* inv_freq) {
+void rope_angles(int64_t pos, const float* inv_freq, int32_t head_dim, float* cos_out, float* sin_out) {
     for (int32_t i = 0; i < head_dim / 2; ++i) {
         const double theta = double(pos) * double(inv_freq[i]);
-        const float c = static_cast<float>(std::cos(theta));
-        const float s = static_cast<float>(std::sin(theta));
-        const float x0 = x[2 * i];
-        const float x1 = x[2 * i + 1];
-        x[2 * i] = x0 * c - x1 * s;
-        x[2 * i + 1] = x0 * s + x1 * c;
+        cos_out[i] = static_cast<float>(std::cos(theta));
+        sin_out[i] = static_cast<float>(std::sin(theta));
     }
 }
 
+void rope_neox(float* x, int32_t head_dim, const float* cos, const float* sin) {
+    const int32_t half = head_dim / 2;
+    for (int32_t i = 0; i < half; ++i) {
+        const float x0 = x[i];
+        const float x1 = x[i + half];
+        x[i] = x0 * cos[i] - x1 * sin[i];
+        x[i + half] = x0 * sin[i] + x1 * cos[i];
+    }
+}
+
+void rope_normal(float* x, int32_t head_dim, const float* cos, const float* sin) {
+    for (int32_t i = 0; i < head_dim / 2; ++i) {
+        const float x0 = x[2 * i];
+        const float x1 = x[2 * i + 1];
+        x[2 * i] = x0 * cos[i] - x1 * sin[i];
+        x[2 * i + 1] = x0 * sin[i] + x1 * cos[i];
+    }
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+namespace {
+
+// exp(x) for 8 floats: range reduction to x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r (Cephes'
+// expf coefficients, relative error ~1e-7), and 2^n built in the exponent bits. Inputs are clamped to +-88.
+inline __m256 exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.0f)), _mm256_set1_ps(88.0f));
+    const __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(pow2n));
+}
+
+// x * sigmoid(z) for 8 floats.
+inline __m256 mul_sigmoid(__m256 x, __m256 z) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(x, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), z))));
+}
+
+}  // namespace
+#endif
+
+// GELU(g) = 0.5 g (1 + tanh(u)) with u = sqrt(2/pi) (g + 0.044715 g^3), which is g * sigmoid(2u): one exp.
 void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
     constexpr float kSqrt2OverPi = 0.79788456080286535588f;
-    for (int64_t i = 0; i < n; ++i) {
+    int64_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    const __m256 c0 = _mm256_set1_ps(2.0f * kSqrt2OverPi), c1 = _mm256_set1_ps(0.044715f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256 g2 = _mm256_mul_ps(g, g);
+        const __m256 z = _mm256_mul_ps(_mm256_mul_ps(c0, g), _mm256_fmadd_ps(c1, g2, _mm256_set1_ps(1.0f)));
+        _mm256_storeu_ps(gate + i, _mm256_mul_ps(mul_sigmoid(g, z), _mm256_loadu_ps(up + i)));
+    }
+#endif
+    for (; i < n; ++i) {
         const float g = gate[i];
         const float gelu = 0.5f * g * (1.0f + std::tanh(kSqrt2OverPi * g * (1.0f + 0.044715f * g * g)));
         gate[i] = gelu * up[i];
@@ -51,7 +98,14 @@ void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) {
+    int64_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        _mm256_storeu_ps(gate + i, _mm256_mul_ps(mul_sigmoid(g, g), _mm256_loadu_ps(up + i)));
+    }
+#endif
+    for (; i < n; ++i) {
         const float g = gate[i];
         gate[i] = g / (1.0f + std::exp(-g)) * up[i];
     }

@@ -5,7 +5,7 @@
 // converting each weight to float does not (it costs several instructions per value). Instead the activation x is
 // quantized once per GEMV to 8-bit blocks, and each weight block is multiplied in int8/int16/int32 SIMD
 // (maddubs/madd), with one float multiply per block:
-//   Q8_0, Q5_0 weights  x  Q8_0 activations (32 values per block, f16 scale)
+//   Q8_0, Q5_0 weights  x  Q8_0 activations (32 values per block, f32 scale: 36 bytes)
 //   Q4_K, Q6_K weights  x  Q8_K activations (256 values per block, f32 scale, 16 partial sums for the offsets)
 // Other weight types (F32, F16, BF16) have no integer path: activation_type() says F32 and callers use dot_row.
 // Quantizing activations changes results by ~0.5% relative per product (as in llama.cpp); tests bound it.

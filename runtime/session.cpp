@@ -79,6 +79,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
         partials_.resize(static_cast<size_t>(int64_t(n_threads_) * 8 * n_group * (hp.head_dim_v + 1)));
         chunk_attn_.reserve(n_threads_, static_cast<int32_t>(n_group), hp.head_dim, hp.head_dim_v);
         hidden_last_.resize(static_cast<size_t>(hp.n_embd));
+        rope_cs_.resize(static_cast<size_t>(2 * ub * hp.head_dim));
         logits_tile_.resize(static_cast<size_t>(kLogitRows * kVocabTile));
         const int64_t max_cols = std::max({int64_t(hp.n_embd), int64_t(hp.n_ff), hp.n_embd_q(),
                                            int64_t(hp.n_head) * hp.head_dim_v});
@@ -139,7 +140,7 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
     const int64_t elem = dtype_traits(kv_type).block_bytes;
 
     const float embd_scale = spec.scale_embeddings ? std::sqrt(static_cast<float>(n_embd)) : 1.0f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_tok > 1)  // one token: a fork/join costs more than the work
     for (int64_t i = 0; i < n_tok; ++i) {
         float* x = x_.data() + i * n_embd;
         dequantize_row(w.tok_embd.type, w.tok_embd.row(tokens[i]), x, n_embd);
@@ -147,34 +148,43 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
             for (int64_t j = 0; j < n_embd; ++j) x[j] *= embd_scale;
     }
 
+    // RoPE tables of the chunk's positions: [0] the global base, [1] the local (sliding-window) base.
+    for (int64_t i = 0; i < n_tok; ++i) {
+        float* global = rope_cs_.data() + i * hd;
+        float* local = rope_cs_.data() + (params_.n_ubatch + i) * hd;
+        rope_angles(pos0 + i, inv_freq_global_.data(), int32_t(hd), global, global + hd / 2);
+        rope_angles(pos0 + i, inv_freq_local_.data(), int32_t(hd), local, local + hd / 2);
+    }
+
     for (int l = 0; l < hp.n_layer; ++l) {
         const LayerWeights& L = w.layers[static_cast<size_t>(l)];
         LayerCache& cache = cache_[static_cast<size_t>(l)];
-        const float* inv_freq = hp.is_swa(l) ? inv_freq_local_.data() : inv_freq_global_.data();
+        const float* rope_cs = rope_cs_.data() + (hp.is_swa(l) ? 1 : 0) * params_.n_ubatch * hd;
 
         // --- attention ---
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_tok > 1)  // one token: a fork/join costs more than the work
         for (int64_t i = 0; i < n_tok; ++i)
             rmsnorm(x_.data() + i * n_embd, L.attn_norm.data, xn_.data() + i * n_embd, n_embd, hp.rms_eps);
         matmul(L.wq, xn_.data(), n_tok, q_.data(), mm_);
         matmul(L.wk, xn_.data(), n_tok, k_.data(), mm_);
         matmul(L.wv, xn_.data(), n_tok, v_.data(), mm_);
 
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_tok > 1)  // one token: a fork/join costs more than the work
         for (int64_t i = 0; i < n_tok; ++i) {
             const int64_t pos = pos0 + i;
+            const float* cs = rope_cs + i * hd;  // cos (hd/2) then sin (hd/2) of this position
             for (int32_t h = 0; h < hp.n_head; ++h) {
                 float* q = q_.data() + i * hp.n_embd_q() + h * hd;
                 if (spec.qk_norm) rmsnorm(q, L.q_norm.data, q, hd, hp.rms_eps);
-                if (spec.rope_style == RopeStyle::Neox) rope_neox(q, int32_t(hd), pos, inv_freq);
-                else rope_normal(q, int32_t(hd), pos, inv_freq);
+                if (spec.rope_style == RopeStyle::Neox) rope_neox(q, int32_t(hd), cs, cs + hd / 2);
+                else rope_normal(q, int32_t(hd), cs, cs + hd / 2);
                 for (int64_t d = 0; d < hd; ++d) q[d] *= hp.attn_scale;
             }
             for (int32_t g = 0; g < hp.n_head_kv; ++g) {
                 float* k = k_.data() + i * hp.n_embd_k() + g * hd;
                 if (spec.qk_norm) rmsnorm(k, L.k_norm.data, k, hd, hp.rms_eps);
-                if (spec.rope_style == RopeStyle::Neox) rope_neox(k, int32_t(hd), pos, inv_freq);
-                else rope_normal(k, int32_t(hd), pos, inv_freq);
+                if (spec.rope_style == RopeStyle::Neox) rope_neox(k, int32_t(hd), cs, cs + hd / 2);
+                else rope_normal(k, int32_t(hd), cs, cs + hd / 2);
                 const int64_t slot = pos % cache.cap;
                 store_kv_row(kv_type, k, cache.k.data() + ((g * cache.cap + slot) * hd) * elem, hd);
                 store_kv_row(kv_type, v_.data() + i * hp.n_embd_v() + g * hdv,
@@ -192,7 +202,7 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
                          int64_t(n_threads_) * 8, scores_.data(), int64_t(n_group) * params_.n_ctx);
         }
         matmul(L.wo, attn_.data(), n_tok, o_.data(), mm_);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_tok > 1)  // one token: a fork/join costs more than the work
         for (int64_t i = 0; i < n_tok; ++i) {
             float* o = o_.data() + i * n_embd;
             if (spec.sandwich_norm) rmsnorm(o, L.attn_post_norm.data, o, n_embd, hp.rms_eps);
@@ -204,7 +214,7 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
         // --- feed-forward ---
         matmul(L.ffn_gate, xn_.data(), n_tok, gate_.data(), mm_);
         matmul(L.ffn_up, xn_.data(), n_tok, up_.data(), mm_);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_tok > 1)  // one token: a fork/join costs more than the work
         for (int64_t i = 0; i < n_tok; ++i) {
             float* g = gate_.data() + i * hp.n_ff;
             const float* u = up_.data() + i * hp.n_ff;
@@ -212,7 +222,7 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
             else silu_mul(g, u, hp.n_ff);
         }
         matmul(L.ffn_down, gate_.data(), n_tok, o_.data(), mm_);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_tok > 1)  // one token: a fork/join costs more than the work
         for (int64_t i = 0; i < n_tok; ++i) {
             float* o = o_.data() + i * n_embd;
             if (spec.sandwich_norm) rmsnorm(o, L.ffn_post_norm.data, o, n_embd, hp.rms_eps);

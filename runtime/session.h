@@ -70,6 +70,7 @@ private:
     int32_t n_past_ = 0;
     std::vector<LayerCache> cache_;
     std::vector<float> inv_freq_global_, inv_freq_local_;  // (head_dim / 2)
+    std::vector<float> rope_cs_;  // (2, n_ubatch, head_dim): cos | sin per position, global then local base
     // Scratch, (n_ubatch, width) each.
     std::vector<float> x_, xn_, q_, k_, v_, attn_, o_, gate_, up_;
     std::vector<float> scores_;    // (n_threads, n_group * n_ctx)

@@ -18,17 +18,16 @@ using namespace butler;
 
 namespace {
 
-// Decodes the activation blocks by their documented layout: Q8_0 {f16 d, int8 qs[32]},
+// Decodes the activation blocks by their documented layout: Q8_0 {f32 d, int8 qs[32]},
 // Q8_K {f32 d, int8 qs[256], int16 bsums[16]}. Also checks each bsums entry against its 16 values.
 std::vector<double> decode_activations(DType act, const std::vector<uint8_t>& xq, int64_t n) {
     std::vector<double> out(static_cast<size_t>(n));
     if (act == DType::Q8_0) {
         for (int64_t b = 0; b < n / 32; ++b) {
-            const uint8_t* p = xq.data() + b * 34;
-            uint16_t d16;
-            std::memcpy(&d16, p, 2);
-            const double d = f16_to_f32(d16);
-            for (int j = 0; j < 32; ++j) out[static_cast<size_t>(b * 32 + j)] = d * static_cast<int8_t>(p[2 + j]);
+            const uint8_t* p = xq.data() + b * 36;
+            float d;
+            std::memcpy(&d, p, 4);
+            for (int j = 0; j < 32; ++j) out[static_cast<size_t>(b * 32 + j)] = double(d) * static_cast<int8_t>(p[4 + j]);
         }
     } else {
         for (int64_t b = 0; b < n / 256; ++b) {
