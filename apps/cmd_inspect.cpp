@@ -26,10 +26,11 @@ std::string value_text(const GgufValue& v, size_t max_items) {
         case GgufType::F32:
         case GgufType::F64: return fmt::format("{}", v.f);
         case GgufType::Array: {
-            std::string s = fmt::format("[{} x {}]", v.items.size(), gguf_type_name(v.elem_type));
+            std::string s = fmt::format("[{} x {}]", v.n_items, gguf_type_name(v.elem_type));
             std::vector<std::string> parts;
             for (size_t i = 0; i < std::min(max_items, v.items.size()); ++i) parts.push_back(value_text(v.items[i], 3));
-            s += fmt::format(" [{}{}]", fmt::join(parts, ", "), v.items.size() > max_items ? ", ..." : "");
+            if (!parts.empty())
+                s += fmt::format(" [{}{}]", fmt::join(parts, ", "), v.n_items > parts.size() ? ", ..." : "");
             return s;
         }
         default: return v.is_integer() && (v.type == GgufType::I8 || v.type == GgufType::I16 || v.type == GgufType::I32 ||
@@ -52,7 +53,7 @@ nlohmann::json value_json(const GgufValue& v, size_t max_items) {
         case GgufType::Array: {
             nlohmann::json a = nlohmann::json::array();
             for (size_t i = 0; i < std::min(max_items, v.items.size()); ++i) a.push_back(value_json(v.items[i], max_items));
-            return {{"type", gguf_type_name(v.elem_type)}, {"count", v.items.size()}, {"head", a}};
+            return {{"type", gguf_type_name(v.elem_type)}, {"count", v.n_items}, {"head", a}};
         }
         default: return v.u;
     }

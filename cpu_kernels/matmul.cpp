@@ -11,10 +11,10 @@
 
 namespace butler {
 
-void MatmulScratch::reserve(int64_t max_cols, int64_t rows_per_tile) {
+void MatmulScratch::reserve(int64_t n_tile_floats, int64_t rows_per_tile, int64_t max_cols) {
     tile_rows = rows_per_tile;
-    if (static_cast<int64_t>(tile.size()) < max_cols * rows_per_tile)
-        tile.resize(static_cast<size_t>(max_cols * rows_per_tile));
+    n_tile_floats = std::max(n_tile_floats, max_cols);
+    if (static_cast<int64_t>(tile.size()) < n_tile_floats) tile.resize(static_cast<size_t>(n_tile_floats));
     // The largest activation format is Q8_K: 292 bytes per 256 values (plus a block of slack).
     const size_t n_xq = static_cast<size_t>((max_cols / 256 + 1) * 292 + max_cols * 4);
     if (xq.size() < n_xq) xq.resize(n_xq);
@@ -41,10 +41,10 @@ void matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int6
         sgemm_nt(n_tok, w.n_rows, w.n_cols, x, w.n_cols, reinterpret_cast<const float*>(w.data), w.n_cols, y, ldy);
         return;
     }
-    BUTLER_ASSERT(scratch.tile_rows > 0 && static_cast<int64_t>(scratch.tile.size()) >= scratch.tile_rows * w.n_cols,
-               "matmul scratch too small for a ({}, {}) matrix", w.n_rows, w.n_cols);
-    for (int64_t r0 = 0; r0 < w.n_rows; r0 += scratch.tile_rows) {
-        const int64_t n = std::min(scratch.tile_rows, w.n_rows - r0);
+    const int64_t rows_per_tile = std::min(scratch.tile_rows, static_cast<int64_t>(scratch.tile.size()) / w.n_cols);
+    BUTLER_ASSERT(rows_per_tile > 0, "matmul scratch too small for a ({}, {}) matrix", w.n_rows, w.n_cols);
+    for (int64_t r0 = 0; r0 < w.n_rows; r0 += rows_per_tile) {
+        const int64_t n = std::min(rows_per_tile, w.n_rows - r0);
         dequantize_rows(w, r0, n, scratch.tile.data());
         sgemm_nt(n_tok, n, w.n_cols, x, w.n_cols, scratch.tile.data(), w.n_cols, y + r0, ldy);
     }

@@ -16,11 +16,12 @@ namespace butler {
 
 // Scratch for dequantized tiles, owned by the caller (a Session) and sized once, so matmul allocates nothing.
 struct MatmulScratch {
-    std::vector<float> tile;  // (tile_rows, max n_cols)
-    int64_t tile_rows = 0;
+    std::vector<float> tile;  // dequantized rows of one tile: as many whole rows as fit
+    int64_t tile_rows = 0;    // most rows per tile
     std::vector<uint8_t> xq;  // one activation row quantized for the integer GEMV (quant_dot.h)
-    // Sizes the scratch for matrices of up to max_cols columns, with tiles of tile_rows rows.
-    void reserve(int64_t max_cols, int64_t rows_per_tile);
+    // Sizes the scratch: tiles of at most rows_per_tile rows and n_tile_floats values (at least one row of
+    // max_cols columns), and room for one activation row of up to max_cols values.
+    void reserve(int64_t n_tile_floats, int64_t rows_per_tile, int64_t max_cols);
 };
 
 // Tokens at or below this count take the GEMV path.

@@ -156,6 +156,7 @@ public:
                 check_count(count, min_value_bytes(out.elem_type),
                             fmt::format("array count ({} elements)", gguf_type_name(out.elem_type)));
                 out.items.resize(count);
+                out.n_items = count;
                 for (GgufValue& item : out.items) read_value(out.elem_type, item, depth + 1);
                 break;
             }
@@ -362,6 +363,14 @@ void GgufFile::parse() {
     }
 }
 
+void GgufFile::release_large_arrays(uint64_t min_items) {
+    for (auto& [key, value] : kv_) {
+        if (value.type != GgufType::Array || value.n_items < min_items) continue;
+        std::vector<GgufValue>().swap(value.items);
+        value.items_released = true;
+    }
+}
+
 const GgufValue* GgufFile::find(std::string_view key) const {
     const auto it = kv_index_.find(key);
     return it == kv_index_.end() ? nullptr : &kv_[it->second].second;
@@ -433,6 +442,7 @@ T convert(const GgufValue& v, const std::string& where) {
     if constexpr (IsVector<T>::value) {
         using E = typename T::value_type;
         if (v.type != GgufType::Array) fail(Status::Format, "{}: expected an array, found {}", where, describe(v));
+        if (v.items_released) fail(Status::Internal, "{}: the array's elements were released after loading", where);
         T out;
         out.reserve(v.items.size());
         for (size_t k = 0; k < v.items.size(); ++k)

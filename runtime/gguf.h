@@ -58,6 +58,8 @@ struct GgufValue {
     // lookups of GgufFile convert them.
     GgufType elem_type = GgufType::U8;
     std::vector<GgufValue> items;
+    uint64_t n_items = 0;         // arrays: the element count, kept when the items are released
+    bool items_released = false;  // see GgufFile::release_large_arrays
 
     bool is_integer() const;  // any of U8..I64 (not Bool)
     bool is_float() const;    // F32 or F64
@@ -108,6 +110,11 @@ public:
     // Like get, but an absent key is an Error(Format) naming the key and the file.
     template <typename T>
     T require(std::string_view key) const;
+
+    // Frees the elements of metadata arrays with at least min_items elements (the tokenizer's vocabulary, once the
+    // Tokenizer holds its own copy: ~100 bytes per element otherwise stay resident). Their type and n_items remain;
+    // a later typed lookup of a released array is an Error(Internal).
+    void release_large_arrays(uint64_t min_items);
 
     const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
     const GgufTensorInfo* tensor(std::string_view name) const;

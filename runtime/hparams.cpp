@@ -53,7 +53,7 @@ HParams HParams::from_gguf(const GgufFile& file, const ArchSpec& spec) {
 
     // The vocabulary size is the token list's length (the embedding's row count is checked against it on load).
     if (const GgufValue* tokens = file.find("tokenizer.ggml.tokens"); tokens && tokens->type == GgufType::Array)
-        hp.n_vocab = static_cast<int32_t>(tokens->items.size());
+        hp.n_vocab = static_cast<int32_t>(tokens->n_items);
 
     hp.layer_is_swa.assign(static_cast<size_t>(hp.n_layer), 0);
     if (spec.swa_period > 0) {

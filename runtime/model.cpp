@@ -27,6 +27,8 @@ std::shared_ptr<const Model> Model::load(const std::string& path) {
     model->tokenizer_ = Tokenizer::from_gguf(file);
     model->hparams_ = HParams::from_gguf(file, *spec);
     model->hparams_.n_vocab = model->tokenizer_->n_vocab();
+    // The tokenizer holds its own vocabulary now; the parsed copy would cost ~80 MB for a 262k vocabulary.
+    model->file_->release_large_arrays(4096);
     model->weights_ = ModelWeights::bind(file, model->hparams_, *spec);
     return model;
 }

@@ -83,7 +83,12 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
         logits_tile_.resize(static_cast<size_t>(kLogitRows * kVocabTile));
         const int64_t max_cols = std::max({int64_t(hp.n_embd), int64_t(hp.n_ff), hp.n_embd_q(),
                                            int64_t(hp.n_head) * hp.head_dim_v});
-        mm_.reserve(max_cols, kVocabTile);
+        // Tiles hold a whole layer matrix, or kVocabTile rows of the output projection.
+        int64_t tile_floats = kVocabTile * hp.n_embd;
+        for (const LayerWeights& L : model_->weights().layers)
+            for (const WeightMatrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+                tile_floats = std::max(tile_floats, std::min(m->n_rows, kVocabTile) * m->n_cols);
+        mm_.reserve(tile_floats, kVocabTile, max_cols);
     } catch (const std::bad_alloc&) {
         fail(Status::Oom, "out of memory allocating the KV cache and scratch for a context of {} tokens", params_.n_ctx);
     }

@@ -54,7 +54,7 @@ TEST_SUITE("cli") {
         std::vector<uint8_t> bytes = tiny_gemma3_gguf(tiny);
         // Rewrite the architecture string in place ("gemma3" -> "gemmaX": same length).
         const std::string from = "gemma3";
-        for (size_t i = 0; i + 32 < bytes.size(); ++i)
+        for (size_t i = 8; i + 32 < bytes.size(); ++i)
             if (std::equal(from.begin(), from.end(), bytes.begin() + long(i)) && bytes[i - 8] == 6) {
                 bytes[i + 5] = 'X';
                 break;
