@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "cpu_kernels/threading.h"
 #include "runtime/model_path.h"
 #include "runtime/status.h"
 
@@ -18,10 +19,12 @@ void add_common_options(CLI::App& sub, CommonOptions& opts, bool with_json) {
     sub.add_option("-t,--threads", opts.threads, "CPU threads (default: all cores)")->check(CLI::NonNegativeNumber);
     if (with_json) sub.add_flag("--json", opts.json, "machine-readable JSON on stdout");
     sub.add_flag("--progress", opts.progress, "show progress on stderr even when it is not a terminal");
+    sub.add_flag("--no-pin", opts.no_pin, "do not pin threads to physical cores (hwloc)");
 }
 
 std::shared_ptr<const Model> load_model(const CommonOptions& opts) {
     if (opts.threads > 0) omp_set_num_threads(opts.threads);
+    if (!opts.no_pin) pin_openmp_threads();
     return Model::load(resolve_model_path(opts.model));
 }
 

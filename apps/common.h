@@ -20,6 +20,7 @@ struct CommonOptions {
     int threads = 0;       // -t/--threads; 0: all cores
     bool json = false;     // --json: machine-readable output on stdout
     bool progress = false; // --progress: progress on stderr even when it is not a terminal
+    bool no_pin = false;   // --no-pin: leave thread placement to the OS
 };
 
 void add_common_options(CLI::App& sub, CommonOptions& opts, bool with_json = true);

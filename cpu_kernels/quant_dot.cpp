@@ -38,7 +38,8 @@ void quantize_q8_0(const float* x, int64_t n, BlockQ8_0Act* out) {
         const float* xb = x + b * kQK;
         float amax = 0;
         for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(xb[j]));
-        const float d = amax / 127.0f;
+        // The scale rounded to f16, as GGML's Q8_0 activation blocks carry it, keeps results closest to llama.cpp.
+        const float d = f16_to_f32(f32_to_f16(amax / 127.0f));
         const float id = d > 0 ? 1.0f / d : 0.0f;
         out[b].d = d;
         for (int j = 0; j < kQK; ++j) out[b].qs[j] = round_clamp(xb[j] * id);
@@ -50,7 +51,8 @@ void quantize_q8_k(const float* x, int64_t n, BlockQ8_K* out) {
         const float* xb = x + b * kQKK;
         float amax = 0;
         for (int j = 0; j < kQKK; ++j) amax = std::max(amax, std::fabs(xb[j]));
-        const float d = amax / 127.0f;
+        // The scale rounded to f16, as GGML's Q8_0 activation blocks carry it, keeps results closest to llama.cpp.
+        const float d = f16_to_f32(f32_to_f16(amax / 127.0f));
         const float id = d > 0 ? 1.0f / d : 0.0f;
         out[b].d = d;
         for (int j = 0; j < kQKK; ++j) out[b].qs[j] = round_clamp(xb[j] * id);
