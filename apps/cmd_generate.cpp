@@ -91,6 +91,7 @@ int run_generate(const GenerateOptions& o) {
         std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {
         std::printf("\n");
+        std::fflush(stdout);
         std::fprintf(stderr, "butler: prompt %lld tokens in %.2f s (%.1f tok/s), generated %zu tokens in %.2f s (%.1f tok/s)\n",
                      static_cast<long long>(n_prompt), t_prompt, prompt_tps, generated.size(), t_gen, gen_tps);
     }

@@ -50,7 +50,7 @@ namespace butler {
 
 // Per-thread scratch of attend_chunk (sized once by the session; attend_chunk allocates nothing).
 struct AttnChunkScratch {
-    static constexpr int64_t kQueryBlock = 32;  // queries per task (times n_group rows)
+    static constexpr int64_t kQueryBlock = 64;  // queries per task (times n_group rows)
     static constexpr int64_t kKeyBlock = 256;   // keys per sgemm
     std::vector<float> buf;                     // (n_threads, per_thread floats)
     int64_t per_thread = 0;
