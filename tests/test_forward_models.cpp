@@ -174,7 +174,7 @@ TEST_SUITE("forward") {
         check_against_reference(spec, 11);
     }
 
-    TEST_CASE("tiny llama (tied output, GQA 4:1, BPE vocabulary) matches a float64 forward" * doctest::skip()) {
+    TEST_CASE("tiny llama (tied output, GQA 4:1, BPE vocabulary) matches a float64 forward") {
         TinyModelSpec spec;
         spec.tied_output = true;
         spec.n_head_kv = 1;
@@ -191,7 +191,7 @@ TEST_SUITE("forward") {
         check_against_reference(spec, 13);
     }
 
-    TEST_CASE("tiny qwen2 (separate output, BPE vocabulary, head_dim != n_embd / n_head) matches a float64 forward" * doctest::skip()) {
+    TEST_CASE("tiny qwen2 (separate output, BPE vocabulary, head_dim != n_embd / n_head) matches a float64 forward") {
         TinyModelSpec spec;
         spec.arch = "qwen2";
         spec.tokenizer = "gpt2";
