@@ -62,6 +62,9 @@ struct TinyModelSpec {
     bool rope_freqs = false;   // write a rope_freqs.weight tensor (Llama 3.1 style frequency divisors)
     std::string tokenizer = "llama";  // "llama" (SentencePiece vocabulary) or "gpt2" (byte-level BPE with merges)
     DType weight_type = DType::F32;
+    DType bias_type = DType::F32;    // Q/K/V biases (anything but F32 is a load error: bad-input tests)
+    std::string pre;                 // gpt2 tokenizer.ggml.pre; empty: the architecture's ("llama-bpe" / "qwen2")
+    std::string rope_scaling_type;   // written as <arch>.rope.scaling.type when not empty
 };
 
 struct TinyModel {

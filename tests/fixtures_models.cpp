@@ -119,11 +119,15 @@ std::vector<uint8_t> tiny_model_gguf(const TinyModel& m, const std::string& skip
     w.set_f32(a + ".attention.layer_norm_rms_epsilon", s.rms_eps);
     w.set_f32(a + ".rope.freq_base", s.rope_base);
     w.set_u32(a + ".rope.dimension_count", uint32_t(s.head_dim));
+    if (!s.rope_scaling_type.empty()) {
+        w.set_string(a + ".rope.scaling.type", s.rope_scaling_type);
+        w.set_f32(a + ".rope.scaling.factor", 4.0f);
+    }
     w.set_string("tokenizer.ggml.model", s.tokenizer);
     w.set_strings("tokenizer.ggml.tokens", m.tokens);
     w.set_i32s("tokenizer.ggml.token_type", m.token_types);
     if (s.tokenizer == "gpt2") {
-        w.set_string("tokenizer.ggml.pre", a == "qwen2" ? "qwen2" : "llama-bpe");
+        w.set_string("tokenizer.ggml.pre", !s.pre.empty() ? s.pre : a == "qwen2" ? "qwen2" : "llama-bpe");
         w.set_strings("tokenizer.ggml.merges", m.merges);
         w.set_u32("tokenizer.ggml.bos_token_id", uint32_t(m.n_vocab - 2));
         w.set_u32("tokenizer.ggml.eos_token_id", uint32_t(m.n_vocab - 1));
@@ -150,6 +154,7 @@ std::vector<uint8_t> tiny_model_gguf(const TinyModel& m, const std::string& skip
     };
     const int64_t E = s.n_embd, F = s.n_ff, Q = int64_t(s.n_head) * s.head_dim, K = int64_t(s.n_head_kv) * s.head_dim;
     const DType t = s.weight_type;
+    const DType vt = s.bias_type;
     add("token_embd.weight", m.tok_embd, {m.n_vocab, E}, t);
     add("output_norm.weight", m.output_norm, {E}, DType::F32);
     if (!s.tied_output) add("output.weight", m.output, {m.n_vocab, E}, t);
@@ -162,9 +167,9 @@ std::vector<uint8_t> tiny_model_gguf(const TinyModel& m, const std::string& skip
         add(name("attn_k.weight"), L.wk, {K, E}, t);
         add(name("attn_v.weight"), L.wv, {K, E}, t);
         if (!L.bq.empty()) {
-            add(name("attn_q.bias"), L.bq, {Q}, DType::F32);
-            add(name("attn_k.bias"), L.bk, {K}, DType::F32);
-            add(name("attn_v.bias"), L.bv, {K}, DType::F32);
+            add(name("attn_q.bias"), L.bq, {Q}, vt);
+            add(name("attn_k.bias"), L.bk, {K}, vt);
+            add(name("attn_v.bias"), L.bv, {K}, vt);
         }
         add(name("attn_output.weight"), L.wo, {E, Q}, t);
         add(name("ffn_norm.weight"), L.ffn_norm, {E}, DType::F32);

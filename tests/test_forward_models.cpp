@@ -4,11 +4,13 @@
 // interleaved pairs (GGUF llama: the converter permutes Q/K rows so that GGML's "normal" RoPE applies) or on halves
 // (qwen2), Q/K/V biases (qwen2), Llama 3.1 frequency divisors, tied or separate output.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <cmath>
 #include <string>
 #include <vector>
 
+#include "runtime/hparams.h"
 #include "runtime/model.h"
 #include "runtime/session.h"
 #include "runtime/status.h"
@@ -217,5 +219,69 @@ TEST_SUITE("forward") {
         llama = make_tiny_model(lspec, 4);
         err = load_error(tiny_model_gguf(llama, "blk.2.ffn_up.weight"));
         CHECK(err.find("blk.2.ffn_up.weight") != std::string::npos);
+    }
+
+    TEST_CASE("butler generate runs on every llama/qwen2 fixture") {
+        for (const char* arch : {"llama", "qwen2"}) {
+            for (const char* tok : {"llama", "gpt2"}) {
+                CAPTURE(arch);
+                CAPTURE(tok);
+                TinyModelSpec spec;
+                spec.arch = arch;
+                spec.tokenizer = tok;
+                spec.rope_freqs = std::string(arch) == "llama";
+                spec.weight_type = DType::Q4_0;
+                TempFile file;
+                file.write(tiny_model_gguf(make_tiny_model(spec, 8)));
+                const CliResult r = run_cli({"generate", "-m", file.path(), "-p", "the cat sat", "-n", "6"});
+                CHECK_MESSAGE(r.exit_code == 0, r.err);
+                const CliResult i = run_cli({"inspect", "-m", file.path()});
+                CHECK(i.exit_code == 0);
+                CHECK(i.out.find(fmt::format("row '{}'", arch)) != std::string::npos);
+            }
+        }
+    }
+
+    TEST_CASE("llama/qwen2 bad input through the CLI: exit 1 naming the tensor or key") {
+        auto check_cli = [](const TinyModelSpec& spec, const std::string& needle) {
+            CAPTURE(needle);
+            TempFile file;
+            file.write(tiny_model_gguf(make_tiny_model(spec, 5)));
+            const CliResult r = run_cli({"generate", "-m", file.path(), "-p", "hi", "-n", "1"});
+            CHECK(r.exit_code == 1);
+            CHECK(r.err.find(needle) != std::string::npos);
+        };
+        TinyModelSpec bias_f16;  // a bias tensor of the wrong type
+        bias_f16.arch = "qwen2";
+        bias_f16.bias_type = DType::F16;
+        check_cli(bias_f16, "'blk.0.attn_q.bias' has type f16, expected f32");
+        TinyModelSpec pre;  // an unknown pre-tokenizer
+        pre.tokenizer = "gpt2";
+        pre.pre = "tekken-9000";
+        check_cli(pre, "pre-tokenizer 'tekken-9000'");
+        TinyModelSpec yarn;  // a RoPE scaling type Butler does not implement
+        yarn.rope_scaling_type = "yarn";
+        check_cli(yarn, "'llama.rope.scaling.type' = 'yarn' is not supported");
+    }
+
+    TEST_CASE("llama3 rope.scaling keys give the divisors of the reference formula") {
+        // Llama 3.1: factor 8, low 1, high 4, original context 8192, base 500000, head_dim 128. Wavelengths
+        // 2 pi / base^(-2i/128): below 8192/4 = 2048 positions kept (divisor 1), above 8192 divided by 8, between
+        // interpolated: 1 / ((1 - s) / 8 + s) with s = (8192 / wavelength - 1) / 3.
+        const std::vector<float> f = llama3_rope_freq_factors(128, 500000.0f, 8.0f, 1.0f, 4.0f, 8192);
+        REQUIRE(f.size() == 64);
+        for (size_t i = 0; i < 64; ++i) {
+            const double wl = 2 * M_PI / std::pow(500000.0, -2.0 * double(i) / 128.0);
+            double want = 1.0;
+            if (wl > 8192) want = 8.0;
+            else if (wl >= 2048) {
+                const double s = (8192.0 / wl - 1.0) / 3.0;
+                want = 1.0 / ((1.0 - s) / 8.0 + s);
+            }
+            CAPTURE(i);
+            CHECK(f[i] == doctest::Approx(want).epsilon(1e-5));
+        }
+        CHECK(f[0] == 1.0f);
+        CHECK(f[63] == 8.0f);
     }
 }
