@@ -207,7 +207,7 @@ TEST_SUITE("forward") {
         const TinyModel qwen = make_tiny_model(spec, 3);
         std::string err = load_error(tiny_model_gguf(qwen, "blk.1.attn_k.bias"));
         CHECK(err.find("blk.1.attn_k.bias") != std::string::npos);
-        err = load_error(tiny_model_gguf(qwen, "output.weight"));  // separate output expected? no: tied fallback
+        err = load_error(tiny_model_gguf(qwen, "output.weight"));  // no output.weight: qwen2 ties it to token_embd
         CHECK(err.empty());
 
         TinyModelSpec lspec;
