@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
         {"tokenize", "tokenize text with the model's tokenizer", cli::register_tokenize},
         {"generate", "generate text from a prompt (streamed to stdout)", cli::register_generate},
         {"perplexity", "perplexity of a text file, in llama.cpp's llama-perplexity convention", cli::register_perplexity},
+        {"make-random-model", "write a random-weight GGUF with a real model's exact tensors and hparams",
+         cli::register_make_model},
     };
     for (const Sub& s : subs) {
         CLI::App* sub = app.add_subcommand(s.name, s.help);

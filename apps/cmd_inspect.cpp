@@ -98,6 +98,9 @@ int run_inspect(const InspectOptions& o) {
               {"rope_style", model->arch().rope_style == RopeStyle::Neox ? "neox" : "normal"},
               {"rope_base_global", hp.rope_base_global},
               {"rope_base_local", hp.rope_base_local},
+              {"rope_scaling", hp.rope_scaling},
+              {"rope_freq_factors", hp.rope_freq_factors},
+              {"qkv_bias", model->arch().qkv_bias},
               {"attn_scale", hp.attn_scale},
               {"tied_output", model->weights().tied_output}}}};
         std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
@@ -125,11 +128,18 @@ int run_inspect(const InspectOptions& o) {
     if (hp.n_swa > 0)
         std::printf("  sliding window %d tokens; global layers: %s (the other %d are local)\n", hp.n_swa,
                     fmt::format("{}", fmt::join(global_layers, ", ")).c_str(), hp.n_layer - int(global_layers.size()));
-    std::printf("  RoPE %s, base %g (global layers), %g (local layers)\n",
-                a.rope_style == RopeStyle::Neox ? "NeoX (halves)" : "normal (interleaved)", hp.rope_base_global,
-                hp.rope_base_local);
-    std::printf("  Q/K RMSNorm per head: %s; sandwich norms: %s; embeddings x sqrt(n_embd): %s\n", a.qk_norm ? "yes" : "no",
-                a.sandwich_norm ? "yes" : "no", a.scale_embeddings ? "yes" : "no");
+    else
+        std::printf("  every layer attends to the full context (no sliding window)\n");
+    const char* rope_style = a.rope_style == RopeStyle::Neox ? "NeoX (halves)" : "normal (interleaved pairs)";
+    if (hp.n_swa > 0)
+        std::printf("  RoPE %s, base %g (global layers), %g (local layers)\n", rope_style, hp.rope_base_global,
+                    hp.rope_base_local);
+    else
+        std::printf("  RoPE %s, base %g\n", rope_style, hp.rope_base_global);
+    std::printf("  RoPE scaling: %s\n", hp.rope_scaling.c_str());
+    std::printf("  Q/K RMSNorm per head: %s; Q/K/V bias: %s; sandwich norms: %s; embeddings x sqrt(n_embd): %s\n",
+                a.qk_norm ? "yes" : "no", a.qkv_bias ? "yes" : "no", a.sandwich_norm ? "yes" : "no",
+                a.scale_embeddings ? "yes" : "no");
     std::printf("  attention scale %g (1/sqrt(head_dim)); output projection %s; final logit soft-cap %s\n", hp.attn_scale,
                 model->weights().tied_output ? "tied to token_embd" : "output.weight",
                 hp.final_logit_softcap > 0 ? fmt::format("{}", hp.final_logit_softcap).c_str() : "none");

@@ -17,6 +17,7 @@
 #endif
 
 #include "cpu_kernels/quant_blocks.h"
+#include "cpu_kernels/quant_extra.h"
 #include "runtime/status.h"
 
 namespace butler {
@@ -574,6 +575,7 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
         case DType::Q6_K:
             return dequant_blocks<BlockQ6_K, dequant_q6_k>(src, dst, n, kQKK);
         default:
+            if (detail::dequantize_row_extra(t, src, dst, n)) return;
             unsupported("dequantize_row", t);
     }
 }
@@ -607,8 +609,11 @@ float dot_row_reference(DType t, const void* row, const float* x, int64_t n) {
             return dot_blocks<BlockQ4_K, dot_q4_k>(row, x, n, kQKK);
         case DType::Q6_K:
             return dot_blocks<BlockQ6_K, dot_q6_k>(row, x, n, kQKK);
-        default:
+        default: {
+            float r;
+            if (detail::dot_row_extra(t, row, x, n, &r)) return r;
             unsupported("dot_row", t);
+        }
     }
 }
 
@@ -631,7 +636,7 @@ float dot_row(DType t, const void* row, const float* x, int64_t n) {
         case DType::Q6_K:
             return dot_q6_k_avx2(static_cast<const BlockQ6_K*>(row), x, n / kQKK);
         default:
-            unsupported("dot_row", t);
+            return dot_row_reference(t, row, x, n);  // the types of quant_extra.cpp have no SIMD path yet
     }
 #else
     return dot_row_reference(t, row, x, n);
@@ -675,6 +680,7 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
             return;
         }
         default:
+            if (detail::quantize_row_extra(t, src, dst, n)) return;
             unsupported("quantize_row", t);
     }
 }

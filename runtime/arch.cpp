@@ -16,8 +16,38 @@ constexpr ArchSpec kArchs[] = {
         .sandwich_norm = true,
         .scale_embeddings = true,
         .tied_output_default = true,
+        .qkv_bias = false,
         .swa_period = 6,  // layers 5, 11, 17, ... are global; the rest use the sliding window
         .rope_base_local = 10000.0f,
+    },
+    {
+        // Llama 2/3.x, Mistral, SmolLM: pre-norm blocks, SwiGLU, interleaved RoPE, GQA. Llama 3.2 1B/3B tie the
+        // output projection (their files have no output.weight).
+        .id = ArchId::Llama,
+        .name = "llama",
+        .rope_style = RopeStyle::Normal,
+        .ffn_act = FfnAct::Silu,
+        .qk_norm = false,
+        .sandwich_norm = false,
+        .scale_embeddings = false,
+        .tied_output_default = true,
+        .qkv_bias = false,
+        .swa_period = 0,
+        .rope_base_local = 0.0f,
+    },
+    {
+        // Qwen2 / Qwen2.5: Llama's block with biases on Q, K and V and NeoX RoPE; small sizes tie the output.
+        .id = ArchId::Qwen2,
+        .name = "qwen2",
+        .rope_style = RopeStyle::Neox,
+        .ffn_act = FfnAct::Silu,
+        .qk_norm = false,
+        .sandwich_norm = false,
+        .scale_embeddings = false,
+        .tied_output_default = true,
+        .qkv_bias = true,
+        .swa_period = 0,
+        .rope_base_local = 0.0f,
     },
 };
 

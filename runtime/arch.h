@@ -9,7 +9,7 @@
 
 namespace butler {
 
-enum class ArchId { Gemma3 };
+enum class ArchId { Gemma3, Llama, Qwen2 };
 
 enum class RopeStyle {
     Neox,    // rotate pairs (i, i + d/2): GPT-NeoX, Qwen2, Gemma
@@ -32,6 +32,7 @@ struct ArchSpec {
     bool sandwich_norm;        // x + post_norm(f(norm(x))) around attention and FFN
     bool scale_embeddings;     // token embeddings multiplied by sqrt(n_embd)
     bool tied_output_default;  // output projection = token_embd when output.weight is absent
+    bool qkv_bias;             // Q, K and V projections add a bias vector (attn_{q,k,v}.bias, F32)
     // Sliding-window attention pattern: layer l is global iff swa_period == 0 or l % swa_period == swa_period - 1.
     int swa_period;
     float rope_base_local;  // RoPE base of sliding-window layers (the file's rope.freq_base is the global one)
@@ -40,10 +41,16 @@ struct ArchSpec {
     std::string_view tok_embd = "token_embd.weight";
     std::string_view output_norm = "output_norm.weight";
     std::string_view output = "output.weight";
+    // Optional per-frequency RoPE divisors (head_dim / 2), F32: Llama 3.1/3.2 files carry their "llama3"
+    // frequency scaling this way. Read by HParams::from_gguf.
+    std::string_view rope_freqs = "rope_freqs.weight";
     std::string_view attn_norm = "blk.{}.attn_norm.weight";
     std::string_view attn_q = "blk.{}.attn_q.weight";
     std::string_view attn_k = "blk.{}.attn_k.weight";
     std::string_view attn_v = "blk.{}.attn_v.weight";
+    std::string_view attn_q_bias = "blk.{}.attn_q.bias";
+    std::string_view attn_k_bias = "blk.{}.attn_k.bias";
+    std::string_view attn_v_bias = "blk.{}.attn_v.bias";
     std::string_view attn_q_norm = "blk.{}.attn_q_norm.weight";
     std::string_view attn_k_norm = "blk.{}.attn_k_norm.weight";
     std::string_view attn_output = "blk.{}.attn_output.weight";

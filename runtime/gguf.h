@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -160,6 +161,12 @@ public:
     void add_tensor(const std::string& name, DType type, std::span<const int64_t> shape,
                     std::span<const uint8_t> data);
 
+    // Adds a tensor whose bytes are produced only when the file is written: `fill` receives a buffer of exactly
+    // the tensor's byte size and must fill all of it. write() then holds one tensor in memory at a time, so
+    // multi-GB files (random-weight models) stream to disk. `fill` may be called more than once (to_bytes, write).
+    using TensorFill = std::function<void(std::span<uint8_t> out)>;
+    void add_tensor_streamed(const std::string& name, DType type, std::span<const int64_t> shape, TensorFill fill);
+
     std::vector<uint8_t> to_bytes() const;
     // Writes atomically: to `path`.tmp, then rename. Error(Io) on failure, and no file is left behind.
     void write(const std::string& path) const;
@@ -169,8 +176,14 @@ private:
         std::string name;
         DType type;
         std::vector<int64_t> shape;  // outermost-first
-        std::vector<uint8_t> data;
+        std::vector<uint8_t> data;   // empty for streamed tensors
+        uint64_t n_bytes = 0;
+        TensorFill fill;             // set for streamed tensors
     };
+    // Header, metadata, tensor directory and the padding up to the data section.
+    std::vector<uint8_t> header_bytes() const;
+    // Checks the name and shape; returns the tensor's byte size.
+    int64_t check_tensor(const std::string& name, DType type, std::span<const int64_t> shape) const;
     uint64_t alignment_;
     std::vector<std::pair<std::string, GgufValue>> kv_;
     std::vector<Tensor> tensors_;

@@ -188,8 +188,7 @@ void GgufWriter::set_value(const std::string& key, const GgufValue& v) {
     kv_.emplace_back(key, v);
 }
 
-void GgufWriter::add_tensor(const std::string& name, DType type, std::span<const int64_t> shape,
-                            std::span<const uint8_t> data) {
+int64_t GgufWriter::check_tensor(const std::string& name, DType type, std::span<const int64_t> shape) const {
     BUTLER_ASSERT(!name.empty(), "GGUF tensor names must not be empty");
     BUTLER_ASSERT(shape.size() >= 1 && shape.size() <= 4, "tensor '{}' has {} dims (must be 1..4)", name, shape.size());
     for (const Tensor& t : tensors_) BUTLER_ASSERT(t.name != name, "duplicate tensor '{}'", name);
@@ -198,13 +197,26 @@ void GgufWriter::add_tensor(const std::string& name, DType type, std::span<const
         BUTLER_ASSERT(d > 0, "tensor '{}' has a dimension of {}", name, d);
         n_elem *= d;
     }
-    const int64_t n_bytes = row_bytes(type, shape.back()) * (n_elem / shape.back());
-    BUTLER_ASSERT(int64_t(data.size()) == n_bytes, "tensor '{}' ({}) needs {} bytes, got {}", name, dtype_name(type),
-                  n_bytes, data.size());
-    tensors_.push_back(Tensor{name, type, {shape.begin(), shape.end()}, {data.begin(), data.end()}});
+    return row_bytes(type, shape.back()) * (n_elem / shape.back());
 }
 
-std::vector<uint8_t> GgufWriter::to_bytes() const {
+void GgufWriter::add_tensor(const std::string& name, DType type, std::span<const int64_t> shape,
+                            std::span<const uint8_t> data) {
+    const int64_t n_bytes = check_tensor(name, type, shape);
+    BUTLER_ASSERT(int64_t(data.size()) == n_bytes, "tensor '{}' ({}) needs {} bytes, got {}", name, dtype_name(type),
+                  n_bytes, data.size());
+    tensors_.push_back(
+        Tensor{name, type, {shape.begin(), shape.end()}, {data.begin(), data.end()}, uint64_t(n_bytes), nullptr});
+}
+
+void GgufWriter::add_tensor_streamed(const std::string& name, DType type, std::span<const int64_t> shape,
+                                     TensorFill fill) {
+    BUTLER_ASSERT(fill != nullptr, "tensor '{}' has no fill function", name);
+    const int64_t n_bytes = check_tensor(name, type, shape);
+    tensors_.push_back(Tensor{name, type, {shape.begin(), shape.end()}, {}, uint64_t(n_bytes), std::move(fill)});
+}
+
+std::vector<uint8_t> GgufWriter::header_bytes() const {
     bool has_alignment_key = false;
     for (const auto& kv : kv_) has_alignment_key |= kv.first == kAlignmentKey;
     const bool write_alignment = alignment_ != kDefaultAlignment && !has_alignment_key;
@@ -232,28 +244,72 @@ std::vector<uint8_t> GgufWriter::to_bytes() const {
         for (size_t d = t.shape.size(); d-- > 0;) sink.put<uint64_t>(uint64_t(t.shape[d]));  // innermost first
         sink.put<uint32_t>(static_cast<uint32_t>(t.type));
         sink.put<uint64_t>(offset);
-        offset += (t.data.size() + alignment_ - 1) / alignment_ * alignment_;
+        offset += (t.n_bytes + alignment_ - 1) / alignment_ * alignment_;
     }
     sink.pad_to(alignment_);
+    return out;
+}
+
+std::vector<uint8_t> GgufWriter::to_bytes() const {
+    std::vector<uint8_t> out = header_bytes();
+    Sink sink(out);
+    std::vector<uint8_t> scratch;
     for (const Tensor& t : tensors_) {
-        out.insert(out.end(), t.data.begin(), t.data.end());
+        if (t.fill) {
+            scratch.assign(t.n_bytes, 0);
+            t.fill(scratch);
+            out.insert(out.end(), scratch.begin(), scratch.end());
+        } else {
+            out.insert(out.end(), t.data.begin(), t.data.end());
+        }
         sink.pad_to(alignment_);
     }
     return out;
 }
 
 void GgufWriter::write(const std::string& path) const {
-    const std::vector<uint8_t> bytes = to_bytes();
-    const std::string tmp            = path + ".tmp";
-    std::FILE* f                     = std::fopen(tmp.c_str(), "wb");
+    const std::string tmp = path + ".tmp";
+    std::FILE* f          = std::fopen(tmp.c_str(), "wb");
     if (f == nullptr) fail(Status::Io, "cannot create '{}': {}", tmp, std::strerror(errno));
-    const bool wrote    = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0;
-    const int write_err = errno;
-    const bool closed   = std::fclose(f) == 0;
+    uint64_t n_written = 0;
+    // One tensor in memory at a time; the data section is written in directory order with the same padding.
+    auto put = [&](const uint8_t* p, size_t n) {
+        if (n == 0) return true;
+        if (std::fwrite(p, 1, n, f) != n) return false;
+        n_written += n;
+        return true;
+    };
+    bool wrote = false;
+    int write_err = 0;
+    try {
+        const std::vector<uint8_t> header = header_bytes();
+        wrote = put(header.data(), header.size());
+        std::vector<uint8_t> scratch;
+        const std::vector<uint8_t> zeros(alignment_, 0);
+        for (const Tensor& t : tensors_) {
+            if (!wrote) break;
+            if (t.fill) {
+                scratch.assign(t.n_bytes, 0);
+                t.fill(scratch);
+                wrote = put(scratch.data(), scratch.size());
+            } else {
+                wrote = put(t.data.data(), t.data.size());
+            }
+            const uint64_t pad = (alignment_ - n_written % alignment_) % alignment_;
+            wrote = wrote && put(zeros.data(), pad);
+        }
+        wrote = wrote && std::fflush(f) == 0;
+        write_err = errno;
+    } catch (...) {
+        std::fclose(f);
+        std::remove(tmp.c_str());
+        throw;
+    }
+    const bool closed = std::fclose(f) == 0;
     if (!wrote || !closed) {
         const int err = wrote ? errno : write_err;
         std::remove(tmp.c_str());
-        fail(Status::Io, "cannot write '{}' ({} bytes): {}", tmp, bytes.size(), std::strerror(err));
+        fail(Status::Io, "cannot write '{}' ({} bytes written): {}", tmp, n_written, std::strerror(err));
     }
     if (std::rename(tmp.c_str(), path.c_str()) != 0) {
         const int err = errno;

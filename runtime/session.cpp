@@ -20,12 +20,18 @@ constexpr int64_t kVocabTile = 4096;  // output-projection rows dequantized per 
 constexpr int64_t kLogitRows = 512;   // hidden rows per target_logprobs block
 constexpr int64_t kBlockedAttnMinTokens = 8;  // chunks of at least this many tokens use the sgemm attention
 
-std::vector<float> rope_inv_freq(int32_t head_dim, float base, float freq_scale) {
+// factors: empty, or head_dim / 2 divisors (HParams::rope_freq_factors).
+std::vector<float> rope_inv_freq(int32_t head_dim, float base, float freq_scale, const std::vector<float>& factors) {
     std::vector<float> inv(static_cast<size_t>(head_dim / 2));
     for (int32_t i = 0; i < head_dim / 2; ++i)
-        inv[static_cast<size_t>(i)] =
-            static_cast<float>(double(freq_scale) * std::pow(double(base), -2.0 * i / double(head_dim)));
+        inv[static_cast<size_t>(i)] = static_cast<float>(
+            double(freq_scale) * std::pow(double(base), -2.0 * i / double(head_dim)) /
+            (factors.empty() ? 1.0 : double(factors[static_cast<size_t>(i)])));
     return inv;
+}
+
+void add_bias(float* x, const float* b, int64_t n) {
+    for (int64_t j = 0; j < n; ++j) x[j] += b[j];
 }
 
 float softcap(float x, float cap) { return cap > 0 ? cap * std::tanh(x / cap) : x; }
@@ -92,8 +98,8 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     } catch (const std::bad_alloc&) {
         fail(Status::Oom, "out of memory allocating the KV cache and scratch for a context of {} tokens", params_.n_ctx);
     }
-    inv_freq_global_ = rope_inv_freq(hp.head_dim, hp.rope_base_global, hp.rope_freq_scale);
-    inv_freq_local_ = rope_inv_freq(hp.head_dim, hp.rope_base_local, hp.rope_freq_scale);
+    inv_freq_global_ = rope_inv_freq(hp.head_dim, hp.rope_base_global, hp.rope_freq_scale, hp.rope_freq_factors);
+    inv_freq_local_ = rope_inv_freq(hp.head_dim, hp.rope_base_local, hp.rope_freq_scale, hp.rope_freq_factors);
 }
 
 uint64_t Session::kv_bytes() const {
@@ -178,6 +184,11 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
         for (int64_t i = 0; i < n_tok; ++i) {
             const int64_t pos = pos0 + i;
             const float* cs = rope_cs + i * hd;  // cos (hd/2) then sin (hd/2) of this position
+            if (spec.qkv_bias) {
+                add_bias(q_.data() + i * hp.n_embd_q(), L.bq.data, hp.n_embd_q());
+                add_bias(k_.data() + i * hp.n_embd_k(), L.bk.data, hp.n_embd_k());
+                add_bias(v_.data() + i * hp.n_embd_v(), L.bv.data, hp.n_embd_v());
+            }
             for (int32_t h = 0; h < hp.n_head; ++h) {
                 float* q = q_.data() + i * hp.n_embd_q() + h * hd;
                 if (spec.qk_norm) rmsnorm(q, L.q_norm.data, q, hd, hp.rms_eps);

@@ -60,8 +60,8 @@ std::string escape_spaces(std::string_view text, bool space_prefix) {
 
 Tokenizer::Tokenizer(VocabData vocab) : vocab_(std::move(vocab)) {
     const size_t n = vocab_.tokens.size();
-    if (vocab_.model != "llama")
-        fail(Status::Unsupported, "tokenizer model '{}' is not supported yet (only SentencePiece 'llama')",
+    if (vocab_.model != "llama" && vocab_.model != "gpt2")
+        fail(Status::Unsupported, "tokenizer model '{}' is not supported (SentencePiece 'llama', byte-level BPE 'gpt2')",
              vocab_.model);
     if (n == 0) fail(Status::Format, "tokenizer: the vocabulary is empty");
     if (n > static_cast<size_t>(INT32_MAX)) fail(Status::Format, "tokenizer: {} tokens do not fit token ids", n);
@@ -109,6 +109,8 @@ Tokenizer::Tokenizer(VocabData vocab) : vocab_(std::move(vocab)) {
     // Stable, so equal lengths keep id order and the partition is deterministic.
     std::stable_sort(special_by_length_.begin(), special_by_length_.end(),
                      [this](TokenId a, TokenId b) { return token_text(a).size() > token_text(b).size(); });
+
+    if (vocab_.model == "gpt2") init_bpe();  // also replaces byte_tokens_ with the byte symbols' ids
 
     if (vocab_.eos >= 0) end_of_generation_.push_back(vocab_.eos);
     for (std::string_view name : {"<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|endoftext|>", "</s>"}) {
@@ -268,6 +270,11 @@ std::vector<TokenId> Tokenizer::encode(std::string_view text, bool add_special, 
             previous_special = true;
             continue;
         }
+        if (bpe_) {
+            encode_bpe(text.substr(fragment.offset, fragment.n), out);
+            previous_special = false;
+            continue;
+        }
         const std::string escaped =
             escape_spaces(text.substr(fragment.offset, fragment.n), vocab_.add_space_prefix && previous_special);
         encode_raw(escaped, out);
@@ -296,6 +303,7 @@ std::string Tokenizer::piece(TokenId id, bool render_special) const {
         case TokenType::Undefined:
             break;  // llama.cpp has no undefined tokens in practice; treat them as normal
     }
+    if (bpe_) return bpe_piece(text);
     std::string out;
     out.reserve(text.size());
     for (size_t i = 0; i < text.size();) {

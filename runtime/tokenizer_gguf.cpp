@@ -12,9 +12,14 @@ namespace butler {
 std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
     VocabData vocab;
     vocab.model = file.require<std::string>("tokenizer.ggml.model");
-    if (vocab.model != "llama")
-        fail(Status::Unsupported, "{}: tokenizer model '{}' is not supported yet (only SentencePiece 'llama')",
-             file.path(), vocab.model);
+    if (vocab.model != "llama" && vocab.model != "gpt2")
+        fail(Status::Unsupported,
+             "{}: tokenizer model '{}' is not supported (SentencePiece 'llama', byte-level BPE 'gpt2')", file.path(),
+             vocab.model);
+    if (vocab.model == "gpt2") {
+        vocab.merges = file.require<std::vector<std::string>>("tokenizer.ggml.merges");
+        vocab.pre = file.get<std::string>("tokenizer.ggml.pre").value_or("default");
+    }
     vocab.tokens   = file.require<std::vector<std::string>>("tokenizer.ggml.tokens");
     const size_t n = vocab.tokens.size();
     if (n == 0) fail(Status::Format, "{}: tokenizer.ggml.tokens is empty", file.path());
@@ -50,11 +55,15 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GgufFile& file) {
     vocab.eos     = special_id("tokenizer.ggml.eos_token_id");
     vocab.unk     = special_id("tokenizer.ggml.unknown_token_id");
     vocab.pad     = special_id("tokenizer.ggml.padding_token_id");
-    vocab.add_bos = file.get<bool>("tokenizer.ggml.add_bos_token").value_or(true);
+    vocab.add_bos = file.get<bool>("tokenizer.ggml.add_bos_token").value_or(vocab.model == "llama");
     vocab.add_eos = file.get<bool>("tokenizer.ggml.add_eos_token").value_or(false);
     // llama.cpp's SPM default; Gemma's file says false.
-    vocab.add_space_prefix = file.get<bool>("tokenizer.ggml.add_space_prefix").value_or(true);
-    return std::make_unique<Tokenizer>(std::move(vocab));
+    vocab.add_space_prefix = file.get<bool>("tokenizer.ggml.add_space_prefix").value_or(vocab.model == "llama");
+    try {
+        return std::make_unique<Tokenizer>(std::move(vocab));
+    } catch (const Error& e) {
+        fail(e.status(), "{}: {}", file.path(), e.what());  // name the file (e.g. an unknown pre-tokenizer)
+    }
 }
 
 }  // namespace butler

@@ -31,7 +31,7 @@ WeightMatrix matrix(const GgufFile& file, const std::string& name, int64_t n_row
 NormWeight norm(const GgufFile& file, const std::string& name, int64_t n) {
     const GgufTensorInfo& t = find_checked(file, name, {n});
     if (t.type != DType::F32)
-        fail(Status::Unsupported, "{}: norm tensor '{}' has type {}, expected f32", file.path(), name,
+        fail(Status::Unsupported, "{}: norm/bias tensor '{}' has type {}, expected f32", file.path(), name,
              dtype_name(t.type));
     return NormWeight{reinterpret_cast<const float*>(t.data), n};
 }
@@ -67,6 +67,11 @@ ModelWeights ModelWeights::bind(const GgufFile& file, const HParams& hp, const A
         L.wq = matrix(file, name(spec.attn_q), hp.n_embd_q(), hp.n_embd);
         L.wk = matrix(file, name(spec.attn_k), hp.n_embd_k(), hp.n_embd);
         L.wv = matrix(file, name(spec.attn_v), hp.n_embd_v(), hp.n_embd);
+        if (spec.qkv_bias) {
+            L.bq = norm(file, name(spec.attn_q_bias), hp.n_embd_q());
+            L.bk = norm(file, name(spec.attn_k_bias), hp.n_embd_k());
+            L.bv = norm(file, name(spec.attn_v_bias), hp.n_embd_v());
+        }
         if (spec.qk_norm) {
             L.q_norm = norm(file, name(spec.attn_q_norm), hp.head_dim);
             L.k_norm = norm(file, name(spec.attn_k_norm), hp.head_dim);

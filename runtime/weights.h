@@ -25,7 +25,7 @@ struct WeightMatrix {
     const uint8_t* row(int64_t r) const { return data + r * row_stride_bytes; }
 };
 
-// A norm weight vector (F32 in every file Butler loads; others are refused at load).
+// A norm weight or bias vector (F32 in every file Butler loads; others are refused at load).
 struct NormWeight {
     const float* data = nullptr;  // (n)
     int64_t n = 0;
@@ -36,6 +36,9 @@ struct LayerWeights {
     WeightMatrix wq;            // (n_head * head_dim, n_embd)
     WeightMatrix wk;            // (n_head_kv * head_dim, n_embd)
     WeightMatrix wv;            // (n_head_kv * head_dim_v, n_embd)
+    NormWeight bq;              // (n_head * head_dim), when qkv_bias
+    NormWeight bk;              // (n_head_kv * head_dim), when qkv_bias
+    NormWeight bv;              // (n_head_kv * head_dim_v), when qkv_bias
     NormWeight q_norm;          // (head_dim), when qk_norm
     NormWeight k_norm;          // (head_dim), when qk_norm
     WeightMatrix wo;            // (n_embd, n_head * head_dim_v)

@@ -45,6 +45,49 @@ TinyGemma3 make_tiny_gemma3(const TinyGemma3Spec& spec, uint64_t seed);
 // so tests that compare against the float weights should use F32).
 std::vector<uint8_t> tiny_gemma3_gguf(const TinyGemma3& model);
 
+// A tiny random model of the llama or qwen2 architecture (pre-norm blocks, SwiGLU, GQA). Llama rotates
+// interleaved pairs, Qwen2 halves and adds Q/K/V biases.
+struct TinyModelSpec {
+    std::string arch = "llama";  // "llama" or "qwen2"
+    int32_t n_layer = 3;
+    int32_t n_embd = 64;
+    int32_t n_ff = 96;
+    int32_t n_head = 4;
+    int32_t n_head_kv = 2;
+    int32_t head_dim = 16;
+    int32_t n_ctx_train = 256;
+    float rope_base = 10000.0f;
+    float rms_eps = 1e-5f;
+    bool tied_output = false;  // no output.weight: the output projection is token_embd
+    bool rope_freqs = false;   // write a rope_freqs.weight tensor (Llama 3.1 style frequency divisors)
+    std::string tokenizer = "llama";  // "llama" (SentencePiece vocabulary) or "gpt2" (byte-level BPE with merges)
+    DType weight_type = DType::F32;
+    DType bias_type = DType::F32;    // Q/K/V biases (anything but F32 is a load error: bad-input tests)
+    std::string pre;                 // gpt2 tokenizer.ggml.pre; empty: the architecture's ("llama-bpe" / "qwen2")
+    std::string rope_scaling_type;   // written as <arch>.rope.scaling.type when not empty
+};
+
+struct TinyModel {
+    TinyModelSpec spec;
+    int32_t n_vocab = 0;
+    std::vector<std::string> tokens;
+    std::vector<int32_t> token_types;
+    std::vector<std::string> merges;  // gpt2 tokenizer only
+    std::vector<float> tok_embd;      // (n_vocab, n_embd)
+    std::vector<float> output;        // (n_vocab, n_embd); empty when tied
+    std::vector<float> output_norm;   // (n_embd)
+    std::vector<float> rope_freqs;    // (head_dim / 2) divisors; empty when spec.rope_freqs is off
+    struct Layer {
+        std::vector<float> attn_norm, wq, wk, wv, bq, bk, bv, wo;  // biases empty unless qwen2
+        std::vector<float> ffn_norm, ffn_gate, ffn_up, ffn_down;
+    };
+    std::vector<Layer> layers;
+};
+
+TinyModel make_tiny_model(const TinyModelSpec& spec, uint64_t seed);
+// The GGUF image; `skip_tensor` (if not empty) is left out, for missing-tensor tests.
+std::vector<uint8_t> tiny_model_gguf(const TinyModel& model, const std::string& skip_tensor = "");
+
 // A unique temporary file path that is removed when the object goes away.
 class TempFile {
 public:

@@ -86,11 +86,11 @@ TEST_SUITE("tokenizer") {
     TEST_CASE("from_gguf: errors") {
         {
             GgufWriter w = small_vocab_writer();
-            w.set_string("tokenizer.ggml.model", "gpt2");
+            w.set_string("tokenizer.ggml.model", "bert");
             const Error e = load_error(w);
             CHECK(e.status() == Status::Unsupported);
             CHECK(std::string(e.what()) ==
-                  "vocab.gguf: tokenizer model 'gpt2' is not supported yet (only SentencePiece 'llama')");
+                  "vocab.gguf: tokenizer model 'bert' is not supported (SentencePiece 'llama', byte-level BPE 'gpt2')");
         }
         {
             GgufWriter w = small_vocab_writer();
