@@ -190,8 +190,14 @@ std::string slurp(const std::string& path) {
 CliResult run_cli(const std::vector<std::string>& args) {
     TempFile out(".out"), err(".err");
     std::string cmd = shell_quote(BUTLER_CLI_PATH);
-    for (const std::string& a : args) cmd += " " + shell_quote(a);
-    cmd += " </dev/null >" + shell_quote(out.path()) + " 2>" + shell_quote(err.path());
+    for (const std::string& a : args) {
+        cmd += ' ';
+        cmd += shell_quote(a);
+    }
+    cmd += " </dev/null >";
+    cmd += shell_quote(out.path());
+    cmd += " 2>";
+    cmd += shell_quote(err.path());
     const int status = std::system(cmd.c_str());
     CliResult r;
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
