@@ -10,43 +10,12 @@
 #include "runtime/session.h"
 #include "runtime/status.h"
 #include "tests/fixtures.h"
+#include "tests/reference64.h"
 
 using namespace butler;
 using namespace butler::test;
 
 namespace {
-
-using Vec = std::vector<double>;
-
-Vec rmsnorm64(const double* x, const std::vector<float>& w, size_t n, double eps) {
-    double ss = 0;
-    for (size_t i = 0; i < n; ++i) ss += x[i] * x[i];
-    const double s = 1.0 / std::sqrt(ss / double(n) + eps);
-    Vec out(n);
-    for (size_t i = 0; i < n; ++i) out[i] = x[i] * s * double(w[i]);
-    return out;
-}
-
-// y (rows) = W (rows, cols) x
-Vec matvec64(const std::vector<float>& w, const Vec& x, size_t rows) {
-    const size_t cols = x.size();
-    Vec y(rows, 0.0);
-    for (size_t r = 0; r < rows; ++r) {
-        double acc = 0;
-        for (size_t c = 0; c < cols; ++c) acc += double(w[r * cols + c]) * x[c];
-        y[r] = acc;
-    }
-    return y;
-}
-
-void rope_neox64(double* x, size_t d, double pos, double base) {
-    for (size_t i = 0; i < d / 2; ++i) {
-        const double theta = pos * std::pow(base, -2.0 * double(i) / double(d));
-        const double a = x[i], b = x[i + d / 2];
-        x[i] = a * std::cos(theta) - b * std::sin(theta);
-        x[i + d / 2] = a * std::sin(theta) + b * std::cos(theta);
-    }
-}
 
 // Logits (n_tok, n_vocab) of every position of `tokens`, causal, from position 0.
 std::vector<Vec> reference_logits(const TinyGemma3& m, const std::vector<TokenId>& tokens) {
@@ -68,12 +37,12 @@ std::vector<Vec> reference_logits(const TinyGemma3& m, const std::vector<TokenId
             v[t] = matvec64(L.wv, xn, HKV * D);
             for (size_t h = 0; h < H; ++h) {
                 Vec qn = rmsnorm64(q[t].data() + h * D, L.q_norm, D, s.rms_eps);
-                rope_neox64(qn.data(), D, double(t), base);
+                rope64(qn.data(), D, double(t), base, {}, /*neox=*/true);
                 for (size_t d = 0; d < D; ++d) q[t][h * D + d] = qn[d] / std::sqrt(double(D));
             }
             for (size_t g = 0; g < HKV; ++g) {
                 Vec kn = rmsnorm64(k[t].data() + g * D, L.k_norm, D, s.rms_eps);
-                rope_neox64(kn.data(), D, double(t), base);
+                rope64(kn.data(), D, double(t), base, {}, /*neox=*/true);
                 std::copy(kn.begin(), kn.end(), k[t].begin() + long(g * D));
             }
         }
@@ -120,15 +89,6 @@ std::vector<Vec> reference_logits(const TinyGemma3& m, const std::vector<TokenId
     return logits;
 }
 
-double rel_error(const std::vector<float>& got, const Vec& ref) {
-    double max_diff = 0, max_ref = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-        max_diff = std::max(max_diff, std::abs(double(got[i]) - ref[i]));
-        max_ref = std::max(max_ref, std::abs(ref[i]));
-    }
-    return max_diff / max_ref;
-}
-
 }  // namespace
 
 TEST_SUITE("forward") {
@@ -164,14 +124,14 @@ TEST_SUITE("forward") {
             for (int i = 0; i < 30; ++i) {
                 CAPTURE(i);
                 std::vector<float> row(logits.begin() + long(i) * n_vocab, logits.begin() + long(i + 1) * n_vocab);
-                CHECK(rel_error(row, ref[size_t(i)]) < 1e-4);
+                CHECK(rel_error(row.data(), ref[size_t(i)]) < 1e-4);
             }
             // ...then decode the rest one token at a time.
             std::vector<float> step(static_cast<size_t>(n_vocab));
             for (int i = 30; i < 40; ++i) {
                 CAPTURE(i);
                 session.eval_last(std::span(tokens).subspan(size_t(i), 1), step.data());
-                CHECK(rel_error(step, ref[size_t(i)]) < 1e-4);
+                CHECK(rel_error(step.data(), ref[size_t(i)]) < 1e-4);
             }
         }
     }
