@@ -33,6 +33,16 @@ void store_kv_row(DType type, const float* src, uint8_t* dst, int64_t n) {
     }
 }
 
+namespace {
+inline float load1(DType type, const uint8_t* row, int64_t i) {
+    switch (type) {
+        case DType::F16: return f16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
+        case DType::BF16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
+        default: return reinterpret_cast<const float*>(row)[i];
+    }
+}
+}  // namespace
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 namespace {
 inline float hsum(__m256 v) {
@@ -52,13 +62,6 @@ inline __m256 load8(DType type, const uint8_t* row, int64_t i) {
             return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
         }
         default: return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + i);
-    }
-}
-inline float load1(DType type, const uint8_t* row, int64_t i) {
-    switch (type) {
-        case DType::F16: return f16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
-        case DType::BF16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
-        default: return reinterpret_cast<const float*>(row)[i];
     }
 }
 }  // namespace
@@ -84,15 +87,6 @@ void axpy_kv_row(DType type, const uint8_t* row, float a, float* acc, int64_t n)
     for (; i < n; ++i) acc[i] += a * load1(type, row, i);
 }
 #else
-namespace {
-inline float load1(DType type, const uint8_t* row, int64_t i) {
-    switch (type) {
-        case DType::F16: return f16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
-        case DType::BF16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
-        default: return reinterpret_cast<const float*>(row)[i];
-    }
-}
-}  // namespace
 
 float dot_kv_row(DType type, const uint8_t* row, const float* x, int64_t n) {
     float sum = 0;
