@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
         {"tokenize", "tokenize text with the model's tokenizer", cli::register_tokenize},
         {"generate", "generate text from a prompt (streamed to stdout)", cli::register_generate},
         {"perplexity", "perplexity of a text file, in llama.cpp's llama-perplexity convention", cli::register_perplexity},
+        {"summarize", "summarize a document (text, Markdown, PDF) or a batch of them", cli::register_summarize},
     };
     for (const Sub& s : subs) {
         CLI::App* sub = app.add_subcommand(s.name, s.help);

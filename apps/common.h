@@ -43,5 +43,6 @@ Action register_inspect(CLI::App& sub);
 Action register_tokenize(CLI::App& sub);
 Action register_generate(CLI::App& sub);
 Action register_perplexity(CLI::App& sub);
+Action register_summarize(CLI::App& sub);
 
 }  // namespace butler::cli
