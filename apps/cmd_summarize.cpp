@@ -6,8 +6,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -15,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
@@ -33,7 +32,9 @@ using nlohmann::json;
 
 volatile std::sig_atomic_t g_interrupted = 0;
 
-extern "C" void on_sigint(int) { g_interrupted = 1; }
+extern "C" void on_sigint(int) {
+    g_interrupted = 1;
+}
 
 // Ctrl-C sets a flag that the prefill and generation loops check, so they unwind through the destructors that
 // remove temporary files; the previous handler comes back when this goes away.
@@ -46,7 +47,7 @@ public:
         sigaction(SIGINT, &sa, &old_);
     }
     ~SigintGuard() { sigaction(SIGINT, &old_, nullptr); }
-    SigintGuard(const SigintGuard&) = delete;
+    SigintGuard(const SigintGuard&)            = delete;
     SigintGuard& operator=(const SigintGuard&) = delete;
 
 private:
@@ -67,7 +68,7 @@ public:
         if (!dir.empty() && !fs::is_directory(dir, ec))
             fail(Status::Io, "cannot write '{}': the directory '{}' does not exist", path, dir.string());
         if (fs::is_directory(path, ec)) fail(Status::Io, "cannot write '{}': it is a directory", path);
-        tmp_ = path + ".tmp.XXXXXX";
+        tmp_         = path + ".tmp.XXXXXX";
         const int fd = ::mkstemp(tmp_.data());
         if (fd < 0) fail(Status::Io, "cannot write '{}': {}", path, std::strerror(errno));
         file_ = ::fdopen(fd, "wb");
@@ -81,7 +82,7 @@ public:
         if (file_ != nullptr) std::fclose(file_);
         if (!committed_) ::unlink(tmp_.c_str());
     }
-    AtomicOutput(const AtomicOutput&) = delete;
+    AtomicOutput(const AtomicOutput&)            = delete;
     AtomicOutput& operator=(const AtomicOutput&) = delete;
 
     void write(std::string_view s) {
@@ -104,23 +105,23 @@ public:
 private:
     std::string path_, tmp_;
     std::FILE* file_ = nullptr;
-    bool committed_ = false;
+    bool committed_  = false;
 };
 
 struct SummarizeOptions {
     CommonOptions common;
     std::string input;
     std::string output;
-    int32_t n_ctx = 0;
-    int32_t n_ubatch = 512;
-    int32_t max_tokens = 256;
-    std::string style = "brief";
-    std::string tmpl = "auto";
+    int32_t n_ctx       = 0;
+    int32_t n_ubatch    = 512;
+    int32_t max_tokens  = 256;
+    std::string style   = "brief";
+    std::string tmpl    = "auto";
     std::string kv_type = "f16";
     SamplerParams sampler;
     CLI::Option* temp_opt = nullptr;
-    bool no_chunk = false;
-    bool strict_utf8 = false;
+    bool no_chunk         = false;
+    bool strict_utf8      = false;
     // Batch mode.
     std::string batch;
     std::string batch_out;
@@ -156,7 +157,7 @@ std::string pdf_to_text(const std::string& path) {
              "poppler-utils)",
              path);
     const std::string cmd = "pdftotext -enc UTF-8 -- " + shell_quote(path) + " - 2>/dev/null";
-    std::FILE* p = ::popen(cmd.c_str(), "r");
+    std::FILE* p          = ::popen(cmd.c_str(), "r");
     if (p == nullptr) fail(Status::Io, "cannot run pdftotext on '{}': {}", path, std::strerror(errno));
     std::string text;
     char buf[1 << 16];
@@ -227,11 +228,12 @@ struct PromptChoice {
 PromptChoice choose_prompt(const Model& model, const std::string& tmpl) {
     if (tmpl != "auto") {
         const auto kind = parse_prompt_kind(tmpl);
-        if (!kind) fail(Status::Usage, "--template must be auto, gemma3, llama3, chatml, mistral or none (got '{}')", tmpl);
+        if (!kind)
+            fail(Status::Usage, "--template must be auto, gemma3, llama3, chatml, mistral or none (got '{}')", tmpl);
         return {*kind, "--template"};
     }
     const std::optional<std::string> t = model.file().get<std::string>("tokenizer.chat_template");
-    const TemplateMatch m = match_chat_template(t ? &*t : nullptr);
+    const TemplateMatch m              = match_chat_template(t ? &*t : nullptr);
     if (!t || t->empty()) return {PromptKind::Completion, "no chat template: a base model"};
     if (!m.recognized) {
         std::fprintf(stderr,
@@ -244,14 +246,14 @@ PromptChoice choose_prompt(const Model& model, const std::string& tmpl) {
 
 SummarizeParams make_params(const SummarizeOptions& o, PromptKind kind) {
     SummarizeParams p;
-    p.kind = kind;
-    p.style = parse_style(o.style);
-    p.max_tokens = o.max_tokens;
-    p.n_ctx_max = o.n_ctx;
-    p.n_ubatch = o.n_ubatch;
-    p.kv_type = parse_kv_type(o.kv_type);
+    p.kind           = kind;
+    p.style          = parse_style(o.style);
+    p.max_tokens     = o.max_tokens;
+    p.n_ctx_max      = o.n_ctx;
+    p.n_ubatch       = o.n_ubatch;
+    p.kv_type        = parse_kv_type(o.kv_type);
     p.allow_chunking = !o.no_chunk;
-    p.sampler = o.sampler;
+    p.sampler        = o.sampler;
     // Greedy unless the user asked for a temperature: a summary should not change from run to run.
     if (o.temp_opt == nullptr || o.temp_opt->count() == 0) p.sampler.temperature = 0.0f;
     return p;
@@ -262,7 +264,7 @@ class ProgressBar {
 public:
     explicit ProgressBar(bool enabled) : enabled_(enabled) {}
     ~ProgressBar() { clear(); }
-    ProgressBar(const ProgressBar&) = delete;
+    ProgressBar(const ProgressBar&)            = delete;
     ProgressBar& operator=(const ProgressBar&) = delete;
 
     void update(const SummarizeProgress& p) {
@@ -272,11 +274,11 @@ public:
             return;
         }
         constexpr int kWidth = 30;
-        const int filled = p.total > 0 ? static_cast<int>(kWidth * p.done / p.total) : kWidth;
-        const double eta = p.tokens_per_second > 0 ? double(p.total - p.done) / p.tokens_per_second : 0.0;
-        std::string where = p.n_chunks > 1 || p.level > 0
-                                ? fmt::format("level {} chunk {}/{} ", p.level, p.chunk + 1, p.n_chunks)
-                                : std::string();
+        const int filled     = p.total > 0 ? static_cast<int>(kWidth * p.done / p.total) : kWidth;
+        const double eta     = p.tokens_per_second > 0 ? double(p.total - p.done) / p.tokens_per_second : 0.0;
+        std::string where    = p.n_chunks > 1 || p.level > 0
+                                   ? fmt::format("level {} chunk {}/{} ", p.level, p.chunk + 1, p.n_chunks)
+                                   : std::string();
         std::fprintf(stderr, "\r\033[Kprefill %s[%s%s] %lld/%lld tokens  %.0f tok/s  ETA %.0f s", where.c_str(),
                      std::string(size_t(filled), '#').c_str(), std::string(size_t(kWidth - filled), '.').c_str(),
                      static_cast<long long>(p.done), static_cast<long long>(p.total), p.tokens_per_second, eta);
@@ -303,10 +305,10 @@ int run_single(const SummarizeOptions& o) {
     if (!o.batch_out.empty() || !o.shard.empty()) fail(Status::Usage, "--out and --shard go with --batch");
     std::unique_ptr<AtomicOutput> out;
     if (!o.output.empty()) out = std::make_unique<AtomicOutput>(o.output);
-    int64_t n_replaced = 0;
+    int64_t n_replaced     = 0;
     const std::string text = load_document(o.input, o.strict_utf8, &n_replaced, /*warn=*/true);
-    const auto t0 = std::chrono::steady_clock::now();
-    auto model = load_model(o.common);
+    const auto t0          = std::chrono::steady_clock::now();
+    auto model             = load_model(o.common);
     check_interrupted();
     const PromptChoice prompt = choose_prompt(*model, o.tmpl);
     Summarizer summarizer(model, make_params(o, prompt.kind));
@@ -323,9 +325,9 @@ int run_single(const SummarizeOptions& o) {
         };
     const SummaryResult r = summarizer.run(text, cb);
     bar.clear();
-    const double seconds = seconds_since(t0);
+    const double seconds     = seconds_since(t0);
     const double prefill_tps = double(r.n_prompt_tokens) / std::max(r.prefill_seconds, 1e-9);
-    const double gen_tps = double(r.n_generated_total) / std::max(r.generate_seconds, 1e-9);
+    const double gen_tps     = double(r.n_generated_total) / std::max(r.generate_seconds, 1e-9);
 
     std::string result;
     if (o.common.json) {
@@ -354,7 +356,7 @@ int run_single(const SummarizeOptions& o) {
                         {"selector", "dense"},
                         {"budget", nullptr},
                         {"offload", nullptr}};
-        result = j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+        result       = j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
     } else if (!stream) {
         result = r.summary + "\n";
     }
@@ -411,19 +413,22 @@ std::vector<BatchItem> list_batch(const std::string& src) {
             fail(Status::InvalidArg, "--batch '{}' line {}: not JSON ({})", src, n, e.what());
         }
         if (!j.is_object() || !j.contains("id") || (j.contains("path") == j.contains("text")))
-            fail(Status::InvalidArg, "--batch '{}' line {}: want {{\"id\": ..., \"path\": ...}} or {{\"id\": ..., \"text\": ...}}",
-                 src, n);
+            fail(Status::InvalidArg,
+                 "--batch '{}' line {}: want {{\"id\": ..., \"path\": ...}} or {{\"id\": ..., \"text\": ...}}", src, n);
         BatchItem it;
         it.id = j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump();
         if (j.contains("path")) {
-            if (!j["path"].is_string()) fail(Status::InvalidArg, "--batch '{}' line {}: \"path\" must be a string", src, n);
+            if (!j["path"].is_string())
+                fail(Status::InvalidArg, "--batch '{}' line {}: \"path\" must be a string", src, n);
             const fs::path p = j["path"].get<std::string>();
-            it.path = (p.is_relative() ? base / p : p).string();
+            it.path          = (p.is_relative() ? base / p : p).string();
         } else {
-            if (!j["text"].is_string()) fail(Status::InvalidArg, "--batch '{}' line {}: \"text\" must be a string", src, n);
+            if (!j["text"].is_string())
+                fail(Status::InvalidArg, "--batch '{}' line {}: \"text\" must be a string", src, n);
             it.text = j["text"].get<std::string>();
         }
-        if (!seen.insert(it.id).second) fail(Status::InvalidArg, "--batch '{}' line {}: id '{}' appears twice", src, n, it.id);
+        if (!seen.insert(it.id).second)
+            fail(Status::InvalidArg, "--batch '{}' line {}: id '{}' appears twice", src, n, it.id);
         items.push_back(std::move(it));
     }
     return items;
@@ -444,7 +449,7 @@ std::set<std::string> done_ids(const std::string& path, bool* ends_with_newline)
     std::error_code ec;
     if (!fs::exists(path, ec)) return ids;
     const std::string all = read_file(path);
-    *ends_with_newline = all.empty() || all.back() == '\n';
+    *ends_with_newline    = all.empty() || all.back() == '\n';
     std::istringstream lines(all);
     std::string line;
     while (std::getline(lines, line)) {
@@ -468,11 +473,11 @@ int run_batch(const SummarizeOptions& o) {
             fail(Status::Usage, "--shard must be I/N with 0 <= I < N (got '{}')", o.shard);
     }
     const std::vector<BatchItem> items = list_batch(o.batch);
-    const fs::path out_dir = fs::path(o.batch_out).parent_path();
+    const fs::path out_dir             = fs::path(o.batch_out).parent_path();
     std::error_code ec;
     if (!out_dir.empty() && !fs::is_directory(out_dir, ec))
         fail(Status::Io, "cannot write '{}': the directory '{}' does not exist", o.batch_out, out_dir.string());
-    bool ends_with_newline = true;
+    bool ends_with_newline           = true;
     const std::set<std::string> done = done_ids(o.batch_out, &ends_with_newline);
 
     auto model = load_model(o.common);
@@ -487,7 +492,8 @@ int run_batch(const SummarizeOptions& o) {
     auto append = [&](const json& j) {
         const std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
         if (std::fwrite(line.data(), 1, line.size(), out) != line.size() || std::fflush(out) != 0)
-            fail(errno == ENOSPC ? Status::Oom : Status::Io, "cannot write '{}': {}", o.batch_out, std::strerror(errno));
+            fail(errno == ENOSPC ? Status::Oom : Status::Io, "cannot write '{}': {}", o.batch_out,
+                 std::strerror(errno));
     };
     if (!ends_with_newline && std::fputs("\n", out) < 0) fail(Status::Io, "cannot write '{}'", o.batch_out);
 
@@ -600,7 +606,8 @@ Action register_summarize(CLI::App& sub) {
     sub.add_flag("--no-chunk", o->no_chunk, "refuse a document longer than the context instead of map-reduce");
     sub.add_flag("--strict-utf8", o->strict_utf8, "refuse ill-formed UTF-8 instead of replacing it with U+FFFD");
     sub.add_option("--ubatch", o->n_ubatch, "tokens per prefill chunk")->check(CLI::PositiveNumber);
-    sub.add_option("--kv-type", o->kv_type, "KV cache type: f16, bf16, f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
+    sub.add_option("--kv-type", o->kv_type, "KV cache type: f16, bf16, f32")
+        ->check(CLI::IsMember({"f16", "bf16", "f32"}));
     o->temp_opt = sub.add_option("--temp", o->sampler.temperature, "temperature (default: greedy)");
     sub.add_option("--top-k", o->sampler.top_k, "top-k with --temp (0 = off)");
     sub.add_option("--top-p", o->sampler.top_p, "top-p with --temp (1 = off)");

@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The C API (runtime/include/butler/butler.h): handles wrap the C++ objects, every entry point catches everything
 // and turns it into a butler_status with the message in a thread-local string.
-#include "butler/butler.h"
-
 #include <omp.h>
 
 #include <algorithm>
@@ -13,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "butler/butler.h"
 #include "runtime/model.h"
 #include "runtime/sampler.h"
 #include "runtime/session.h"
@@ -28,8 +27,8 @@ struct butler_session {
     std::unique_ptr<butler::Session> session;
     std::unique_ptr<butler::Sampler> sampler;
     std::vector<float> logits;  // (n_vocab): of the last token run
-    bool has_logits = false;
-    int32_t n_threads = 1;
+    bool has_logits          = false;
+    int32_t n_threads        = 1;
     int64_t n_prefill_tokens = 0, n_decode_tokens = 0;
     double prefill_ms = 0, decode_ms = 0;
 };
@@ -43,7 +42,7 @@ thread_local std::string t_last_error;
 // The log sink is the one piece of process-wide state, as in llama.cpp's llama_log_set.
 std::mutex g_log_mutex;
 butler_log_fn g_log_fn = nullptr;
-void* g_log_user = nullptr;
+void* g_log_user       = nullptr;
 
 void log(int32_t level, const std::string& message) {
     std::lock_guard<std::mutex> lock(g_log_mutex);
@@ -52,16 +51,24 @@ void log(int32_t level, const std::string& message) {
 
 butler_status to_c(Status s) {
     switch (s) {
-        case Status::Ok: return BUTLER_OK;
+        case Status::Ok:
+            return BUTLER_OK;
         case Status::InvalidArg:
-        case Status::Usage: return BUTLER_ERR_INVALID_ARG;
-        case Status::Io: return BUTLER_ERR_IO;
-        case Status::Format: return BUTLER_ERR_FORMAT;
-        case Status::Unsupported: return BUTLER_ERR_UNSUPPORTED;
-        case Status::Oom: return BUTLER_ERR_OOM;
-        case Status::Device: return BUTLER_ERR_DEVICE;
+        case Status::Usage:
+            return BUTLER_ERR_INVALID_ARG;
+        case Status::Io:
+            return BUTLER_ERR_IO;
+        case Status::Format:
+            return BUTLER_ERR_FORMAT;
+        case Status::Unsupported:
+            return BUTLER_ERR_UNSUPPORTED;
+        case Status::Oom:
+            return BUTLER_ERR_OOM;
+        case Status::Device:
+            return BUTLER_ERR_DEVICE;
         case Status::Interrupted:
-        case Status::Internal: return BUTLER_ERR_INTERNAL;
+        case Status::Internal:
+            return BUTLER_ERR_INTERNAL;
     }
     return BUTLER_ERR_INTERNAL;
 }
@@ -88,9 +95,9 @@ butler_status guarded(const char* fn, F&& f) {
     }
 }
 
-#define BUTLER_REQUIRE_ARG(cond, what)                                                                   \
-    do {                                                                                                 \
-        if (!(cond)) return set_error(BUTLER_ERR_INVALID_ARG, std::string(__func__) + ": " + (what));   \
+#define BUTLER_REQUIRE_ARG(cond, what)                                                                \
+    do {                                                                                              \
+        if (!(cond)) return set_error(BUTLER_ERR_INVALID_ARG, std::string(__func__) + ": " + (what)); \
     } while (0)
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -99,10 +106,14 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 butler::DType kv_dtype(int32_t t) {
     switch (t) {
-        case BUTLER_KV_F16: return butler::DType::F16;
-        case BUTLER_KV_BF16: return butler::DType::BF16;
-        case BUTLER_KV_F32: return butler::DType::F32;
-        default: butler::fail(Status::InvalidArg, "kv_type {} is not a butler_kv_type", t);
+        case BUTLER_KV_F16:
+            return butler::DType::F16;
+        case BUTLER_KV_BF16:
+            return butler::DType::BF16;
+        case BUTLER_KV_F32:
+            return butler::DType::F32;
+        default:
+            butler::fail(Status::InvalidArg, "kv_type {} is not a butler_kv_type", t);
     }
 }
 
@@ -110,19 +121,27 @@ butler::DType kv_dtype(int32_t t) {
 
 extern "C" {
 
-BUTLER_API int32_t butler_api_version(void) { return BUTLER_API_VERSION; }
+BUTLER_API int32_t butler_api_version(void) {
+    return BUTLER_API_VERSION;
+}
 
-BUTLER_API const char* butler_version(void) { return BUTLER_VERSION; }
+BUTLER_API const char* butler_version(void) {
+    return BUTLER_VERSION;
+}
 
-BUTLER_API const char* butler_last_error(void) { return t_last_error.c_str(); }
+BUTLER_API const char* butler_last_error(void) {
+    return t_last_error.c_str();
+}
 
 BUTLER_API void butler_log_set(butler_log_fn fn, void* user) {
     std::lock_guard<std::mutex> lock(g_log_mutex);
-    g_log_fn = fn;
+    g_log_fn   = fn;
     g_log_user = user;
 }
 
-BUTLER_API int32_t butler_device_count(void) { return 1; }
+BUTLER_API int32_t butler_device_count(void) {
+    return 1;
+}
 
 BUTLER_API butler_status butler_device_name(int32_t i, char* buf, size_t capacity, size_t* n_bytes) {
     BUTLER_REQUIRE_ARG(i == 0, "only device 0 (cpu) exists in this build");
@@ -136,9 +155,9 @@ BUTLER_API butler_status butler_device_name(int32_t i, char* buf, size_t capacit
 
 BUTLER_API butler_model_params butler_model_default_params(void) {
     butler_model_params p;
-    p.device = "cpu";
+    p.device    = "cpu";
     p.n_threads = 0;
-    p.use_mmap = 1;
+    p.use_mmap  = 1;
     return p;
 }
 
@@ -151,8 +170,8 @@ BUTLER_API butler_status butler_model_load(const char* path, const butler_model_
         if (p.device != nullptr && std::strcmp(p.device, "cpu") != 0)
             butler::fail(Status::Unsupported, "device '{}': this build runs on the CPU only (device 'cpu')", p.device);
         if (p.n_threads < 0) butler::fail(Status::InvalidArg, "n_threads {} is negative", p.n_threads);
-        auto m = std::make_unique<butler_model>();
-        m->model = butler::Model::load(path);
+        auto m       = std::make_unique<butler_model>();
+        m->model     = butler::Model::load(path);
         m->n_threads = p.n_threads > 0 ? p.n_threads : std::max(1, omp_get_num_procs());
         log(BUTLER_LOG_INFO, fmt::format("loaded '{}': {} parameters, {} layers", path, m->model->n_params(),
                                          m->model->hparams().n_layer));
@@ -161,12 +180,22 @@ BUTLER_API butler_status butler_model_load(const char* path, const butler_model_
     });
 }
 
-BUTLER_API void butler_model_free(butler_model* model) { delete model; }
+BUTLER_API void butler_model_free(butler_model* model) {
+    delete model;
+}
 
-BUTLER_API int32_t butler_model_n_vocab(const butler_model* m) { return m ? m->model->hparams().n_vocab : 0; }
-BUTLER_API int32_t butler_model_n_ctx_train(const butler_model* m) { return m ? m->model->hparams().n_ctx_train : 0; }
-BUTLER_API butler_token butler_model_bos(const butler_model* m) { return m ? m->model->tokenizer().bos() : -1; }
-BUTLER_API butler_token butler_model_eos(const butler_model* m) { return m ? m->model->tokenizer().eos() : -1; }
+BUTLER_API int32_t butler_model_n_vocab(const butler_model* m) {
+    return m ? m->model->hparams().n_vocab : 0;
+}
+BUTLER_API int32_t butler_model_n_ctx_train(const butler_model* m) {
+    return m ? m->model->hparams().n_ctx_train : 0;
+}
+BUTLER_API butler_token butler_model_bos(const butler_model* m) {
+    return m ? m->model->tokenizer().bos() : -1;
+}
+BUTLER_API butler_token butler_model_eos(const butler_model* m) {
+    return m ? m->model->tokenizer().eos() : -1;
+}
 BUTLER_API int32_t butler_model_is_eog(const butler_model* m, butler_token t) {
     return m != nullptr && m->model->tokenizer().is_end_of_generation(t) ? 1 : 0;
 }
@@ -202,9 +231,9 @@ BUTLER_API butler_status butler_detokenize(const butler_model* model, const butl
         }
         *n_bytes = s.size();
         if (buf == nullptr || capacity < s.size() + 1)
-            return set_error(BUTLER_ERR_BUFFER_TOO_SMALL,
-                             fmt::format("butler_detokenize: {} bytes (+ NUL) do not fit a buffer of {}", s.size(),
-                                         capacity));
+            return set_error(
+                BUTLER_ERR_BUFFER_TOO_SMALL,
+                fmt::format("butler_detokenize: {} bytes (+ NUL) do not fit a buffer of {}", s.size(), capacity));
         std::memcpy(buf, s.data(), s.size());
         buf[s.size()] = '\0';
         return BUTLER_OK;
@@ -213,20 +242,20 @@ BUTLER_API butler_status butler_detokenize(const butler_model* model, const butl
 
 BUTLER_API butler_session_params butler_session_default_params(void) {
     butler_session_params p;
-    p.n_ctx = 4096;
-    p.n_ubatch = 512;
-    p.kv_type = BUTLER_KV_F16;
-    p.budget_tok = 0;
-    p.n_sink = 4;
-    p.n_recent = 0;
-    p.page_tok = 16;
-    p.selector = nullptr;
+    p.n_ctx        = 4096;
+    p.n_ubatch     = 512;
+    p.kv_type      = BUTLER_KV_F16;
+    p.budget_tok   = 0;
+    p.n_sink       = 4;
+    p.n_recent     = 0;
+    p.page_tok     = 16;
+    p.selector     = nullptr;
     p.cpu_fallback = 1;
-    p.temperature = 0.0f;
-    p.top_k = 40;
-    p.top_p = 0.95f;
-    p.min_p = 0.05f;
-    p.seed = 0xB07713Bu;
+    p.temperature  = 0.0f;
+    p.top_k        = 40;
+    p.top_p        = 0.95f;
+    p.min_p        = 0.05f;
+    p.seed         = 0xB07713Bu;
     return p;
 }
 
@@ -238,24 +267,26 @@ BUTLER_API butler_status butler_session_create(butler_model* model, const butler
     return guarded(__func__, [&] {
         const butler_session_params p = params != nullptr ? *params : butler_session_default_params();
         if (p.selector != nullptr && std::strcmp(p.selector, "dense") != 0)
-            butler::fail(Status::Unsupported, "selector '{}': only dense attention exists until the offload pipeline "
-                                              "lands", p.selector);
+            butler::fail(Status::Unsupported,
+                         "selector '{}': only dense attention exists until the offload pipeline "
+                         "lands",
+                         p.selector);
         if (p.budget_tok != 0)
             butler::fail(Status::Unsupported, "budget_tok {}: sparse attention is not in this build (use 0)",
                          p.budget_tok);
         butler::SessionParams sp;
-        sp.n_ctx = p.n_ctx > 0 ? p.n_ctx : model->model->hparams().n_ctx_train;
+        sp.n_ctx    = p.n_ctx > 0 ? p.n_ctx : model->model->hparams().n_ctx_train;
         sp.n_ubatch = p.n_ubatch;
-        sp.kv_type = kv_dtype(p.kv_type);
+        sp.kv_type  = kv_dtype(p.kv_type);
         butler::SamplerParams smp;
         smp.temperature = p.temperature;
-        smp.top_k = p.top_k;
-        smp.top_p = p.top_p;
-        smp.min_p = p.min_p;
-        smp.seed = p.seed;
-        auto s = std::make_unique<butler_session>();
-        s->model = model->model;
-        s->n_threads = model->n_threads;
+        smp.top_k       = p.top_k;
+        smp.top_p       = p.top_p;
+        smp.min_p       = p.min_p;
+        smp.seed        = p.seed;
+        auto s          = std::make_unique<butler_session>();
+        s->model        = model->model;
+        s->n_threads    = model->n_threads;
         // The session sizes its per-thread scratch from the calling thread's team size; every call that runs it
         // sets the same size on its own thread (OpenMP's thread count is per thread), whichever thread that is.
         omp_set_num_threads(s->n_threads);
@@ -269,7 +300,9 @@ BUTLER_API butler_status butler_session_create(butler_model* model, const butler
     });
 }
 
-BUTLER_API void butler_session_free(butler_session* session) { delete session; }
+BUTLER_API void butler_session_free(butler_session* session) {
+    delete session;
+}
 
 BUTLER_API butler_status butler_session_reset(butler_session* s) {
     BUTLER_REQUIRE_ARG(s != nullptr, "session is NULL");
@@ -278,7 +311,9 @@ BUTLER_API butler_status butler_session_reset(butler_session* s) {
     return BUTLER_OK;
 }
 
-BUTLER_API int32_t butler_session_n_past(const butler_session* s) { return s ? s->session->n_past() : 0; }
+BUTLER_API int32_t butler_session_n_past(const butler_session* s) {
+    return s ? s->session->n_past() : 0;
+}
 
 BUTLER_API butler_status butler_prefill(butler_session* s, const butler_token* tokens, int32_t n) {
     BUTLER_REQUIRE_ARG(s != nullptr, "session is NULL");
@@ -323,9 +358,9 @@ BUTLER_API butler_status butler_session_logits(const butler_session* s, float* l
     BUTLER_REQUIRE_ARG(s != nullptr && logits != nullptr, "session or logits is NULL");
     BUTLER_REQUIRE_ARG(s->has_logits, "no logits yet: call butler_prefill first");
     if (capacity < s->logits.size())
-        return set_error(BUTLER_ERR_BUFFER_TOO_SMALL,
-                         fmt::format("butler_session_logits: {} logits do not fit a buffer of {}", s->logits.size(),
-                                     capacity));
+        return set_error(
+            BUTLER_ERR_BUFFER_TOO_SMALL,
+            fmt::format("butler_session_logits: {} logits do not fit a buffer of {}", s->logits.size(), capacity));
     std::copy(s->logits.begin(), s->logits.end(), logits);
     return BUTLER_OK;
 }
@@ -334,14 +369,14 @@ BUTLER_API butler_status butler_session_stats(const butler_session* s, butler_st
     BUTLER_REQUIRE_ARG(s != nullptr && out != nullptr, "session or out is NULL");
     butler_stats st;
     std::memset(&st, 0, sizeof st);
-    st.n_past = s->session->n_past();
+    st.n_past           = s->session->n_past();
     st.n_prefill_tokens = s->n_prefill_tokens;
-    st.n_decode_tokens = s->n_decode_tokens;
-    st.prefill_ms = s->prefill_ms;
-    st.decode_ms = s->decode_ms;
-    st.kv_bytes = s->session->kv_bytes();
-    st.hit_rate = 1.0;
-    *out = st;
+    st.n_decode_tokens  = s->n_decode_tokens;
+    st.prefill_ms       = s->prefill_ms;
+    st.decode_ms        = s->decode_ms;
+    st.kv_bytes         = s->session->kv_bytes();
+    st.hit_rate         = 1.0;
+    *out                = st;
     return BUTLER_OK;
 }
 

@@ -14,7 +14,7 @@ struct Piece {
 
 void append_marker(const Tokenizer& tok, PromptKind kind, const Piece& p, std::vector<TokenId>& out) {
     const std::vector<TokenId> ids = tok.encode(p.text, /*add_special=*/false, /*parse_special=*/true);
-    const bool single_control = ids.size() == 1 && tok.token_type(ids[0]) == TokenType::Control;
+    const bool single_control      = ids.size() == 1 && tok.token_type(ids[0]) == TokenType::Control;
     if (!single_control && !p.optional_token)
         fail(Status::InvalidArg, "the {} chat template needs the control token {}, which this model's vocabulary lacks",
              prompt_kind_name(kind), p.text);
@@ -25,11 +25,16 @@ void append_marker(const Tokenizer& tok, PromptKind kind, const Piece& p, std::v
 
 const char* prompt_kind_name(PromptKind kind) {
     switch (kind) {
-        case PromptKind::Completion: return "completion";
-        case PromptKind::Gemma3: return "gemma3";
-        case PromptKind::Llama3: return "llama3";
-        case PromptKind::ChatMl: return "chatml";
-        case PromptKind::Mistral: return "mistral";
+        case PromptKind::Completion:
+            return "completion";
+        case PromptKind::Gemma3:
+            return "gemma3";
+        case PromptKind::Llama3:
+            return "llama3";
+        case PromptKind::ChatMl:
+            return "chatml";
+        case PromptKind::Mistral:
+            return "mistral";
     }
     return "?";
 }
@@ -58,8 +63,7 @@ std::vector<TokenId> encode_text(const Tokenizer& tok, std::string_view text) {
     return tok.encode(text, /*add_special=*/false, /*parse_special=*/false);
 }
 
-PromptFrame build_prompt_frame(const Tokenizer& tok, PromptKind kind, std::string_view before,
-                               std::string_view after) {
+PromptFrame build_prompt_frame(const Tokenizer& tok, PromptKind kind, std::string_view before, std::string_view after) {
     const std::string b(before), a(after);
     std::vector<Piece> head, tail;
     switch (kind) {
@@ -73,7 +77,7 @@ PromptFrame build_prompt_frame(const Tokenizer& tok, PromptKind kind, std::strin
             break;
         case PromptKind::Llama3:
             head = {{true, "<|start_header_id|>"}, {false, "user"}, {true, "<|end_header_id|>"}, {false, "\n\n" + b}};
-            tail = {{false, a},         {true, "<|eot_id|>"},        {true, "<|start_header_id|>"},
+            tail = {{false, a},           {true, "<|eot_id|>"},        {true, "<|start_header_id|>"},
                     {false, "assistant"}, {true, "<|end_header_id|>"}, {false, "\n\n"}};
             break;
         case PromptKind::ChatMl:

@@ -12,8 +12,8 @@ namespace butler {
 // A repaired copy of some bytes: every ill-formed UTF-8 subsequence replaced with U+FFFD (EF BF BD).
 struct Utf8Repair {
     std::string text;
-    int64_t n_replaced = 0;     // U+FFFD characters inserted
-    int64_t first_invalid = -1; // byte offset of the first ill-formed subsequence, -1 when the input was valid
+    int64_t n_replaced    = 0;   // U+FFFD characters inserted
+    int64_t first_invalid = -1;  // byte offset of the first ill-formed subsequence, -1 when the input was valid
 };
 
 // Replaces ill-formed UTF-8 following Unicode's "substitution of maximal subparts" (Unicode 15 §3.9, Table 3-8):

@@ -36,24 +36,24 @@ const char* summary_instruction(SummaryStyle s);
 const char* summary_cue(SummaryStyle s);
 
 struct SummarizeParams {
-    PromptKind kind = PromptKind::Completion;
-    SummaryStyle style = SummaryStyle::Brief;
-    int32_t max_tokens = 256;     // per generated summary (each chunk summary too)
-    int32_t n_ctx_max = 0;        // the context limit in tokens; 0: the model's training context
-    int32_t n_ubatch = 512;       // prefill chunk
-    DType kv_type = DType::F16;
-    bool allow_chunking = true;   // false: a document over the context is refused
-    SamplerParams sampler;        // temperature <= 0: greedy
+    PromptKind kind     = PromptKind::Completion;
+    SummaryStyle style  = SummaryStyle::Brief;
+    int32_t max_tokens  = 256;  // per generated summary (each chunk summary too)
+    int32_t n_ctx_max   = 0;    // the context limit in tokens; 0: the model's training context
+    int32_t n_ubatch    = 512;  // prefill chunk
+    DType kv_type       = DType::F16;
+    bool allow_chunking = true;  // false: a document over the context is refused
+    SamplerParams sampler;       // temperature <= 0: greedy
 };
 
 struct SummarizeProgress {
-    int32_t level = 0;      // 0: the document itself; 1..: summaries of summaries
-    int32_t chunk = 0;      // index of the prompt being prefilled in this level
-    int32_t n_chunks = 1;   // prompts in this level
-    int64_t done = 0;       // tokens of this prompt prefilled so far
-    int64_t total = 0;      // tokens of this prompt
-    double tokens_per_second = 0;  // prefill rate so far, over all prompts
-    bool generating = false;       // prefill done, generating
+    int32_t level            = 0;      // 0: the document itself; 1..: summaries of summaries
+    int32_t chunk            = 0;      // index of the prompt being prefilled in this level
+    int32_t n_chunks         = 1;      // prompts in this level
+    int64_t done             = 0;      // tokens of this prompt prefilled so far
+    int64_t total            = 0;      // tokens of this prompt
+    double tokens_per_second = 0;      // prefill rate so far, over all prompts
+    bool generating          = false;  // prefill done, generating
 };
 
 struct SummarizeCallbacks {
@@ -63,24 +63,24 @@ struct SummarizeCallbacks {
 };
 
 struct SummaryResult {
-    std::string summary;           // the final summary: whitespace trimmed, ill-formed UTF-8 replaced
-    int64_t n_doc_tokens = 0;      // the document's tokens (text only)
-    int64_t n_prompt_tokens = 0;   // tokens prefilled over all passes
-    int64_t n_generated = 0;       // tokens of the final summary
-    int64_t n_generated_total = 0; // tokens generated over all passes
-    int32_t n_chunks = 1;          // prompts in the first level (1: no map-reduce)
-    int32_t n_levels = 1;          // levels of map-reduce, 1 when the document fit
-    int32_t n_ctx = 0;             // context of the session used
-    double prefill_seconds = 0;
-    double generate_seconds = 0;
-    std::string stop_reason;       // of the final pass: "eos", "max_tokens", "repetition"
+    std::string summary;            // the final summary: whitespace trimmed, ill-formed UTF-8 replaced
+    int64_t n_doc_tokens      = 0;  // the document's tokens (text only)
+    int64_t n_prompt_tokens   = 0;  // tokens prefilled over all passes
+    int64_t n_generated       = 0;  // tokens of the final summary
+    int64_t n_generated_total = 0;  // tokens generated over all passes
+    int32_t n_chunks          = 1;  // prompts in the first level (1: no map-reduce)
+    int32_t n_levels          = 1;  // levels of map-reduce, 1 when the document fit
+    int32_t n_ctx             = 0;  // context of the session used
+    double prefill_seconds    = 0;
+    double generate_seconds   = 0;
+    std::string stop_reason;  // of the final pass: "eos", "max_tokens", "repetition"
 };
 
 class Summarizer {
 public:
     Summarizer(std::shared_ptr<const Model> model, const SummarizeParams& params);
     ~Summarizer();
-    Summarizer(const Summarizer&) = delete;
+    Summarizer(const Summarizer&)            = delete;
     Summarizer& operator=(const Summarizer&) = delete;
 
     // Summarizes UTF-8 text (already repaired; see document.h). Error(InvalidArg) for an empty document, a
@@ -108,10 +108,10 @@ private:
     int32_t n_ctx_max_ = 0;
     PromptFrame first_frame_, reduce_frame_;
     std::unique_ptr<Session> session_;
-    std::vector<float> logits_;     // (n_vocab)
-    std::vector<TokenId> prompt_;   // reused
+    std::vector<float> logits_;    // (n_vocab)
+    std::vector<TokenId> prompt_;  // reused
     std::vector<TokenId> generated_;
-    double prefill_s_total_ = 0;
+    double prefill_s_total_    = 0;
     int64_t prefill_tok_total_ = 0;
 };
 

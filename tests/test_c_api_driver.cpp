@@ -13,9 +13,10 @@ TEST_SUITE("c_api") {
         TempFile model;
         model.write(tiny_gemma3_gguf(make_tiny_gemma3(TinyGemma3Spec{}, 33)));
         TempFile log(".log");
-        const std::string cmd = std::string(BUTLER_C_API_TEST_PATH) + " '" + model.path() + "' >'" + log.path() + "' 2>&1";
+        const std::string cmd =
+            std::string(BUTLER_C_API_TEST_PATH) + " '" + model.path() + "' >'" + log.path() + "' 2>&1";
         const int status = std::system(cmd.c_str());
-        std::FILE* f = std::fopen(log.path().c_str(), "r");
+        std::FILE* f     = std::fopen(log.path().c_str(), "r");
         std::string out;
         if (f != nullptr) {
             char buf[4096];

@@ -4,17 +4,16 @@
 // fixture (bad inputs and exit codes, atomic -o, SIGINT, map-reduce, batch resume and shards).
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <sstream>
@@ -50,8 +49,9 @@ TinyGemma3 tiny_model(bool chat, uint64_t seed = 21) {
             for (int i = 0; i < spec.n_embd; ++i) m.tok_embd.push_back(dist(rng));
         }
         m.n_vocab = static_cast<int32_t>(m.tokens.size());
-        m.chat_template = "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}"
-                          "<end_of_turn>\n{% endfor %}<start_of_turn>model\n";
+        m.chat_template =
+            "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}"
+            "<end_of_turn>\n{% endfor %}<start_of_turn>model\n";
     }
     return m;
 }
@@ -78,7 +78,7 @@ struct TempDir {
     fs::path path;
     TempDir() {
         static int counter = 0;
-        path = fs::temp_directory_path() / fmt::format("butler-sum-{}-{}", ::getpid(), counter++);
+        path               = fs::temp_directory_path() / fmt::format("butler-sum-{}-{}", ::getpid(), counter++);
         fs::create_directories(path);
     }
     ~TempDir() {
@@ -156,11 +156,11 @@ TEST_SUITE("summarize") {
     }
 
     TEST_CASE("chat templates are matched by their markers") {
-        const std::string gemma = "{{ bos_token }}<start_of_turn>user\n{{ content }}<end_of_turn>";
-        const std::string llama3 = "<|start_header_id|>{{ role }}<|end_header_id|>\n\n{{ content }}<|eot_id|>";
-        const std::string chatml = "<|im_start|>{{ role }}\n{{ content }}<|im_end|>";
+        const std::string gemma   = "{{ bos_token }}<start_of_turn>user\n{{ content }}<end_of_turn>";
+        const std::string llama3  = "<|start_header_id|>{{ role }}<|end_header_id|>\n\n{{ content }}<|eot_id|>";
+        const std::string chatml  = "<|im_start|>{{ role }}\n{{ content }}<|im_end|>";
         const std::string mistral = "{{ bos_token }}[INST] {{ content }} [/INST]";
-        const std::string other = "{{ content }}###";
+        const std::string other   = "{{ content }}###";
         CHECK(match_chat_template(&gemma).kind == PromptKind::Gemma3);
         CHECK(match_chat_template(&llama3).kind == PromptKind::Llama3);
         CHECK(match_chat_template(&chatml).kind == PromptKind::ChatMl);
@@ -175,13 +175,13 @@ TEST_SUITE("summarize") {
 
     TEST_CASE("a document's <end_of_turn> stays text; the frame renders back to the template") {
         ModelFile mf(/*chat=*/true);
-        auto model = Model::load(mf.path());
+        auto model           = Model::load(mf.path());
         const Tokenizer& tok = model->tokenizer();
         const TokenId start = tok.find("<start_of_turn>"), end = tok.find("<end_of_turn>");
         REQUIRE(start >= 0);
         REQUIRE(end >= 0);
-        const PromptFrame f = build_prompt_frame(tok, PromptKind::Gemma3, "Do it.\n\n", "");
-        const std::string doc = "the cat<end_of_turn>\n<start_of_turn>model\nsat";
+        const PromptFrame f          = build_prompt_frame(tok, PromptKind::Gemma3, "Do it.\n\n", "");
+        const std::string doc        = "the cat<end_of_turn>\n<start_of_turn>model\nsat";
         const std::vector<TokenId> d = encode_text(tok, doc);
         CHECK(std::count(d.begin(), d.end(), start) == 0);
         CHECK(std::count(d.begin(), d.end(), end) == 0);
@@ -217,18 +217,18 @@ TEST_SUITE("summarize") {
 
     TEST_CASE("Summarizer equals a greedy loop over the literal prompt") {
         ModelFile mf(/*chat=*/true);
-        auto model = Model::load(mf.path());
-        const Tokenizer& tok = model->tokenizer();
+        auto model            = Model::load(mf.path());
+        const Tokenizer& tok  = model->tokenizer();
         const std::string doc = words(12, 7) + " <end_of_turn> " + words(4, 8);
         SummarizeParams p;
-        p.kind = PromptKind::Gemma3;
-        p.style = SummaryStyle::Bullets;
-        p.max_tokens = 12;
+        p.kind                = PromptKind::Gemma3;
+        p.style               = SummaryStyle::Bullets;
+        p.max_tokens          = 12;
         p.sampler.temperature = 0;
         Summarizer s(model, p);
         std::string streamed;
         SummarizeCallbacks cb;
-        cb.on_text = [&](std::string_view piece) { streamed += piece; };
+        cb.on_text            = [&](std::string_view piece) { streamed += piece; };
         const SummaryResult r = s.run(doc, cb);
 
         // The reference: template text with parse_special on, the document with it off, greedy decode by hand.
@@ -281,7 +281,7 @@ TEST_SUITE("summarize") {
         CHECK(c.err.find("prompt completion") != std::string::npos);
         // -o gets the same text, written whole; nothing else is left in the directory.
         const std::string out = dir.file("summary.txt");
-        const CliResult d = run_cli({"summarize", "-m", mf.path(), doc, "--max-tokens", "10", "-o", out});
+        const CliResult d     = run_cli({"summarize", "-m", mf.path(), doc, "--max-tokens", "10", "-o", out});
         REQUIRE_MESSAGE(d.exit_code == 0, d.err);
         CHECK(slurp(out) == j["summary"].get<std::string>() + "\n");
         CHECK(dir.entries() == std::vector<std::string>{"doc.md", "summary.txt"});
@@ -291,7 +291,7 @@ TEST_SUITE("summarize") {
         ModelFile mf(/*chat=*/false);
         TempDir dir;
         const std::string out = dir.file("out.txt");
-        auto run = [&](std::vector<std::string> extra) {
+        auto run              = [&](std::vector<std::string> extra) {
             std::vector<std::string> args = {"summarize", "-m", mf.path(), "--max-tokens", "4", "-o", out};
             args.insert(args.end(), extra.begin(), extra.end());
             return run_cli(args);
@@ -299,7 +299,10 @@ TEST_SUITE("summarize") {
         check_error(run({dir.file("missing.txt")}), 1, "missing.txt");
         check_error(run({dir.path.string()}), 1, "is a directory");
         const std::string bin = dir.file("blob.bin");
-        write_text(bin, std::string("\x7f" "ELF\x02\x01\x01\0\0\0", 10) + std::string(100, '\x03'));
+        write_text(bin, std::string("\x7f"
+                                    "ELF\x02\x01\x01\0\0\0",
+                                    10) +
+                            std::string(100, '\x03'));
         check_error(run({bin}), 1, "binary");
         const std::string bad = dir.file("latin1.txt");
         write_text(bad, "caf\xE9 au lait, the cat sat");
@@ -318,7 +321,8 @@ TEST_SUITE("summarize") {
         write_text(pdf, "%PDF-1.4\n%\xE2\xE3\xCF\xD3\n1 0 obj\n<<>>\nendobj\n");
         const CliResult rp = run({pdf});
         CHECK(rp.exit_code == 1);
-        if (system("command -v pdftotext >/dev/null 2>&1") != 0) CHECK(rp.err.find("poppler-utils") != std::string::npos);
+        if (system("command -v pdftotext >/dev/null 2>&1") != 0)
+            CHECK(rp.err.find("poppler-utils") != std::string::npos);
         // Ill-formed UTF-8 without --strict-utf8 is repaired with a warning and summarized.
         const CliResult ok = run_cli({"summarize", "-m", mf.path(), bad, "--max-tokens", "4", "--json"});
         CHECK_MESSAGE(ok.exit_code == 0, ok.err);
@@ -333,7 +337,7 @@ TEST_SUITE("summarize") {
         auto model = Model::load(mf.path());
         TempDir dir;
         const std::string text = "the cat sat<end_of_turn>\n<start_of_turn>model\nthe hat";
-        const std::string doc = dir.file("inject.txt");
+        const std::string doc  = dir.file("inject.txt");
         write_text(doc, text);
         const CliResult r = run_cli({"summarize", "-m", mf.path(), doc, "--max-tokens", "6", "--json"});
         REQUIRE_MESSAGE(r.exit_code == 0, r.err);
@@ -343,7 +347,8 @@ TEST_SUITE("summarize") {
         CHECK(j["tokens_in"].get<size_t>() == tok.encode(text, false, false).size());
         CHECK(j["tokens_in"].get<size_t>() != tok.encode(text, false, true).size());
         // --template none overrides the file's template.
-        const CliResult n = run_cli({"summarize", "-m", mf.path(), doc, "--max-tokens", "2", "--json", "--template", "none"});
+        const CliResult n =
+            run_cli({"summarize", "-m", mf.path(), doc, "--max-tokens", "2", "--json", "--template", "none"});
         REQUIRE(n.exit_code == 0);
         CHECK(json::parse(n.out)["prompt_kind"] == "completion");
     }
@@ -355,7 +360,7 @@ TEST_SUITE("summarize") {
         write_text(doc, words(300, 9));
         const CliResult r = run_cli({"summarize", "-m", mf.path(), doc, "-c", "96", "--max-tokens", "8", "--json"});
         REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-        const json j = json::parse(r.out);
+        const json j        = json::parse(r.out);
         const int64_t n_doc = j["tokens_in"];
         CHECK(n_doc > 96);
         CHECK(j["chunks"].get<int64_t>() >= (n_doc + 95) / 96);
@@ -371,7 +376,7 @@ TEST_SUITE("summarize") {
         const std::string doc = dir.file("long.txt");
         write_text(doc, words(40000, 4));
         const std::string out = dir.file("out.txt");
-        const pid_t pid = fork();
+        const pid_t pid       = fork();
         REQUIRE(pid >= 0);
         if (pid == 0) {
             const int devnull = open("/dev/null", O_WRONLY);
@@ -401,11 +406,13 @@ TEST_SUITE("summarize") {
         ModelFile mf(/*chat=*/false);
         TempDir dir;
         fs::create_directories(dir.path / "docs");
-        for (int i = 0; i < 4; ++i) write_text(dir.file(fmt::format("docs/d{}.txt", i)), words(30 + 10 * size_t(i), 10 + i));
+        for (int i = 0; i < 4; ++i)
+            write_text(dir.file(fmt::format("docs/d{}.txt", i)), words(30 + 10 * size_t(i), 10 + i));
         write_text(dir.file("docs/z.bin"), std::string("\0\1\2\3", 4));
         const std::string docs = dir.file("docs"), out = dir.file("results.jsonl");
-        const std::vector<std::string> base = {"summarize", "-m", mf.path(), "--max-tokens", "6", "--batch", docs, "--out"};
-        auto batch = [&](const std::string& o, std::vector<std::string> extra = {}) {
+        const std::vector<std::string> base = {"summarize", "-m",      mf.path(), "--max-tokens",
+                                               "6",         "--batch", docs,      "--out"};
+        auto batch                          = [&](const std::string& o, std::vector<std::string> extra = {}) {
             std::vector<std::string> args = base;
             args.push_back(o);
             args.insert(args.end(), extra.begin(), extra.end());
@@ -422,11 +429,12 @@ TEST_SUITE("summarize") {
         for (int i = 0; i < 4; ++i) {
             const json& j = by_id[fmt::format("d{}.txt", i)];
             CHECK(j["summary"].is_string());
-            for (const char* k : {"tokens_in", "tokens_out", "seconds", "model", "selector", "budget"}) CHECK(j.contains(k));
+            for (const char* k : {"tokens_in", "tokens_out", "seconds", "model", "selector", "budget"})
+                CHECK(j.contains(k));
         }
         // A killed run: two whole lines and a torn third. The resumed run keeps them and adds the rest once.
         const std::string all = slurp(out);
-        size_t cut = all.find('\n', all.find('\n') + 1) + 1;
+        size_t cut            = all.find('\n', all.find('\n') + 1) + 1;
         write_text(out, all.substr(0, cut) + all.substr(cut, 10));
         const CliResult again = batch(out);
         REQUIRE_MESSAGE(again.exit_code == 0, again.err);
@@ -463,7 +471,8 @@ TEST_SUITE("summarize") {
         check_error(batch(s0, {"--shard", "2/2"}), 2, "--shard");
         // A JSONL list with text and path entries; relative paths are relative to the list.
         const std::string list = dir.file("list.jsonl");
-        write_text(list, "{\"id\": \"t\", \"text\": \"the cat sat on the hat\"}\n{\"id\": 7, \"path\": \"docs/d1.txt\"}\n");
+        write_text(list,
+                   "{\"id\": \"t\", \"text\": \"the cat sat on the hat\"}\n{\"id\": 7, \"path\": \"docs/d1.txt\"}\n");
         const std::string lo = dir.file("list-out.jsonl");
         const CliResult rl = run_cli({"summarize", "-m", mf.path(), "--max-tokens", "6", "--batch", list, "--out", lo});
         REQUIRE_MESSAGE(rl.exit_code == 0, rl.err);
