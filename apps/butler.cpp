@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
         {"perplexity", "perplexity of a text file, in llama.cpp's llama-perplexity convention", cli::register_perplexity},
         {"make-random-model", "write a random-weight GGUF with a real model's exact tensors and hparams",
          cli::register_make_model},
+        {"summarize", "summarize a document (text, Markdown, PDF) or a batch of them", cli::register_summarize},
     };
     for (const Sub& s : subs) {
         CLI::App* sub = app.add_subcommand(s.name, s.help);

@@ -44,5 +44,6 @@ Action register_tokenize(CLI::App& sub);
 Action register_generate(CLI::App& sub);
 Action register_perplexity(CLI::App& sub);
 Action register_make_model(CLI::App& sub);
+Action register_summarize(CLI::App& sub);
 
 }  // namespace butler::cli

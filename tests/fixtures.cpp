@@ -97,6 +97,7 @@ std::vector<uint8_t> tiny_gemma3_gguf(const TinyGemma3& m) {
         scores[i] = -float(i);
         if (i < 4) types[i] = 3;
         else if (i < 4 + 256) types[i] = 6;
+        else if (m.tokens[i].size() > 2 && m.tokens[i].front() == '<' && m.tokens[i].back() == '>') types[i] = 3;
     }
     types[3] = 2;
     w.set_f32s("tokenizer.ggml.scores", scores);
@@ -106,6 +107,7 @@ std::vector<uint8_t> tiny_gemma3_gguf(const TinyGemma3& m) {
     w.set_u32("tokenizer.ggml.unknown_token_id", 3);
     w.set_bool("tokenizer.ggml.add_bos_token", true);
     w.set_bool("tokenizer.ggml.add_space_prefix", false);
+    if (!m.chat_template.empty()) w.set_string("tokenizer.chat_template", m.chat_template);
 
     auto add = [&w](const std::string& name, const std::vector<float>& data, std::vector<int64_t> shape, DType type) {
         const int64_t n_cols = shape.back();

@@ -37,6 +37,9 @@ struct TinyGemma3 {
         std::vector<float> ffn_norm, ffn_gate, ffn_up, ffn_down, ffn_post_norm;
     };
     std::vector<Layer> layers;
+    // Written as tokenizer.chat_template when not empty. Tokens appended after the built-in ones whose text looks
+    // like "<...>" (e.g. <start_of_turn>) are written as CONTROL tokens.
+    std::string chat_template;
 };
 
 // Random weights (deterministic for a seed), with magnitudes that keep activations in a sane range.
