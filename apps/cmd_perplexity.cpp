@@ -11,6 +11,7 @@
 #include <cstdio>
 
 #include "apps/common.h"
+#include "apps/offload_options.h"
 #include "runtime/session.h"
 #include "runtime/status.h"
 
@@ -24,6 +25,8 @@ struct PerplexityOptions {
     int n_chunks = 0;  // 0: all
     int n_ubatch = 512;
     std::string kv_type = "f16";
+    std::string view;  // decode | simulate; empty: plain (decode when offloading)
+    OffloadOptions offload;
 };
 
 int run_perplexity(const PerplexityOptions& o) {
@@ -44,6 +47,10 @@ int run_perplexity(const PerplexityOptions& o) {
     sp.n_ctx = static_cast<int32_t>(n_ctx);
     sp.n_ubatch = o.n_ubatch;
     sp.kv_type = parse_kv_type(o.kv_type);
+    sp.offload = offload_config(o.offload);
+    const std::string view = !o.view.empty() ? o.view : sp.offload.enabled ? "decode" : "plain";
+    if (view == "simulate")
+        fail(Status::Unsupported, "--view simulate (the masked-prefill simulation) is not implemented yet");
     if (sp.n_ctx > hp.n_ctx_train) fail(Status::InvalidArg, "-c {} exceeds the model's training context {}", n_ctx, hp.n_ctx_train);
     Session session(model, sp);
 
@@ -67,7 +74,17 @@ int run_perplexity(const PerplexityOptions& o) {
         std::copy(tokens.begin() + start, tokens.begin() + start + n_ctx, window.begin());
         if (tok.bos() >= 0) window[0] = tok.bos();
         session.reset();
-        session.eval(window, rows, hidden.data());
+        if (view == "decode") {
+            // DESIGN.md's decode view: the first half prefilled densely, the scored half fed token by token.
+            session.eval(std::span<const TokenId>(window.data(), size_t(first)), {}, hidden.data());
+            for (int64_t j = 0; j < n_scored; ++j) {
+                const int32_t row0 = 0;
+                session.eval(std::span<const TokenId>(window.data() + first + j, 1), std::span<const int32_t>(&row0, 1),
+                             hidden.data() + j * hp.n_embd);
+            }
+        } else {
+            session.eval(window, rows, hidden.data());
+        }
         session.target_logprobs(hidden.data(), n_scored, tokens.data() + start + first + 1, logprobs.data());
         for (double lp : logprobs) {
             nll -= lp;
@@ -91,11 +108,13 @@ int run_perplexity(const PerplexityOptions& o) {
                             {"n_tokens", tokens.size()}, {"n_chunks", n_chunk}, {"n_scored", count},
                             {"ppl", ppl},               {"ppl_stderr", stderr_ppl}, {"chunk_ppl", chunks},
                             {"seconds", seconds},       {"kv_type", o.kv_type},
+                            {"view", view},             {"offload", offload_stats_json(session)},
                             {"convention", "llama-perplexity: non-overlapping windows, BOS first, second half scored"}};
         std::printf("%s\n", j.dump(2).c_str());
     } else {
         std::printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", ppl, stderr_ppl);
         std::fprintf(stderr, "perplexity: %.1f s (%.1f tokens/s)\n", seconds, double(n_chunk * n_ctx) / seconds);
+        print_offload_stats(session);
     }
     return 0;
 }
@@ -115,6 +134,10 @@ Action register_perplexity(CLI::App& sub) {
     sub.add_option("--chunks", o->n_chunks, "score only the first N windows (0 = all)")->check(CLI::NonNegativeNumber);
     sub.add_option("--ubatch", o->n_ubatch, "tokens per forward chunk")->check(CLI::PositiveNumber);
     sub.add_option("--kv-type", o->kv_type, "KV cache type: f16, bf16, f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
+    sub.add_option("--view", o->view, "decode (first half prefilled, second half decoded token by token; the default "
+                                      "with offload) or simulate")
+        ->check(CLI::IsMember({"decode", "simulate"}));
+    add_offload_options(sub, o->offload);
     return [o] { return run_perplexity(*o); };
 }
 

@@ -11,6 +11,7 @@
 #include "cpu_kernels/attention.h"
 #include "cpu_kernels/ops.h"
 #include "cpu_kernels/quant.h"
+#include "offload/pipeline.h"
 #include "runtime/status.h"
 
 namespace butler {
@@ -55,12 +56,15 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
 
     const int64_t ub = params_.n_ubatch;
     const int64_t elem = dtype_traits(params_.kv_type).block_bytes;
+    if (params_.offload.enabled)
+        offload_ = std::make_unique<OffloadPipeline>(hp, params_.offload, params_.n_ctx, params_.kv_type);
     try {
         cache_.resize(static_cast<size_t>(hp.n_layer));
         for (int l = 0; l < hp.n_layer; ++l) {
             LayerCache& c = cache_[static_cast<size_t>(l)];
             c.swa = hp.is_swa(l);
             c.cap = c.swa ? std::min<int64_t>(params_.n_ctx, int64_t(hp.n_swa) + ub) : params_.n_ctx;
+            if (offload_ && offload_->offloaded(l)) c.cap = 0;  // these K/V live in the offload host store
             c.k.resize(static_cast<size_t>(hp.n_head_kv * c.cap * hp.head_dim * elem));
             c.v.resize(static_cast<size_t>(hp.n_head_kv * c.cap * hp.head_dim_v * elem));
         }
@@ -99,6 +103,12 @@ void Session::truncate(int32_t n) {
         fail(Status::InvalidArg, "cannot rewind {} positions: sliding-window caches keep only {} positions beyond the window",
              n_past_ - n, params_.n_ubatch);
     n_past_ = n;
+    if (offload_) offload_->truncate(n);
+}
+
+void Session::reset() {
+    n_past_ = 0;
+    if (offload_) offload_->truncate(0);
 }
 
 void Session::eval(std::span<const TokenId> tokens, std::span<const int32_t> out_rows, float* hidden_out) {
@@ -172,16 +182,19 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
                 if (spec.qk_norm) rmsnorm(k, L.k_norm.data, k, hd, hp.rms_eps);
                 if (spec.rope_style == RopeStyle::Neox) rope_neox(k, int32_t(hd), pos, inv_freq);
                 else rope_normal(k, int32_t(hd), pos, inv_freq);
+                if (cache.cap == 0) continue;
                 const int64_t slot = pos % cache.cap;
                 store_kv_row(kv_type, k, cache.k.data() + ((g * cache.cap + slot) * hd) * elem, hd);
                 store_kv_row(kv_type, v_.data() + i * hp.n_embd_v() + g * hdv,
                              cache.v.data() + ((g * cache.cap + slot) * hdv) * elem, hdv);
             }
+            if (cache.cap == 0) offload_->store(l, pos, k_.data() + i * hp.n_embd_k(), v_.data() + i * hp.n_embd_v());
         }
 
         const KvLayerView kv{kv_type, cache.k.data(), cache.v.data(), hp.n_head_kv, cache.cap,
                              int32_t(hd),  int32_t(hdv),   elem};
-        const int64_t n_tasks = n_tok * hp.n_head_kv;
+        const int64_t n_tasks = cache.cap == 0 ? 0 : n_tok * hp.n_head_kv;
+        if (cache.cap == 0) offload_->attend(l, q_.data(), n_tok, pos0, attn_.data());
 #pragma omp parallel for schedule(dynamic, 1)
         for (int64_t task = 0; task < n_tasks; ++task) {
             const int64_t i = task / hp.n_head_kv;
