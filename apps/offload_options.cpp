@@ -22,7 +22,8 @@ void add_offload_options(CLI::App& sub, OffloadOptions& o) {
 
 OffloadConfig offload_config(const OffloadOptions& o) {
     OffloadConfig c;
-    c.enabled = !o.device.empty() || !o.selector.empty() || !o.budget.empty() || !o.device_memory.empty();
+    c.enabled = !o.device.empty() || !o.selector.empty() || !o.budget.empty() || !o.device_memory.empty() ||
+                !o.attn.empty();
     if (!c.enabled) return c;
     c.device = o.device.empty() ? "emu" : o.device;
     if (o.pcie_gbps > 0) {
@@ -35,8 +36,8 @@ OffloadConfig offload_config(const OffloadOptions& o) {
     c.sinks = o.sinks;
     if (o.window < -1) fail(Status::Usage, "--window must be >= 0 (got {})", o.window);
     c.window = o.window;
-    if (o.attn == "exact") c.attn = AttnMode::Exact;
-    else if (o.attn == "sparse") c.attn = AttnMode::Sparse;
+    if (o.attn.empty() || o.attn == "sparse") c.attn = AttnMode::Sparse;
+    else if (o.attn == "exact") c.attn = AttnMode::Exact;
     else fail(Status::Usage, "--attn must be exact or sparse (got '{}')", o.attn);
     if (!o.device_memory.empty()) c.device_memory = parse_bytes(o.device_memory);
     return c;

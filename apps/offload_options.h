@@ -21,7 +21,7 @@ struct OffloadOptions {
     std::string budget;     // --budget N|P%
     int sinks = 4;          // --sinks
     int window = -1;        // --window (-1: max(16, budget/8))
-    std::string attn = "sparse";
+    std::string attn;  // --attn exact|sparse (default sparse)
     std::string device_memory;  // --device-memory BYTES
     double pcie_gbps = 0;       // --pcie-gbps (emu)
 };

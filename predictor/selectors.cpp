@@ -22,9 +22,10 @@
 namespace butler {
 
 SinksWindow clip_sinks_window(const SelectionRequest& r) {
-    const int64_t budget = std::min(r.budget, r.n_tok);
-    const int64_t sinks = std::clamp<int64_t>(r.sinks, 0, budget);
-    const int64_t window = std::clamp<int64_t>(r.window, 0, std::min(budget, r.n_tok) - sinks);
+    // The current token first (attention always sees itself), then the sinks, then the rest of the window.
+    const int64_t budget = std::clamp<int64_t>(r.budget, 1, r.n_tok);
+    const int64_t sinks = std::clamp<int64_t>(r.sinks, 0, budget - 1);
+    const int64_t window = std::clamp<int64_t>(r.window, 1, budget - sinks);
     return {sinks, window};
 }
 

@@ -3,7 +3,7 @@
 //
 // Contract of select(): out = sorted unique token ids in [0, n_tok), at most `budget` of them (dense excepted: it
 // returns every token), always containing the sinks [0, min(sinks, n_tok)) and the recent window
-// [n_tok - window, n_tok) (sinks and window are clipped so that they fit the budget). The current token is n_tok - 1
+// [n_tok - window, n_tok) (clipped to fit the budget by clip_sinks_window(); the current token always stays). The current token is n_tok - 1
 // and is part of the window. Deterministic: the same inputs and history give the same output (ties go to the lower
 // token id). out must have capacity for n_tok ids (the caller reserves it; select() does not allocate).
 // Selectors keep per-(layer, head) state only where their paper does (h2o); reset() forgets it.
@@ -49,8 +49,8 @@ const char* selector_names();
 
 // --- shared by the selectors (exposed for tests) ---
 
-// The clipped sinks and window of a request: sinks' = min(sinks, budget, n_tok), window' = min(window, budget -
-// sinks', n_tok - sinks').
+// The clipped sinks and window of a request, with b = min(budget, n_tok) (at least 1): the current token always,
+// then the sinks: sinks' = min(sinks, b - 1); window' = clamp(window, 1, b - sinks').
 struct SinksWindow {
     int64_t sinks;
     int64_t window;
