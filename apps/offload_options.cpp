@@ -58,6 +58,7 @@ nlohmann::json offload_stats_json(Session& session) {
             {"slots_per_head", p->n_slots()},
             {"dense_steps", s.dense_steps},
             {"sparse_steps", s.sparse_steps},
+            {"prefetches", s.prefetches},
             {"device_tokens", s.device_tokens},
             {"cpu_tokens", s.cpu_tokens},
             {"bytes_copied", s.copy.bytes},

@@ -76,6 +76,9 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
         slot_ids_[g].reserve(size_t(n_ctx));
         complement_[g].reserve(size_t(n_ctx));
     }
+    wanted_next_.resize(kv);
+    for (auto& w : wanted_next_) w.reserve(size_t(n_ctx));
+    prefetched_pos_.assign(size_t(n_stored), -1);
     tasks_.resize(kv);
     o_dev_.resize(kv * size_t(n_group_ * head_dim_v_));
     o_cpu_.resize(o_dev_.size());
@@ -116,6 +119,7 @@ void OffloadPipeline::truncate(int64_t n) {
     slots_->invalidate_from(n);
     selector_->reset(n);
     prefill_end_ = -1;
+    std::fill(prefetched_pos_.begin(), prefetched_pos_.end(), -1);
 }
 
 void OffloadPipeline::attend(int32_t model_layer, const float* q, int64_t n_tok, int64_t pos0, float* out) {
@@ -145,26 +149,51 @@ void OffloadPipeline::attend_dense(int32_t layer, const float* q, int64_t n_tok,
     ++stats_.dense_steps;
 }
 
-void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, float* out) {
+void OffloadPipeline::select_layer(int32_t layer, const float* q, int64_t pos,
+                                   std::vector<std::vector<int32_t>>& out) {
     const int64_t n = pos + 1;
     const int64_t budget = config_.budget_at(n);
-    const PagedKvView kv = store_->view(layer);
-    const DType type = store_->shape().type;
-
-    auto t0 = std::chrono::steady_clock::now();
     for (int32_t g = 0; g < n_head_kv_; ++g) {
         SelectionRequest r;
         r.layer = layer;
         r.g = g;
         r.n_tok = n;
-        r.q = q + int64_t(g) * n_group_ * head_dim_;
+        r.q = q ? q + int64_t(g) * n_group_ * head_dim_ : nullptr;
         r.n_group = n_group_;
         r.store = store_.get();
         r.budget = budget;
         r.sinks = config_.sinks;
         r.window = config_.window_for(budget);
-        selector_->select(r, wanted_[size_t(g)]);
+        selector_->select(r, out[size_t(g)]);
     }
+}
+
+void OffloadPipeline::prefetch(int32_t layer, int64_t pos) {
+    const auto t0 = std::chrono::steady_clock::now();
+    select_layer(layer, nullptr, pos, wanted_next_);
+    stats_.select_ms += ms_since(t0);
+    for (int32_t g = 0; g < n_head_kv_; ++g) {
+        // The current token's row of that layer is not computed yet; it follows when the layer runs.
+        std::vector<int32_t>& w = wanted_next_[size_t(g)];
+        const bool has_current = !w.empty() && w.back() == pos;
+        if (has_current) w.pop_back();
+        engine_->fetch(layer, g, w);
+        if (has_current) w.push_back(int32_t(pos));
+    }
+    engine_->finish_layer(layer);
+    prefetched_pos_[size_t(layer)] = pos;
+    ++stats_.prefetches;
+}
+
+void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, float* out) {
+    const int64_t n = pos + 1;
+    const PagedKvView kv = store_->view(layer);
+    const DType type = store_->shape().type;
+
+    auto t0 = std::chrono::steady_clock::now();
+    if (prefetched_pos_[size_t(layer)] == pos) std::swap(wanted_, wanted_next_);  // selected a layer ahead
+    else select_layer(layer, q, pos, wanted_);
+    prefetched_pos_[size_t(layer)] = -1;
     stats_.select_ms += ms_since(t0);
 
     // Copies on the copy stream; the compute stream waits on the layer's event, the host does not.
@@ -196,6 +225,8 @@ void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, 
         compute_->host_fn(&DeviceTask::run, &task);
         stats_.device_tokens += slot_ids_[size_t(g)].size();
     }
+
+    if (!selector_->needs_query() && layer + 1 < store_->shape().n_layer) prefetch(layer + 1, pos);
 
     // Meanwhile the CPU attends over the complement (exact mode).
     const bool exact = config_.attn == AttnMode::Exact;

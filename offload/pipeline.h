@@ -8,6 +8,9 @@
 // (DESIGN.md: prefill and the first decode token stay dense). Later single-token steps go through the selector:
 //   sparse mode: the device attends over the selected tokens only;
 //   exact mode:  the device attends over the selected tokens and the CPU over the complement; merged, = dense.
+// Copies: for a selector that needs no query (needs_query() false), the next stored layer's selection is made and
+// its rows (all but the current token's, not computed yet) are fetched while this layer computes; the current
+// token's row follows at that layer. Query-aware selectors fetch at the layer itself.
 // Memory: the store, the slot pool (budget at n_ctx tokens per layer and KV head) and all scratch are allocated
 // in the constructor; attend() and store() allocate nothing (the emu device counts its allocations).
 // Threading: store() may be called concurrently for distinct (layer, token); attend() from the session thread.
@@ -32,6 +35,7 @@ namespace butler {
 struct OffloadStats {
     uint64_t dense_steps = 0;    // layer-chunks attended densely (prefill, first decode token)
     uint64_t sparse_steps = 0;   // layer-steps through the selector
+    uint64_t prefetches = 0;     // layer selections fetched one layer ahead
     uint64_t device_tokens = 0;  // (token, KV head) pairs attended on the device
     uint64_t cpu_tokens = 0;     // (token, KV head) pairs attended on the CPU in exact mode
     double select_ms = 0, cpu_attn_ms = 0, wait_ms = 0;  // host time: selection, CPU partials, waiting for the device
@@ -65,6 +69,8 @@ private:
     struct DeviceTask;  // one device partial (args + kernel table), kept alive until the stream ran it
     void attend_dense(int32_t layer, const float* q, int64_t n_tok, int64_t pos0, float* out);
     void attend_sparse(int32_t layer, const float* q, int64_t pos, float* out);
+    void select_layer(int32_t layer, const float* q, int64_t pos, std::vector<std::vector<int32_t>>& out);
+    void prefetch(int32_t layer, int64_t pos);
 
     OffloadConfig config_;
     int32_t n_head_, n_head_kv_, n_group_, head_dim_, head_dim_v_;
@@ -79,6 +85,10 @@ private:
     int64_t prefill_end_ = -1;  // the first decode token's position; -1: the next chunk is prefill
     // Per KV head scratch, sized at construction.
     std::vector<std::vector<int32_t>> wanted_, slot_ids_, complement_;
+    // Prefetch of the next stored layer (query-independent selectors): its selection, made while this layer
+    // computes, and the position it was made for (-1: none).
+    std::vector<std::vector<int32_t>> wanted_next_;
+    std::vector<int64_t> prefetched_pos_;  // (n_stored)
     std::vector<DeviceTask> tasks_;
     std::vector<float> o_dev_, lse_dev_, o_cpu_, lse_cpu_, dev_scores_;  // (n_head_kv, n_group, ...)
     std::vector<CpuPartialScratch> cpu_scratch_;                        // (n_head_kv)

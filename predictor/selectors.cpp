@@ -138,7 +138,8 @@ public:
         idx_.reserve(size_t(max_tok));
     }
     const char* name() const override { return "h2o"; }
-    bool needs_query() const override { return false; }  // the heavy set is fixed before the step's query
+    // The heavy set is fixed before the step's query, but select() also accumulates this step's attention.
+    bool needs_query() const override { return true; }
     void reset(int64_t) override {
         for (State& s : state_) s = State{};
     }

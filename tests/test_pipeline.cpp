@@ -52,8 +52,9 @@ struct Tiny {
     TempFile file;
     std::shared_ptr<const Model> model;
     std::vector<TokenId> tokens;
-    explicit Tiny(int n_tok) {
+    explicit Tiny(int n_tok, int32_t n_layer = 6) {
         TinyGemma3Spec spec;
+        spec.n_layer = n_layer;
         file.write(tiny_gemma3_gguf(make_tiny_gemma3(spec, 77)));
         model = Model::load(file.path());
         for (int i = 0; i < n_tok; ++i) tokens.push_back((i * 53 + 7) % model->hparams().n_vocab);
@@ -64,7 +65,8 @@ struct Tiny {
 
 TEST_SUITE("pipeline") {
     TEST_CASE("exact mode equals the plain runtime for every selector (emu, random copy delays)") {
-        Tiny tiny(110);
+        // 12 layers: two global ones (5, 11), so query-independent selectors prefetch layer 11 during layer 5.
+        Tiny tiny(110, 12);
         for (DType kv : {DType::F16, DType::F32}) {
             SessionParams plain;
             plain.n_ctx = 128;
@@ -82,6 +84,14 @@ TEST_SUITE("pipeline") {
                 sp.offload.attn = AttnMode::Exact;
                 uint64_t allocs = 1;
                 const auto got = run(tiny.model, sp, tiny.tokens, 60, &allocs);
+                {
+                    Session probe(tiny.model, sp);  // does prefetching happen where it should?
+                    std::vector<float> l(static_cast<size_t>(tiny.model->hparams().n_vocab));
+                    probe.eval_last(std::span(tiny.tokens).first(60), l.data());
+                    for (size_t i = 60; i < 64; ++i) probe.eval_last(std::span(tiny.tokens).subspan(i, 1), l.data());
+                    const bool ahead = std::string(sel) == "dense" || std::string(sel) == "streamingllm";
+                    CHECK((probe.offload()->stats().prefetches > 0) == ahead);
+                }
                 REQUIRE(got.size() == want.size());
                 for (size_t i = 0; i < got.size(); ++i) {
                     CAPTURE(i);
@@ -93,7 +103,7 @@ TEST_SUITE("pipeline") {
     }
 
     TEST_CASE("sparse mode: the whole budget equals dense; a small budget differs") {
-        Tiny tiny(100);
+        Tiny tiny(100, 12);
         SessionParams plain;
         plain.n_ctx = 128;
         const auto want = run(tiny.model, plain, tiny.tokens, 50);
