@@ -79,6 +79,9 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
     wanted_next_.resize(kv);
     for (auto& w : wanted_next_) w.reserve(size_t(n_ctx));
     prefetched_pos_.assign(size_t(n_stored), -1);
+    obs_q_.resize(size_t(int64_t(n_stored) * kObsWindow * hp.n_head * hp.head_dim));
+    obs_count_.assign(size_t(n_stored), 0);
+    obs_end_.assign(size_t(n_stored), 0);
     tasks_.resize(kv);
     o_dev_.resize(kv * size_t(n_group_ * head_dim_v_));
     o_cpu_.resize(o_dev_.size());
@@ -120,6 +123,8 @@ void OffloadPipeline::truncate(int64_t n) {
     selector_->reset(n);
     prefill_end_ = -1;
     std::fill(prefetched_pos_.begin(), prefetched_pos_.end(), -1);
+    std::fill(obs_count_.begin(), obs_count_.end(), 0);
+    std::fill(obs_end_.begin(), obs_end_.end(), 0);
 }
 
 void OffloadPipeline::attend(int32_t model_layer, const float* q, int64_t n_tok, int64_t pos0, float* out) {
@@ -130,8 +135,23 @@ void OffloadPipeline::attend(int32_t model_layer, const float* q, int64_t n_tok,
         if (n_tok > 1 || prefill_end_ < 0) prefill_end_ = pos0 + n_tok;
     }
     const bool sparse = n_tok == 1 && prefill_end_ >= 0 && pos0 > prefill_end_;
-    if (sparse) attend_sparse(layer, q, pos0, out);
-    else attend_dense(layer, q, n_tok, pos0, out);
+    if (sparse) {
+        attend_sparse(layer, q, pos0, out);
+        return;
+    }
+    attend_dense(layer, q, n_tok, pos0, out);
+    if (!(n_tok == 1 && pos0 == prefill_end_)) {  // a prompt chunk (not the first decode token): keep its last queries
+        const int64_t row = int64_t(n_head_) * head_dim_;
+        float* buf = obs_q_.data() + int64_t(layer) * kObsWindow * row;
+        int32_t& count = obs_count_[size_t(layer)];
+        if (obs_end_[size_t(layer)] != pos0) count = 0;  // not contiguous with what we kept: start over
+        const int64_t take = std::min<int64_t>(n_tok, kObsWindow);
+        const int64_t keep = std::min<int64_t>(count, kObsWindow - take);
+        std::memmove(buf, buf + (count - keep) * row, sizeof(float) * size_t(keep * row));
+        std::memcpy(buf + keep * row, q + (n_tok - take) * row, sizeof(float) * size_t(take * row));
+        count = int32_t(keep + take);
+        obs_end_[size_t(layer)] = pos0 + n_tok;
+    }
 }
 
 void OffloadPipeline::attend_dense(int32_t layer, const float* q, int64_t n_tok, int64_t pos0, float* out) {
@@ -164,6 +184,10 @@ void OffloadPipeline::select_layer(int32_t layer, const float* q, int64_t pos,
         r.budget = budget;
         r.sinks = config_.sinks;
         r.window = config_.window_for(budget);
+        r.n_head = n_head_;
+        r.n_obs = obs_count_[size_t(layer)];
+        r.obs_q = obs_q_.data() + int64_t(layer) * kObsWindow * n_head_ * head_dim_;
+        r.obs_pos0 = obs_end_[size_t(layer)] - r.n_obs;
         selector_->select(r, out[size_t(g)]);
     }
 }

@@ -89,6 +89,11 @@ private:
     // computes, and the position it was made for (-1: none).
     std::vector<std::vector<int32_t>> wanted_next_;
     std::vector<int64_t> prefetched_pos_;  // (n_stored)
+    // The last kObsWindow prefill queries of each stored layer (SnapKV's observation window), oldest first.
+    static constexpr int32_t kObsWindow = 32;
+    std::vector<float> obs_q_;          // (n_stored, kObsWindow, n_head, head_dim)
+    std::vector<int32_t> obs_count_;    // (n_stored)
+    std::vector<int64_t> obs_end_;      // (n_stored) position after the newest kept query
     std::vector<DeviceTask> tasks_;
     std::vector<float> o_dev_, lse_dev_, o_cpu_, lse_cpu_, dev_scores_;  // (n_head_kv, n_group, ...)
     std::vector<CpuPartialScratch> cpu_scratch_;                        // (n_head_kv)

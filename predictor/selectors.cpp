@@ -12,6 +12,12 @@
 //                 lowest accumulated score is evicted for good. Accumulation starts at the first sparse step with
 //                 that step's full attention (the dense prefill does not report its attention matrix), then adds
 //                 each step's probabilities over the attended set.
+//   snapkv        SnapKV (Li et al. 2024): once per sequence, the prompt's last kObsWindow queries (the observation
+//                 window) vote for the keys before the window with their attention weights (softmax over each
+//                 query's causal keys, summed over the window and the group's heads), the votes are smoothed by
+//                 1-D pooling (the reference code's avgpool, kernel 5), and the top voted prefix tokens are kept;
+//                 the observation window and every later token are kept as SnapKV keeps them (ranked above any
+//                 voted token), all under the common budget.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -220,9 +226,70 @@ private:
     std::vector<int32_t> idx_;
 };
 
+class SnapKvSelector final : public TokenSelector {
+public:
+    static constexpr int32_t kKernel = 5;
+    SnapKvSelector(int32_t n_layer, int32_t n_head_kv, int64_t max_tok)
+        : n_head_kv_(n_head_kv), max_tok_(max_tok), score_(size_t(int64_t(n_layer) * n_head_kv * max_tok)),
+          ready_(size_t(n_layer * n_head_kv), 0), vote_(size_t(max_tok)), prob_(size_t(max_tok)) {
+        idx_.reserve(size_t(max_tok));
+    }
+    const char* name() const override { return "snapkv"; }
+    bool needs_query() const override { return false; }  // decided once from the prompt's queries
+    void reset(int64_t) override { std::fill(ready_.begin(), ready_.end(), uint8_t(0)); }
+
+    void select(const SelectionRequest& r, std::vector<int32_t>& out) override {
+        const int64_t pool = int64_t(r.layer) * n_head_kv_ + r.g;
+        float* score = score_.data() + pool * max_tok_;
+        if (!ready_[size_t(pool)]) {
+            vote(r, score);
+            ready_[size_t(pool)] = 1;
+        }
+        // Tokens after the voted prefix are kept as SnapKV keeps them (the observation window, then generation).
+        for (int64_t t = std::max<int64_t>(0, r.n_obs > 0 ? r.obs_pos0 : 0); t < r.n_tok; ++t)
+            if (t >= voted_end_) score[t] = std::numeric_limits<float>::infinity();
+        select_top(r, score, idx_, out);
+    }
+
+private:
+    void vote(const SelectionRequest& r, float* score) {
+        const int64_t prefix = r.n_obs > 0 ? r.obs_pos0 : r.n_tok;
+        voted_end_ = prefix;
+        std::fill(vote_.begin(), vote_.begin() + prefix, 0.0f);
+        const PagedKvView kv = r.store->view(r.layer);
+        const int32_t hd = kv.head_dim;
+        for (int32_t o = 0; o < r.n_obs; ++o) {
+            const int64_t p = r.obs_pos0 + o;  // this query's causal keys are [0, p]
+            for (int32_t h = 0; h < r.n_group; ++h) {
+                const float* q = r.obs_q + int64_t(o) * r.n_head * hd + (int64_t(r.g) * r.n_group + h) * hd;
+                float m = -std::numeric_limits<float>::infinity();
+                for (int64_t t = 0; t <= p; ++t) m = std::max(m, prob_[size_t(t)] = dot_kv_row(kv.type, kv.k_row(r.g, t), q, hd));
+                double sum = 0;
+                for (int64_t t = 0; t <= p; ++t) sum += (prob_[size_t(t)] = std::exp(prob_[size_t(t)] - m));
+                for (int64_t t = 0; t < prefix; ++t) vote_[size_t(t)] += float(prob_[size_t(t)] / sum);
+            }
+        }
+        // avg_pool1d(kernel 5, stride 1, padding 2) with zero padding counted, as torch's default does.
+        for (int64_t t = 0; t < prefix; ++t) {
+            float s = 0;
+            for (int64_t j = t - kKernel / 2; j <= t + kKernel / 2; ++j)
+                if (j >= 0 && j < prefix) s += vote_[size_t(j)];
+            score[t] = s / float(kKernel);
+        }
+    }
+
+    int32_t n_head_kv_;
+    int64_t max_tok_;
+    std::vector<float> score_;    // (n_layer, n_head_kv, max_tok) pooled votes
+    std::vector<uint8_t> ready_;  // (n_layer, n_head_kv)
+    std::vector<float> vote_, prob_;
+    std::vector<int32_t> idx_;
+    int64_t voted_end_ = 0;
+};
+
 }  // namespace
 
-const char* selector_names() { return "dense, oracle, streamingllm, h2o, quest, quest-tb"; }
+const char* selector_names() { return "dense, oracle, streamingllm, h2o, snapkv, quest, quest-tb"; }
 
 std::unique_ptr<TokenSelector> make_selector(const std::string& name, int32_t n_layer, int32_t n_head_kv,
                                              int64_t max_tok, int32_t head_dim) {
@@ -232,6 +299,7 @@ std::unique_ptr<TokenSelector> make_selector(const std::string& name, int32_t n_
     if (name == "quest") return std::make_unique<QuestSelector>(max_tok, false);
     if (name == "quest-tb") return std::make_unique<QuestSelector>(max_tok, true);
     if (name == "h2o") return std::make_unique<H2oSelector>(n_layer, n_head_kv, max_tok);
+    if (name == "snapkv") return std::make_unique<SnapKvSelector>(n_layer, n_head_kv, max_tok);
     fail(Status::Usage, "unknown selector '{}' (known: {})", name, selector_names());
 }
 

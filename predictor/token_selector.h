@@ -28,6 +28,12 @@ struct SelectionRequest {
     int64_t budget = 0;
     int64_t sinks = 0;
     int64_t window = 0;
+    // The last prefill queries of this layer (SnapKV's observation window): n_obs rows of (n_head, head_dim),
+    // scaled, the first at position obs_pos0; this group's heads start at column g * n_group * head_dim.
+    const float* obs_q = nullptr;
+    int32_t n_obs = 0;
+    int64_t obs_pos0 = 0;
+    int32_t n_head = 0;
 };
 
 class TokenSelector {
@@ -41,7 +47,7 @@ public:
     virtual void reset(int64_t n_tok) {}
 };
 
-// "dense", "oracle", "streamingllm", "h2o", "quest", "quest-tb". Error(Usage) naming the known ones otherwise.
+// "dense", "oracle", "streamingllm", "h2o", "snapkv", "quest", "quest-tb". Error(Usage) naming the known ones otherwise.
 //   n_layer, n_head_kv, max_tok: the shape of the store, for selectors that keep per-token state.
 std::unique_ptr<TokenSelector> make_selector(const std::string& name, int32_t n_layer, int32_t n_head_kv,
                                              int64_t max_tok, int32_t head_dim);

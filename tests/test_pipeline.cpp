@@ -73,7 +73,7 @@ TEST_SUITE("pipeline") {
             plain.n_ubatch = 32;
             plain.kv_type = kv;
             const auto want = run(tiny.model, plain, tiny.tokens, 60);
-            for (const char* sel : {"dense", "oracle", "streamingllm", "h2o", "quest", "quest-tb"}) {
+            for (const char* sel : {"dense", "oracle", "streamingllm", "h2o", "snapkv", "quest", "quest-tb"}) {
                 CAPTURE(sel);
                 CAPTURE(dtype_name(kv));
                 SessionParams sp = plain;
@@ -89,7 +89,8 @@ TEST_SUITE("pipeline") {
                     std::vector<float> l(static_cast<size_t>(tiny.model->hparams().n_vocab));
                     probe.eval_last(std::span(tiny.tokens).first(60), l.data());
                     for (size_t i = 60; i < 64; ++i) probe.eval_last(std::span(tiny.tokens).subspan(i, 1), l.data());
-                    const bool ahead = std::string(sel) == "dense" || std::string(sel) == "streamingllm";
+                    const bool ahead = std::string(sel) == "dense" || std::string(sel) == "streamingllm" ||
+                                       std::string(sel) == "snapkv";
                     CHECK((probe.offload()->stats().prefetches > 0) == ahead);
                 }
                 REQUIRE(got.size() == want.size());

@@ -37,7 +37,7 @@ struct World {
     }
 };
 
-const char* kNames[] = {"oracle", "streamingllm", "h2o", "quest", "quest-tb"};
+const char* kNames[] = {"oracle", "streamingllm", "h2o", "snapkv", "quest", "quest-tb"};
 
 void check_contract(const SelectionRequest& r, const std::vector<int32_t>& out) {
     CHECK(int64_t(out.size()) <= std::min(r.budget, r.n_tok));
@@ -137,6 +137,54 @@ TEST_SUITE("selectors") {
             for (int64_t t = r.n_tok - 46; t < r.n_tok; ++t) want.push_back(int32_t(t));
             CHECK(out == want);
         }
+    }
+
+    TEST_CASE("snapkv: the observation window's pooled votes (float64 here) pick the prefix tokens") {
+        World w(200, 12);
+        std::mt19937 rng(3);
+        std::normal_distribution<float> g(0.f, 1.f);
+        const int32_t n_head = 4, n_obs = 8;  // 2 KV heads x kGroup
+        const int64_t n_prompt = 150;
+        std::vector<float> obs(size_t(n_obs * n_head * kHd));
+        for (auto& x : obs) x = g(rng);
+        auto snap = make_selector("snapkv", 1, 2, w.max_tok, kHd);
+        std::vector<int32_t> out;
+        out.reserve(200);
+        SelectionRequest r;
+        r.g = 1, r.n_tok = n_prompt + 3, r.n_group = kGroup, r.store = w.store.get(), r.budget = 60, r.sinks = 4,
+        r.window = 16;
+        r.obs_q = obs.data(), r.n_obs = n_obs, r.obs_pos0 = n_prompt - n_obs, r.n_head = n_head;
+        snap->select(r, out);
+        check_contract(r, out);
+        const int64_t prefix = n_prompt - n_obs;
+        std::vector<double> vote(size_t(prefix), 0.0), pooled(size_t(prefix), 0.0);
+        for (int o = 0; o < n_obs; ++o)
+            for (int h = 0; h < kGroup; ++h) {
+                const float* q = &obs[size_t((o * n_head + r.g * kGroup + h) * kHd)];
+                const int64_t p = r.obs_pos0 + o;
+                std::vector<double> s(size_t(p + 1));
+                double m = -1e300, sum = 0;
+                for (int64_t t = 0; t <= p; ++t) {
+                    double dot = 0;
+                    for (int d = 0; d < kHd; ++d) dot += double(q[d]) * w.k[size_t((r.g * w.max_tok + t) * kHd + d)];
+                    m = std::max(m, s[size_t(t)] = dot);
+                }
+                for (double& x : s) sum += (x = std::exp(x - m));
+                for (int64_t t = 0; t < prefix; ++t) vote[size_t(t)] += s[size_t(t)] / sum;
+            }
+        for (int64_t t = 0; t < prefix; ++t) {
+            for (int64_t j = t - 2; j <= t + 2; ++j)
+                if (j >= 0 && j < prefix) pooled[size_t(t)] += vote[size_t(j)] / 5;
+        }
+        // The observation window and later tokens are all kept; the rest of the budget goes to the best voted.
+        const std::set<int32_t> s(out.begin(), out.end());
+        for (int64_t t = r.obs_pos0; t < r.n_tok; ++t) CHECK(s.count(int32_t(t)));
+        double min_in = 1e300, max_out = -1e300;
+        for (int64_t t = 4; t < std::min<int64_t>(prefix, r.n_tok - r.window); ++t) {  // the candidates
+            if (s.count(int32_t(t))) min_in = std::min(min_in, pooled[size_t(t)]);
+            else max_out = std::max(max_out, pooled[size_t(t)]);
+        }
+        CHECK(min_in >= max_out - 1e-6);
     }
 
     TEST_CASE("h2o: a token evicted from the heavy set never comes back") {
