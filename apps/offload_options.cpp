@@ -22,13 +22,13 @@ void add_offload_options(CLI::App& sub, OffloadOptions& o) {
 
 OffloadConfig offload_config(const OffloadOptions& o) {
     OffloadConfig c;
-    c.enabled = !o.device.empty() || !o.selector.empty() || !o.budget.empty() || !o.device_memory.empty() ||
-                !o.attn.empty();
+    c.enabled =
+        !o.device.empty() || !o.selector.empty() || !o.budget.empty() || !o.device_memory.empty() || !o.attn.empty();
     if (!c.enabled) return c;
     c.device = o.device.empty() ? "emu" : o.device;
     if (o.pcie_gbps > 0) {
         if (c.device.rfind("emu", 0) != 0) fail(Status::Usage, "--pcie-gbps applies to the emulated device only");
-        c.device += (c.device == "emu" ? ":" : ",") + fmt::format("pcie_gbps={}", o.pcie_gbps);
+        c.device += fmt::format("{}pcie_gbps={}", c.device == "emu" ? ":" : ",", o.pcie_gbps);
     }
     c.selector = o.selector.empty() ? "dense" : o.selector;
     parse_budget(o.budget.empty() ? std::string("100%") : o.budget, c);
@@ -36,9 +36,12 @@ OffloadConfig offload_config(const OffloadOptions& o) {
     c.sinks = o.sinks;
     if (o.window < -1) fail(Status::Usage, "--window must be >= 0 (got {})", o.window);
     c.window = o.window;
-    if (o.attn.empty() || o.attn == "sparse") c.attn = AttnMode::Sparse;
-    else if (o.attn == "exact") c.attn = AttnMode::Exact;
-    else fail(Status::Usage, "--attn must be exact or sparse (got '{}')", o.attn);
+    if (o.attn.empty() || o.attn == "sparse")
+        c.attn = AttnMode::Sparse;
+    else if (o.attn == "exact")
+        c.attn = AttnMode::Exact;
+    else
+        fail(Status::Usage, "--attn must be exact or sparse (got '{}')", o.attn);
     if (!o.device_memory.empty()) c.device_memory = parse_bytes(o.device_memory);
     return c;
 }
@@ -46,7 +49,7 @@ OffloadConfig offload_config(const OffloadOptions& o) {
 nlohmann::json offload_stats_json(Session& session) {
     OffloadPipeline* p = session.offload();
     if (!p) return nullptr;
-    const OffloadStats& s = p->stats();
+    const OffloadStats& s  = p->stats();
     const OffloadConfig& c = p->config();
     return {{"device", p->device().name()},
             {"selector", c.selector},
@@ -75,14 +78,14 @@ void print_offload_stats(Session& session) {
     OffloadPipeline* p = session.offload();
     if (!p) return;
     const OffloadStats& s = p->stats();
-    std::fprintf(stderr,
-                 "offload: %s, selector %s, attn %s, %d slots/head; %llu sparse + %llu dense layer-steps; copied %.2f MiB "
-                 "in %llu runs, hit rate %.1f%%; select %.1f ms, cpu attention %.1f ms, waiting %.1f ms\n",
-                 p->device().name().c_str(), p->config().selector.c_str(), attn_mode_name(p->config().attn),
-                 p->n_slots(), static_cast<unsigned long long>(s.sparse_steps),
-                 static_cast<unsigned long long>(s.dense_steps), double(s.copy.bytes) / (1 << 20),
-                 static_cast<unsigned long long>(s.copy.runs), 100.0 * s.copy.hit_rate(), s.select_ms, s.cpu_attn_ms,
-                 s.wait_ms);
+    std::fprintf(
+        stderr,
+        "offload: %s, selector %s, attn %s, %d slots/head; %llu sparse + %llu dense layer-steps; copied %.2f MiB "
+        "in %llu runs, hit rate %.1f%%; select %.1f ms, cpu attention %.1f ms, waiting %.1f ms\n",
+        p->device().name().c_str(), p->config().selector.c_str(), attn_mode_name(p->config().attn), p->n_slots(),
+        static_cast<unsigned long long>(s.sparse_steps), static_cast<unsigned long long>(s.dense_steps),
+        double(s.copy.bytes) / (1 << 20), static_cast<unsigned long long>(s.copy.runs), 100.0 * s.copy.hit_rate(),
+        s.select_ms, s.cpu_attn_ms, s.wait_ms);
 }
 
 }  // namespace butler::cli

@@ -4,7 +4,6 @@
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
-
 #include <string>
 
 #include "offload/budget.h"
@@ -16,12 +15,12 @@ class Session;
 namespace butler::cli {
 
 struct OffloadOptions {
-    std::string device;     // --device cpu|emu[:opts]; empty: no offload
-    std::string selector;   // --selector NAME
-    std::string budget;     // --budget N|P%
-    int sinks = 4;          // --sinks
-    int window = -1;        // --window (-1: max(16, budget/8))
-    std::string attn;  // --attn exact|sparse (default sparse)
+    std::string device;         // --device cpu|emu[:opts]; empty: no offload
+    std::string selector;       // --selector NAME
+    std::string budget;         // --budget N|P%
+    int sinks  = 4;             // --sinks
+    int window = -1;            // --window (-1: max(16, budget/8))
+    std::string attn;           // --attn exact|sparse (default sparse)
     std::string device_memory;  // --device-memory BYTES
     double pcie_gbps = 0;       // --pcie-gbps (emu)
 };

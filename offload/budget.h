@@ -14,17 +14,17 @@ namespace butler {
 enum class AttnMode { Exact, Sparse };  // exact: the CPU attends over the complement (equals dense)
 
 struct OffloadConfig {
-    bool enabled = false;
-    std::string device = "emu";       // make_device() spec
-    std::string selector = "dense";   // make_selector() name
-    int64_t budget_tokens = 0;        // one of budget_tokens / budget_fraction is set
-    double budget_fraction = 0;       // (0, 1]
-    int32_t sinks = 4;
-    int32_t window = -1;              // -1: max(16, budget / 8)
-    AttnMode attn = AttnMode::Sparse;
-    uint64_t device_memory = 0;       // 0: the device's own capacity (emu: 4 GiB)
-    int32_t page_tok = 16;            // host store page (Quest's page)
-    bool skip_copy_wait = false;      // tests only: plants the missing compute-stream wait the tests must catch
+    bool enabled           = false;
+    std::string device     = "emu";    // make_device() spec
+    std::string selector   = "dense";  // make_selector() name
+    int64_t budget_tokens  = 0;        // one of budget_tokens / budget_fraction is set
+    double budget_fraction = 0;        // (0, 1]
+    int32_t sinks          = 4;
+    int32_t window         = -1;  // -1: max(16, budget / 8)
+    AttnMode attn          = AttnMode::Sparse;
+    uint64_t device_memory = 0;      // 0: the device's own capacity (emu: 4 GiB)
+    int32_t page_tok       = 16;     // host store page (Quest's page)
+    bool skip_copy_wait    = false;  // tests only: plants the missing compute-stream wait the tests must catch
 
     // The budget at a context of n_tok tokens (at least 1, at most n_tok).
     int64_t budget_at(int64_t n_tok) const;

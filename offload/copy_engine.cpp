@@ -18,7 +18,7 @@ void CopyEngine::fetch(int32_t layer, int32_t g, std::span<const int32_t> wanted
     stats_.misses += uint64_t(plan_.n_miss);
     stats_.runs += plan_.runs.size();
     const KvStoreShape& sh = store_.shape();
-    const PagedKvView kv = store_.view(layer);
+    const PagedKvView kv   = store_.view(layer);
     const size_t k_row = size_t(sh.head_dim * kv.elem_bytes), v_row = size_t(sh.head_dim_v * kv.elem_bytes);
     for (const CopyRun& r : plan_.runs) {
         // Rows of one head are contiguous within a host page, so a run splits only at page boundaries.
@@ -35,6 +35,8 @@ void CopyEngine::fetch(int32_t layer, int32_t g, std::span<const int32_t> wanted
     }
 }
 
-void CopyEngine::finish_layer(int32_t layer) { stream_->record(*events_[size_t(layer)]); }
+void CopyEngine::finish_layer(int32_t layer) {
+    stream_->record(*events_[size_t(layer)]);
+}
 
 }  // namespace butler

@@ -20,10 +20,10 @@
 namespace butler {
 
 struct CopyStats {
-    uint64_t bytes = 0;   // host -> device
-    uint64_t runs = 0;    // coalesced runs
+    uint64_t bytes  = 0;  // host -> device
+    uint64_t runs   = 0;  // coalesced runs
     uint64_t copies = 0;  // stream copy calls (a run split at pages, K and V)
-    uint64_t hits = 0;    // wanted tokens already resident
+    uint64_t hits   = 0;  // wanted tokens already resident
     uint64_t misses = 0;  // wanted tokens copied
     double hit_rate() const { return hits + misses ? double(hits) / double(hits + misses) : 0.0; }
 };

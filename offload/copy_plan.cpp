@@ -27,8 +27,10 @@ void plan_copies(std::span<const int32_t> wanted, std::span<const int32_t> slot_
         BUTLER_ASSERT(t >= 0 && size_t(t) < token_slot.size(), "token {} outside the map", t);
         const int32_t s = token_slot[size_t(t)];
         BUTLER_ASSERT(s < 0 || slot_token[size_t(s)] == t, "slot map out of sync at token {}", t);
-        if (s >= 0) ++out.n_hit;
-        else ++out.n_miss;
+        if (s >= 0)
+            ++out.n_hit;
+        else
+            ++out.n_miss;
     }
     if (out.n_miss == 0) return;
     // Free slots first (no eviction), then victims; a victim is a resident token not wanted now.
@@ -43,8 +45,10 @@ void plan_copies(std::span<const int32_t> wanted, std::span<const int32_t> slot_
         size_t lo = 0, hi = wanted.size();
         while (lo < hi) {
             const size_t mid = (lo + hi) / 2;
-            if (wanted[mid] < t) lo = mid + 1;
-            else hi = mid;
+            if (wanted[mid] < t)
+                lo = mid + 1;
+            else
+                hi = mid;
         }
         if (lo < wanted.size() && wanted[lo] == t) continue;
         out.victims.push_back(s);
@@ -76,7 +80,7 @@ void apply_plan(const CopyPlan& plan, std::span<int32_t> slot_token, std::span<i
     }
     for (const CopyRun& r : plan.runs)
         for (int32_t i = 0; i < r.n; ++i) {
-            slot_token[size_t(r.slot + i)] = r.token + i;
+            slot_token[size_t(r.slot + i)]  = r.token + i;
             token_slot[size_t(r.token + i)] = r.slot + i;
         }
 }

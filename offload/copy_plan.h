@@ -14,14 +14,14 @@ namespace butler {
 // Tokens token .. token + n - 1 go to slots slot .. slot + n - 1.
 struct CopyRun {
     int32_t token = 0;
-    int32_t slot = 0;
-    int32_t n = 0;
+    int32_t slot  = 0;
+    int32_t n     = 0;
 };
 
 struct CopyPlan {
     std::vector<int32_t> victims;  // slots whose resident token is evicted, ascending
     std::vector<CopyRun> runs;     // ascending by token
-    int64_t n_hit = 0;             // wanted tokens already resident
+    int64_t n_hit  = 0;            // wanted tokens already resident
     int64_t n_miss = 0;            // wanted tokens copied
     std::vector<int32_t> scratch;  // free-slot list (internal)
 

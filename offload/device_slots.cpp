@@ -13,9 +13,14 @@ uint64_t DeviceKvSlots::bytes_needed(int32_t n_layer, int32_t n_head_kv, int32_t
 
 DeviceKvSlots::DeviceKvSlots(Device& device, int32_t n_layer, int32_t n_head_kv, int32_t head_dim, int32_t head_dim_v,
                              DType type, int32_t n_slots, int64_t max_tok)
-    : n_layer_(n_layer), n_head_kv_(n_head_kv), head_dim_(head_dim), head_dim_v_(head_dim_v), n_slots_(n_slots),
-      max_tok_(max_tok), elem_bytes_(dtype_traits(type).block_bytes) {
-    const uint64_t need = bytes_needed(n_layer, n_head_kv, head_dim, head_dim_v, type, n_slots);
+    : n_layer_(n_layer),
+      n_head_kv_(n_head_kv),
+      head_dim_(head_dim),
+      head_dim_v_(head_dim_v),
+      n_slots_(n_slots),
+      max_tok_(max_tok),
+      elem_bytes_(dtype_traits(type).block_bytes) {
+    const uint64_t need  = bytes_needed(n_layer, n_head_kv, head_dim, head_dim_v, type, n_slots);
     const MemoryInfo mem = device.memory_info();
     if (!device.is_host() && need > mem.free_bytes)
         fail(Status::Oom,
@@ -34,7 +39,7 @@ void DeviceKvSlots::invalidate_from(int64_t n) {
             int32_t& t = slot_token_[size_t(p * n_slots_ + s)];
             if (t >= n) {
                 token_slot_[size_t(p * max_tok_ + t)] = -1;
-                t = -1;
+                t                                     = -1;
             }
         }
     }

@@ -17,8 +17,8 @@ namespace butler {
 class DeviceKvSlots {
 public:
     // Error(Oom) naming the bytes the pool needs and the device's free bytes when it does not fit.
-    DeviceKvSlots(Device& device, int32_t n_layer, int32_t n_head_kv, int32_t head_dim, int32_t head_dim_v,
-                  DType type, int32_t n_slots, int64_t max_tok);
+    DeviceKvSlots(Device& device, int32_t n_layer, int32_t n_head_kv, int32_t head_dim, int32_t head_dim_v, DType type,
+                  int32_t n_slots, int64_t max_tok);
 
     // Bytes of device memory a pool of this shape takes.
     static uint64_t bytes_needed(int32_t n_layer, int32_t n_head_kv, int32_t head_dim, int32_t head_dim_v, DType type,

@@ -3,9 +3,9 @@
 //
 // Layout: for each stored layer, a page table of pages of page_tok tokens; a page holds
 //   K (n_head_kv, page_tok, head_dim) and V (n_head_kv, page_tok, head_dim_v) in the KV type (f16/bf16/f32).
-// Pages are allocated NUMA-local through hwloc and pinned through Device::pin (a no-op on cpu/emu), never moved:
-// the store grows by adding pages to the table, so pointers to written rows stay valid. reserve() allocates ahead
-// (the session reserves its whole context at creation, so the decode loop allocates nothing).
+// Pages are allocated in chunks of ~2 MiB, NUMA-local through hwloc, and pinned through Device::pin (a no-op on
+// cpu/emu), never moved: the store grows by adding pages to the table, so pointers to written rows stay valid.
+// reserve() allocates ahead (the session reserves its whole context at creation, so the decode loop allocates nothing).
 // Key summary per (layer, KV head, page): the min and max of every key dimension over the page's rows, kept on
 // commit() for Quest (recomputed from the stored rows, so a rewrite after truncate() is exact).
 // Threading: write() for distinct (layer, head, token) may run concurrently; reads need writes to have finished.
@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "cpu_kernels/attention.h"
@@ -24,13 +25,13 @@ struct hwloc_topology;
 namespace butler {
 
 struct KvStoreShape {
-    int32_t n_layer = 0;    // stored layers (the offload pipeline's index, not the model's)
-    int32_t n_head_kv = 0;
-    int32_t head_dim = 0;
+    int32_t n_layer    = 0;  // stored layers (the offload pipeline's index, not the model's)
+    int32_t n_head_kv  = 0;
+    int32_t head_dim   = 0;
     int32_t head_dim_v = 0;
-    int32_t page_tok = 16;  // tokens per page (also Quest's page)
-    int64_t max_tok = 0;    // capacity in tokens
-    DType type = DType::F16;
+    int32_t page_tok   = 16;  // tokens per page (also Quest's page)
+    int64_t max_tok    = 0;   // capacity in tokens
+    DType type         = DType::F16;
 };
 
 class HostKvStore {
@@ -38,7 +39,7 @@ public:
     // Error(InvalidArg) for a bad shape or KV type; Error(Oom) when host memory runs out.
     HostKvStore(Device& device, const KvStoreShape& shape);
     ~HostKvStore();
-    HostKvStore(const HostKvStore&) = delete;
+    HostKvStore(const HostKvStore&)            = delete;
     HostKvStore& operator=(const HostKvStore&) = delete;
 
     const KvStoreShape& shape() const { return shape_; }
@@ -72,14 +73,14 @@ private:
 
     Device& device_;
     KvStoreShape shape_;
-    int64_t elem_bytes_ = 2;
-    int64_t max_pages_ = 0;
-    size_t page_bytes_ = 0;
-    int64_t n_tok_ = 0;
+    int64_t elem_bytes_   = 2;
+    int64_t max_pages_    = 0;
+    size_t page_bytes_    = 0;
+    int64_t n_tok_        = 0;
     hwloc_topology* topo_ = nullptr;
     std::vector<std::vector<const uint8_t*>> k_pages_, v_pages_;  // (n_layer)(n_pages): the page tables
-    std::vector<void*> allocations_;                               // what hwloc gave us, freed in the destructor
-    std::vector<float> kmin_, kmax_;  // (n_layer, n_head_kv, max_pages, head_dim)
+    std::vector<std::pair<void*, size_t>> allocations_;           // chunks of pages from hwloc, freed in the destructor
+    std::vector<float> kmin_, kmax_;                              // (n_layer, n_head_kv, max_pages, head_dim)
 };
 
 }  // namespace butler

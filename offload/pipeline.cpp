@@ -29,8 +29,13 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config, int64_t n_ctx, DType kv_type)
-    : config_(config), n_head_(hp.n_head), n_head_kv_(hp.n_head_kv), n_group_(hp.n_head / hp.n_head_kv),
-      head_dim_(hp.head_dim), head_dim_v_(hp.head_dim_v), n_ctx_(n_ctx) {
+    : config_(config),
+      n_head_(hp.n_head),
+      n_head_kv_(hp.n_head_kv),
+      n_group_(hp.n_head / hp.n_head_kv),
+      head_dim_(hp.head_dim),
+      head_dim_v_(hp.head_dim_v),
+      n_ctx_(n_ctx) {
     if (config_.budget_tokens <= 0 && !(config_.budget_fraction > 0))
         fail(Status::Usage, "the offload budget must be positive (--budget N or P%)");
     if (config_.sinks < 0) fail(Status::Usage, "--sinks must be >= 0 (got {})", config_.sinks);
@@ -44,27 +49,27 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
     if (config_.device_memory > 0) {
         if (spec.rfind("emu", 0) != 0)
             fail(Status::Usage, "--device-memory caps only the emulated device (got --device {})", spec);
-        spec += (spec == "emu" ? ":" : ",") + fmt::format("mem={}", config_.device_memory);
+        spec += fmt::format("{}mem={}", spec == "emu" ? ":" : ",", config_.device_memory);
     }
     selector_ = make_selector(config_.selector, n_stored, hp.n_head_kv, n_ctx, hp.head_dim);
-    device_ = make_device(spec);
+    device_   = make_device(spec);
 
     KvStoreShape shape;
-    shape.n_layer = n_stored;
-    shape.n_head_kv = hp.n_head_kv;
-    shape.head_dim = hp.head_dim;
+    shape.n_layer    = n_stored;
+    shape.n_head_kv  = hp.n_head_kv;
+    shape.head_dim   = hp.head_dim;
     shape.head_dim_v = hp.head_dim_v;
-    shape.page_tok = config_.page_tok;
-    shape.max_tok = n_ctx;
-    shape.type = kv_type;
-    store_ = std::make_unique<HostKvStore>(*device_, shape);
+    shape.page_tok   = config_.page_tok;
+    shape.max_tok    = n_ctx;
+    shape.type       = kv_type;
+    store_           = std::make_unique<HostKvStore>(*device_, shape);
     store_->reserve(n_ctx);
 
     // The pool holds the largest budget any step of this context can ask for (dense: everything).
     const int64_t n_slots = config_.selector == "dense" ? n_ctx : config_.budget_at(n_ctx);
-    slots_ = std::make_unique<DeviceKvSlots>(*device_, n_stored, hp.n_head_kv, hp.head_dim, hp.head_dim_v, kv_type,
+    slots_   = std::make_unique<DeviceKvSlots>(*device_, n_stored, hp.n_head_kv, hp.head_dim, hp.head_dim_v, kv_type,
                                              int32_t(n_slots), n_ctx);
-    engine_ = std::make_unique<CopyEngine>(*device_, *store_, *slots_);
+    engine_  = std::make_unique<CopyEngine>(*device_, *store_, *slots_);
     compute_ = device_->create_stream();
 
     const size_t kv = size_t(hp.n_head_kv);
@@ -142,26 +147,26 @@ void OffloadPipeline::attend(int32_t model_layer, const float* q, int64_t n_tok,
     attend_dense(layer, q, n_tok, pos0, out);
     if (!(n_tok == 1 && pos0 == prefill_end_)) {  // a prompt chunk (not the first decode token): keep its last queries
         const int64_t row = int64_t(n_head_) * head_dim_;
-        float* buf = obs_q_.data() + int64_t(layer) * kObsWindow * row;
-        int32_t& count = obs_count_[size_t(layer)];
+        float* buf        = obs_q_.data() + int64_t(layer) * kObsWindow * row;
+        int32_t& count    = obs_count_[size_t(layer)];
         if (obs_end_[size_t(layer)] != pos0) count = 0;  // not contiguous with what we kept: start over
         const int64_t take = std::min<int64_t>(n_tok, kObsWindow);
         const int64_t keep = std::min<int64_t>(count, kObsWindow - take);
         std::memmove(buf, buf + (count - keep) * row, sizeof(float) * size_t(keep * row));
         std::memcpy(buf + keep * row, q + (n_tok - take) * row, sizeof(float) * size_t(take * row));
-        count = int32_t(keep + take);
+        count                   = int32_t(keep + take);
         obs_end_[size_t(layer)] = pos0 + n_tok;
     }
 }
 
 void OffloadPipeline::attend_dense(int32_t layer, const float* q, int64_t n_tok, int64_t pos0, float* out) {
-    const PagedKvView kv = store_->view(layer);
+    const PagedKvView kv  = store_->view(layer);
     const int64_t n_tasks = n_tok * n_head_kv_;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t task = 0; task < n_tasks; ++task) {
         const int64_t i = task / n_head_kv_;
         const int32_t g = int32_t(task % n_head_kv_);
-        float* scores = dense_scores_.data() + int64_t(omp_get_thread_num()) * n_group_ * n_ctx_;
+        float* scores   = dense_scores_.data() + int64_t(omp_get_thread_num()) * n_group_ * n_ctx_;
         attend_group_range(q + i * n_head_ * head_dim_ + int64_t(g) * n_group_ * head_dim_, n_group_, kv, g, 0,
                            pos0 + i, out + i * n_head_ * head_dim_v_ + int64_t(g) * n_group_ * head_dim_v_, nullptr,
                            scores);
@@ -169,24 +174,23 @@ void OffloadPipeline::attend_dense(int32_t layer, const float* q, int64_t n_tok,
     ++stats_.dense_steps;
 }
 
-void OffloadPipeline::select_layer(int32_t layer, const float* q, int64_t pos,
-                                   std::vector<std::vector<int32_t>>& out) {
-    const int64_t n = pos + 1;
+void OffloadPipeline::select_layer(int32_t layer, const float* q, int64_t pos, std::vector<std::vector<int32_t>>& out) {
+    const int64_t n      = pos + 1;
     const int64_t budget = config_.budget_at(n);
     for (int32_t g = 0; g < n_head_kv_; ++g) {
         SelectionRequest r;
-        r.layer = layer;
-        r.g = g;
-        r.n_tok = n;
-        r.q = q ? q + int64_t(g) * n_group_ * head_dim_ : nullptr;
-        r.n_group = n_group_;
-        r.store = store_.get();
-        r.budget = budget;
-        r.sinks = config_.sinks;
-        r.window = config_.window_for(budget);
-        r.n_head = n_head_;
-        r.n_obs = obs_count_[size_t(layer)];
-        r.obs_q = obs_q_.data() + int64_t(layer) * kObsWindow * n_head_ * head_dim_;
+        r.layer    = layer;
+        r.g        = g;
+        r.n_tok    = n;
+        r.q        = q ? q + int64_t(g) * n_group_ * head_dim_ : nullptr;
+        r.n_group  = n_group_;
+        r.store    = store_.get();
+        r.budget   = budget;
+        r.sinks    = config_.sinks;
+        r.window   = config_.window_for(budget);
+        r.n_head   = n_head_;
+        r.n_obs    = obs_count_[size_t(layer)];
+        r.obs_q    = obs_q_.data() + int64_t(layer) * kObsWindow * n_head_ * head_dim_;
         r.obs_pos0 = obs_end_[size_t(layer)] - r.n_obs;
         selector_->select(r, out[size_t(g)]);
     }
@@ -199,7 +203,7 @@ void OffloadPipeline::prefetch(int32_t layer, int64_t pos) {
     for (int32_t g = 0; g < n_head_kv_; ++g) {
         // The current token's row of that layer is not computed yet; it follows when the layer runs.
         std::vector<int32_t>& w = wanted_next_[size_t(g)];
-        const bool has_current = !w.empty() && w.back() == pos;
+        const bool has_current  = !w.empty() && w.back() == pos;
         if (has_current) w.pop_back();
         engine_->fetch(layer, g, w);
         if (has_current) w.push_back(int32_t(pos));
@@ -210,13 +214,15 @@ void OffloadPipeline::prefetch(int32_t layer, int64_t pos) {
 }
 
 void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, float* out) {
-    const int64_t n = pos + 1;
+    const int64_t n      = pos + 1;
     const PagedKvView kv = store_->view(layer);
-    const DType type = store_->shape().type;
+    const DType type     = store_->shape().type;
 
     auto t0 = std::chrono::steady_clock::now();
-    if (prefetched_pos_[size_t(layer)] == pos) std::swap(wanted_, wanted_next_);  // selected a layer ahead
-    else select_layer(layer, q, pos, wanted_);
+    if (prefetched_pos_[size_t(layer)] == pos)
+        std::swap(wanted_, wanted_next_);  // selected a layer ahead
+    else
+        select_layer(layer, q, pos, wanted_);
     prefetched_pos_[size_t(layer)] = -1;
     stats_.select_ms += ms_since(t0);
 
@@ -225,7 +231,7 @@ void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, 
         const std::vector<int32_t>& want = wanted_[size_t(g)];
         engine_->fetch(layer, g, want);
         const std::span<int32_t> token_slot = slots_->token_slot(layer, g);
-        std::vector<int32_t>& ids = slot_ids_[size_t(g)];
+        std::vector<int32_t>& ids           = slot_ids_[size_t(g)];
         ids.clear();
         for (int32_t t : want) ids.push_back(token_slot[size_t(t)]);
     }
@@ -233,8 +239,8 @@ void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, 
     if (!config_.skip_copy_wait) engine_->make_wait(*compute_, layer);
     for (int32_t g = 0; g < n_head_kv_; ++g) {
         DeviceTask& task = tasks_[size_t(g)];
-        task.kernels = &device_->kernels();
-        task.args = AttnPartialArgs{q + int64_t(g) * n_group_ * head_dim_,
+        task.kernels     = &device_->kernels();
+        task.args        = AttnPartialArgs{q + int64_t(g) * n_group_ * head_dim_,
                                     n_group_,
                                     slots_->k_slot(layer, g, 0),
                                     slots_->v_slot(layer, g, 0),
@@ -272,7 +278,7 @@ void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, 
     const size_t group_bytes = sizeof(float) * size_t(n_group_ * head_dim_v_);
     for (int32_t g = 0; g < n_head_kv_; ++g) {
         float* o_dev = o_dev_.data() + int64_t(g) * n_group_ * head_dim_v_;
-        float* dst = out + int64_t(g) * n_group_ * head_dim_v_;
+        float* dst   = out + int64_t(g) * n_group_ * head_dim_v_;
         if (exact) {
             float* o_cpu = o_cpu_.data() + int64_t(g) * n_group_ * head_dim_v_;
             lse_merge(o_cpu, lse_cpu_.data() + int64_t(g) * n_group_, o_dev, lse_dev_.data() + int64_t(g) * n_group_,

@@ -33,11 +33,11 @@
 namespace butler {
 
 struct OffloadStats {
-    uint64_t dense_steps = 0;    // layer-chunks attended densely (prefill, first decode token)
-    uint64_t sparse_steps = 0;   // layer-steps through the selector
-    uint64_t prefetches = 0;     // layer selections fetched one layer ahead
-    uint64_t device_tokens = 0;  // (token, KV head) pairs attended on the device
-    uint64_t cpu_tokens = 0;     // (token, KV head) pairs attended on the CPU in exact mode
+    uint64_t dense_steps   = 0;                          // layer-chunks attended densely (prefill, first decode token)
+    uint64_t sparse_steps  = 0;                          // layer-steps through the selector
+    uint64_t prefetches    = 0;                          // layer selections fetched one layer ahead
+    uint64_t device_tokens = 0;                          // (token, KV head) pairs attended on the device
+    uint64_t cpu_tokens    = 0;                          // (token, KV head) pairs attended on the CPU in exact mode
     double select_ms = 0, cpu_attn_ms = 0, wait_ms = 0;  // host time: selection, CPU partials, waiting for the device
     CopyStats copy;
 };
@@ -91,13 +91,13 @@ private:
     std::vector<int64_t> prefetched_pos_;  // (n_stored)
     // The last kObsWindow prefill queries of each stored layer (SnapKV's observation window), oldest first.
     static constexpr int32_t kObsWindow = 32;
-    std::vector<float> obs_q_;          // (n_stored, kObsWindow, n_head, head_dim)
-    std::vector<int32_t> obs_count_;    // (n_stored)
-    std::vector<int64_t> obs_end_;      // (n_stored) position after the newest kept query
+    std::vector<float> obs_q_;        // (n_stored, kObsWindow, n_head, head_dim)
+    std::vector<int32_t> obs_count_;  // (n_stored)
+    std::vector<int64_t> obs_end_;    // (n_stored) position after the newest kept query
     std::vector<DeviceTask> tasks_;
     std::vector<float> o_dev_, lse_dev_, o_cpu_, lse_cpu_, dev_scores_;  // (n_head_kv, n_group, ...)
-    std::vector<CpuPartialScratch> cpu_scratch_;                        // (n_head_kv)
-    std::vector<float> dense_scores_;                                   // (n_threads, n_group * n_ctx)
+    std::vector<CpuPartialScratch> cpu_scratch_;                         // (n_head_kv)
+    std::vector<float> dense_scores_;                                    // (n_threads, n_group * n_ctx)
     int32_t n_threads_ = 1;
     mutable OffloadStats stats_;
 };

@@ -21,8 +21,8 @@ void CpuPartialScratch::reserve(int64_t max_tok, int32_t n_group, int32_t head_d
 
 void cpu_partial(const float* q, int32_t n_group, const PagedKvView& kv, int32_t g, std::span<const int32_t> ids,
                  float* out, float* lse, CpuPartialScratch& s) {
-    const int64_t n = int64_t(ids.size());
-    const int32_t dv = kv.head_dim_v;
+    const int64_t n        = int64_t(ids.size());
+    const int32_t dv       = kv.head_dim_v;
     const int64_t n_blocks = (n + CpuPartialScratch::kBlock - 1) / CpuPartialScratch::kBlock;
     BUTLER_ASSERT(int64_t(s.lse.size()) >= n_blocks * n_group, "cpu_partial scratch too small for {} tokens", n);
     if (n_blocks <= 1) {

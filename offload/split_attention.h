@@ -14,9 +14,9 @@ namespace butler {
 // Scratch of cpu_partial(), sized once for sets of up to max_tok tokens.
 struct CpuPartialScratch {
     static constexpr int64_t kBlock = 512;  // tokens per parallel block
-    std::vector<float> o;       // (n_blocks, n_group, head_dim_v)
-    std::vector<float> lse;     // (n_blocks, n_group)
-    std::vector<float> scores;  // (n_blocks, n_group * kBlock)
+    std::vector<float> o;                   // (n_blocks, n_group, head_dim_v)
+    std::vector<float> lse;                 // (n_blocks, n_group)
+    std::vector<float> scores;              // (n_blocks, n_group * kBlock)
     void reserve(int64_t max_tok, int32_t n_group, int32_t head_dim_v);
 };
 

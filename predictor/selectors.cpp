@@ -30,7 +30,7 @@ namespace butler {
 SinksWindow clip_sinks_window(const SelectionRequest& r) {
     // The current token first (attention always sees itself), then the sinks, then the rest of the window.
     const int64_t budget = std::clamp<int64_t>(r.budget, 1, r.n_tok);
-    const int64_t sinks = std::clamp<int64_t>(r.sinks, 0, budget - 1);
+    const int64_t sinks  = std::clamp<int64_t>(r.sinks, 0, budget - 1);
     const int64_t window = std::clamp<int64_t>(r.window, 1, budget - sinks);
     return {sinks, window};
 }
@@ -56,8 +56,9 @@ namespace {
 
 float group_dot(const SelectionRequest& r, const PagedKvView& kv, int64_t t) {
     const uint8_t* k = kv.k_row(r.g, t);
-    float best = -std::numeric_limits<float>::infinity();
-    for (int32_t h = 0; h < r.n_group; ++h) best = std::max(best, dot_kv_row(kv.type, k, r.q + h * kv.head_dim, kv.head_dim));
+    float best       = -std::numeric_limits<float>::infinity();
+    for (int32_t h = 0; h < r.n_group; ++h)
+        best = std::max(best, dot_kv_row(kv.type, k, r.q + h * kv.head_dim, kv.head_dim));
     return best;
 }
 
@@ -77,8 +78,8 @@ public:
     bool needs_query() const override { return false; }
     void select(const SelectionRequest& r, std::vector<int32_t>& out) override {
         SelectionRequest all_recent = r;
-        all_recent.window = r.budget;  // the whole budget after the sinks is the recent window
-        const SinksWindow sw = clip_sinks_window(all_recent);
+        all_recent.window           = r.budget;  // the whole budget after the sinks is the recent window
+        const SinksWindow sw        = clip_sinks_window(all_recent);
         out.clear();
         for (int64_t t = 0; t < sw.sinks; ++t) out.push_back(int32_t(t));
         for (int64_t t = r.n_tok - sw.window; t < r.n_tok; ++t) out.push_back(int32_t(t));
@@ -113,10 +114,10 @@ public:
         for (int64_t p = 0; p < n_pages; ++p) {
             const float* mn = r.store->key_min(r.layer, r.g, p);
             const float* mx = r.store->key_max(r.layer, r.g, p);
-            float best = -std::numeric_limits<float>::infinity();
+            float best      = -std::numeric_limits<float>::infinity();
             for (int32_t h = 0; h < r.n_group; ++h) {
                 const float* q = r.q + h * hd;
-                float s = 0;
+                float s        = 0;
                 if (tb_)
                     for (int32_t d = 0; d < hd; ++d) s += std::fabs(q[d]) * mx[d];
                 else
@@ -139,8 +140,12 @@ private:
 class H2oSelector final : public TokenSelector {
 public:
     H2oSelector(int32_t n_layer, int32_t n_head_kv, int64_t max_tok)
-        : n_head_kv_(n_head_kv), max_tok_(max_tok), acc_(size_t(int64_t(n_layer) * n_head_kv * max_tok)),
-          heavy_(acc_.size()), state_(size_t(n_layer * n_head_kv)), prob_(size_t(max_tok)) {
+        : n_head_kv_(n_head_kv),
+          max_tok_(max_tok),
+          acc_(size_t(int64_t(n_layer) * n_head_kv * max_tok)),
+          heavy_(acc_.size()),
+          state_(size_t(n_layer * n_head_kv)),
+          prob_(size_t(max_tok)) {
         idx_.reserve(size_t(max_tok));
     }
     const char* name() const override { return "h2o"; }
@@ -151,14 +156,14 @@ public:
     }
 
     void select(const SelectionRequest& r, std::vector<int32_t>& out) override {
-        const int64_t pool = int64_t(r.layer) * n_head_kv_ + r.g;
-        float* acc = acc_.data() + pool * max_tok_;
-        uint8_t* heavy = heavy_.data() + pool * max_tok_;
-        State& st = state_[size_t(pool)];
+        const int64_t pool   = int64_t(r.layer) * n_head_kv_ + r.g;
+        float* acc           = acc_.data() + pool * max_tok_;
+        uint8_t* heavy       = heavy_.data() + pool * max_tok_;
+        State& st            = state_[size_t(pool)];
         const SinksWindow sw = clip_sinks_window(r);
         const int64_t lo = sw.sinks, hi = r.n_tok - sw.window;
         const int64_t n_heavy = std::clamp<int64_t>(std::min(r.budget, r.n_tok) - sw.sinks - sw.window, 0, hi - lo);
-        const PagedKvView kv = r.store->view(r.layer);
+        const PagedKvView kv  = r.store->view(r.layer);
         if (!st.initialized) {
             // The first sparse step: accumulated scores start from this step's full attention.
             std::fill(acc, acc + r.n_tok, 0.0f);
@@ -169,7 +174,7 @@ public:
             select_top(r, acc, idx_, out);  // sinks + window + the n_heavy highest accumulated
             for (int32_t t : out)
                 if (t >= lo && t < hi) heavy[t] = 1;
-            st.n_heavy = n_heavy;
+            st.n_heavy     = n_heavy;
             st.initialized = true;
         } else {
             // Tokens that left the recent window since the last step become heavy-hitter candidates.
@@ -198,8 +203,8 @@ public:
 private:
     struct State {
         bool initialized = false;
-        int64_t hi = 0;       // the window's first token at the last step
-        int64_t n_heavy = 0;  // members of the heavy set
+        int64_t hi       = 0;  // the window's first token at the last step
+        int64_t n_heavy  = 0;  // members of the heavy set
     };
 
     // acc[t] += sum over the group's heads of softmax_h(t) over the set.
@@ -209,7 +214,7 @@ private:
             float m = -std::numeric_limits<float>::infinity();
             for (size_t j = 0; j < set.size(); ++j) {
                 prob_[j] = dot_kv_row(kv.type, kv.k_row(r.g, set[j]), r.q + h * hd, hd);
-                m = std::max(m, prob_[j]);
+                m        = std::max(m, prob_[j]);
             }
             double sum = 0;
             for (size_t j = 0; j < set.size(); ++j) sum += (prob_[j] = std::exp(prob_[j] - m));
@@ -230,8 +235,12 @@ class SnapKvSelector final : public TokenSelector {
 public:
     static constexpr int32_t kKernel = 5;
     SnapKvSelector(int32_t n_layer, int32_t n_head_kv, int64_t max_tok)
-        : n_head_kv_(n_head_kv), max_tok_(max_tok), score_(size_t(int64_t(n_layer) * n_head_kv * max_tok)),
-          ready_(size_t(n_layer * n_head_kv), 0), vote_(size_t(max_tok)), prob_(size_t(max_tok)) {
+        : n_head_kv_(n_head_kv),
+          max_tok_(max_tok),
+          score_(size_t(int64_t(n_layer) * n_head_kv * max_tok)),
+          ready_(size_t(n_layer * n_head_kv), 0),
+          vote_(size_t(max_tok)),
+          prob_(size_t(max_tok)) {
         idx_.reserve(size_t(max_tok));
     }
     const char* name() const override { return "snapkv"; }
@@ -240,7 +249,7 @@ public:
 
     void select(const SelectionRequest& r, std::vector<int32_t>& out) override {
         const int64_t pool = int64_t(r.layer) * n_head_kv_ + r.g;
-        float* score = score_.data() + pool * max_tok_;
+        float* score       = score_.data() + pool * max_tok_;
         if (!ready_[size_t(pool)]) {
             vote(r, score);
             ready_[size_t(pool)] = 1;
@@ -254,16 +263,17 @@ public:
 private:
     void vote(const SelectionRequest& r, float* score) {
         const int64_t prefix = r.n_obs > 0 ? r.obs_pos0 : r.n_tok;
-        voted_end_ = prefix;
+        voted_end_           = prefix;
         std::fill(vote_.begin(), vote_.begin() + prefix, 0.0f);
         const PagedKvView kv = r.store->view(r.layer);
-        const int32_t hd = kv.head_dim;
+        const int32_t hd     = kv.head_dim;
         for (int32_t o = 0; o < r.n_obs; ++o) {
             const int64_t p = r.obs_pos0 + o;  // this query's causal keys are [0, p]
             for (int32_t h = 0; h < r.n_group; ++h) {
                 const float* q = r.obs_q + int64_t(o) * r.n_head * hd + (int64_t(r.g) * r.n_group + h) * hd;
-                float m = -std::numeric_limits<float>::infinity();
-                for (int64_t t = 0; t <= p; ++t) m = std::max(m, prob_[size_t(t)] = dot_kv_row(kv.type, kv.k_row(r.g, t), q, hd));
+                float m        = -std::numeric_limits<float>::infinity();
+                for (int64_t t = 0; t <= p; ++t)
+                    m = std::max(m, prob_[size_t(t)] = dot_kv_row(kv.type, kv.k_row(r.g, t), q, hd));
                 double sum = 0;
                 for (int64_t t = 0; t <= p; ++t) sum += (prob_[size_t(t)] = std::exp(prob_[size_t(t)] - m));
                 for (int64_t t = 0; t < prefix; ++t) vote_[size_t(t)] += float(prob_[size_t(t)] / sum);
@@ -289,7 +299,9 @@ private:
 
 }  // namespace
 
-const char* selector_names() { return "dense, oracle, streamingllm, h2o, snapkv, quest, quest-tb"; }
+const char* selector_names() {
+    return "dense, oracle, streamingllm, h2o, snapkv, quest, quest-tb";
+}
 
 std::unique_ptr<TokenSelector> make_selector(const std::string& name, int32_t n_layer, int32_t n_head_kv,
                                              int64_t max_tok, int32_t head_dim) {

@@ -3,10 +3,10 @@
 //
 // Contract of select(): out = sorted unique token ids in [0, n_tok), at most `budget` of them (dense excepted: it
 // returns every token), always containing the sinks [0, min(sinks, n_tok)) and the recent window
-// [n_tok - window, n_tok) (clipped to fit the budget by clip_sinks_window(); the current token always stays). The current token is n_tok - 1
-// and is part of the window. Deterministic: the same inputs and history give the same output (ties go to the lower
-// token id). out must have capacity for n_tok ids (the caller reserves it; select() does not allocate).
-// Selectors keep per-(layer, head) state only where their paper does (h2o); reset() forgets it.
+// [n_tok - window, n_tok) (clipped to fit the budget by clip_sinks_window(); the current token always stays). The
+// current token is n_tok - 1 and is part of the window. Deterministic: the same inputs and history give the same output
+// (ties go to the lower token id). out must have capacity for n_tok ids (the caller reserves it; select() does not
+// allocate). Selectors keep per-(layer, head) state only where their paper does (h2o); reset() forgets it.
 #pragma once
 
 #include <cstdint>
@@ -19,35 +19,36 @@
 namespace butler {
 
 struct SelectionRequest {
-    int32_t layer = 0;          // stored layer (HostKvStore index)
-    int32_t g = 0;              // KV head
-    int64_t n_tok = 0;          // context length including the current token
-    const float* q = nullptr;   // (n_group, head_dim) the current token's queries of this group, scaled
-    int32_t n_group = 1;
+    int32_t layer            = 0;        // stored layer (HostKvStore index)
+    int32_t g                = 0;        // KV head
+    int64_t n_tok            = 0;        // context length including the current token
+    const float* q           = nullptr;  // (n_group, head_dim) the current token's queries of this group, scaled
+    int32_t n_group          = 1;
     const HostKvStore* store = nullptr;
-    int64_t budget = 0;
-    int64_t sinks = 0;
-    int64_t window = 0;
+    int64_t budget           = 0;
+    int64_t sinks            = 0;
+    int64_t window           = 0;
     // The last prefill queries of this layer (SnapKV's observation window): n_obs rows of (n_head, head_dim),
     // scaled, the first at position obs_pos0; this group's heads start at column g * n_group * head_dim.
     const float* obs_q = nullptr;
-    int32_t n_obs = 0;
-    int64_t obs_pos0 = 0;
-    int32_t n_head = 0;
+    int32_t n_obs      = 0;
+    int64_t obs_pos0   = 0;
+    int32_t n_head     = 0;
 };
 
 class TokenSelector {
 public:
-    virtual ~TokenSelector() = default;
+    virtual ~TokenSelector()         = default;
     virtual const char* name() const = 0;
     // True when the selection depends on the current query (it cannot be computed a layer ahead).
-    virtual bool needs_query() const = 0;
+    virtual bool needs_query() const                                                = 0;
     virtual void select(const SelectionRequest& request, std::vector<int32_t>& out) = 0;
     // Forgets per-sequence state (a new sequence, or a rewind to n_tok tokens).
     virtual void reset(int64_t n_tok) {}
 };
 
-// "dense", "oracle", "streamingllm", "h2o", "snapkv", "quest", "quest-tb". Error(Usage) naming the known ones otherwise.
+// "dense", "oracle", "streamingllm", "h2o", "snapkv", "quest", "quest-tb". Error(Usage) naming the known ones
+// otherwise.
 //   n_layer, n_head_kv, max_tok: the shape of the store, for selectors that keep per-token state.
 std::unique_ptr<TokenSelector> make_selector(const std::string& name, int32_t n_layer, int32_t n_head_kv,
                                              int64_t max_tok, int32_t head_dim);

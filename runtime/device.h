@@ -29,7 +29,7 @@ public:
     ~Buffer() { reset(); }
     Buffer(Buffer&& o) noexcept { *this = std::move(o); }
     Buffer& operator=(Buffer&& o) noexcept;
-    Buffer(const Buffer&) = delete;
+    Buffer(const Buffer&)            = delete;
     Buffer& operator=(const Buffer&) = delete;
 
     void* data() const { return data_; }
@@ -47,9 +47,9 @@ private:
     Buffer(Device* device, void* data, size_t n_bytes, MemKind kind)
         : device_(device), data_(data), n_bytes_(n_bytes), kind_(kind) {}
     Device* device_ = nullptr;
-    void* data_ = nullptr;
+    void* data_     = nullptr;
     size_t n_bytes_ = 0;
-    MemKind kind_ = MemKind::Host;
+    MemKind kind_   = MemKind::Host;
 };
 
 // Completion marker of the work a stream had queued when record() was called.
@@ -71,8 +71,8 @@ public:
     virtual ~Stream() = default;
     // Copies n_bytes from src to dst in stream order (host<->device, direction from the pointers' memory kinds).
     virtual void copy(void* dst, const void* src, size_t n_bytes) = 0;
-    virtual void memset(void* dst, int value, size_t n_bytes) = 0;
-    virtual void host_fn(HostFn fn, void* ctx) = 0;
+    virtual void memset(void* dst, int value, size_t n_bytes)     = 0;
+    virtual void host_fn(HostFn fn, void* ctx)                    = 0;
     // Marks the point in this stream that `event` completes at.
     virtual void record(Event& event) = 0;
     // Later work on this stream starts only after `event`'s recorded work completed (the host does not block).
@@ -108,15 +108,15 @@ struct KernelTable {
 
 struct MemoryInfo {
     uint64_t total_bytes = 0;  // device memory capacity (the cap on emu)
-    uint64_t free_bytes = 0;
+    uint64_t free_bytes  = 0;
 };
 
 class Device {
 public:
-    virtual ~Device() = default;
+    virtual ~Device()                = default;
     virtual std::string name() const = 0;
     // True when device memory is the host's own memory with no copy needed (cpu).
-    virtual bool is_host() const = 0;
+    virtual bool is_host() const           = 0;
     virtual MemoryInfo memory_info() const = 0;
 
     // Error(Oom) naming the requested and free bytes when device memory is exhausted.
@@ -125,18 +125,18 @@ public:
     virtual void pin(void* ptr, size_t n_bytes) {}
     virtual void unpin(void* ptr) {}
 
-    virtual Stream& default_stream() = 0;
+    virtual Stream& default_stream()                = 0;
     virtual std::unique_ptr<Stream> create_stream() = 0;
-    virtual std::unique_ptr<Event> create_event() = 0;
-    virtual const KernelTable& kernels() const = 0;
+    virtual std::unique_ptr<Event> create_event()   = 0;
+    virtual const KernelTable& kernels() const      = 0;
 
     // Number of alloc() calls and stream/event creations so far (tests assert the decode loop adds none).
     uint64_t n_allocs() const { return n_allocs_; }
 
 protected:
-    virtual void* do_alloc(size_t n_bytes, MemKind kind) = 0;
+    virtual void* do_alloc(size_t n_bytes, MemKind kind)          = 0;
     virtual void do_free(void* ptr, size_t n_bytes, MemKind kind) = 0;
-    uint64_t n_allocs_ = 0;
+    uint64_t n_allocs_                                            = 0;
 
 private:
     friend class Buffer;
@@ -145,11 +145,11 @@ private:
 // Options of the emulated device ("emu:mem=64MiB,pcie_gbps=8,delay_us=200,seed=3,poison=1").
 struct EmuOptions {
     uint64_t capacity_bytes = 4ull << 30;  // the "VRAM" cap
-    double pcie_gbps = 0;                   // 0: 0.54 x the host memcpy bandwidth measured at creation
-    double launch_us = 0;                   // fixed cost per copy
-    double delay_us = 0;                    // each copy completes late by a random 0..delay_us (seeded)
-    uint64_t seed = 1;
-    bool poison = true;                     // NaN bytes in fresh and freed device memory
+    double pcie_gbps        = 0;           // 0: 0.54 x the host memcpy bandwidth measured at creation
+    double launch_us        = 0;           // fixed cost per copy
+    double delay_us         = 0;           // each copy completes late by a random 0..delay_us (seeded)
+    uint64_t seed           = 1;
+    bool poison             = true;  // NaN bytes in fresh and freed device memory
 };
 
 // "cpu", "emu" or "emu:key=value,...". Error(Usage) for an unknown device or option.

@@ -28,15 +28,17 @@ double measured_memcpy_gbps() {
             const auto t0 = std::chrono::steady_clock::now();
             std::memcpy(b.data(), a.data(), n);
             const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            best = std::max(best, double(n) / s / 1e9);
-            a[rep] = b[n - 1 - rep];  // keep the copies observable
+            best           = std::max(best, double(n) / s / 1e9);
+            a[rep]         = b[n - 1 - rep];  // keep the copies observable
         }
         return best;
     }();
     return gbps;
 }
 
-double emu_effective_pcie_gbps(const EmuOptions& o) { return o.pcie_gbps > 0 ? o.pcie_gbps : 0.54 * measured_memcpy_gbps(); }
+double emu_effective_pcie_gbps(const EmuOptions& o) {
+    return o.pcie_gbps > 0 ? o.pcie_gbps : 0.54 * measured_memcpy_gbps();
+}
 
 namespace {
 
@@ -81,15 +83,15 @@ private:
 
 struct Op {
     enum class Kind { Copy, Memset, HostFn, Record, Wait } kind = Kind::Copy;
-    void* dst = nullptr;
-    const void* src = nullptr;
-    size_t n_bytes = 0;
-    int value = 0;
-    HostFn fn = nullptr;
-    void* ctx = nullptr;
-    EmuEvent* event = nullptr;
-    const EmuEvent* wait_event = nullptr;
-    uint64_t seq = 0;
+    void* dst                                                   = nullptr;
+    const void* src                                             = nullptr;
+    size_t n_bytes                                              = 0;
+    int value                                                   = 0;
+    HostFn fn                                                   = nullptr;
+    void* ctx                                                   = nullptr;
+    EmuEvent* event                                             = nullptr;
+    const EmuEvent* wait_event                                  = nullptr;
+    uint64_t seq                                                = 0;
 };
 
 class EmuStream final : public Stream {
@@ -181,18 +183,26 @@ private:
                 }
                 std::memcpy(op.dst, op.src, op.n_bytes);
                 // A virtual clock models the link: the copy may not finish before the link has carried its bytes.
-                const auto now = Clock::now();
-                const auto cost = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::micro>(
-                    opts_.launch_us + double(op.n_bytes) / (gbps_ * 1e3)));
+                const auto now  = Clock::now();
+                const auto cost = std::chrono::duration_cast<Clock::duration>(
+                    std::chrono::duration<double, std::micro>(opts_.launch_us + double(op.n_bytes) / (gbps_ * 1e3)));
                 link_free_ = std::max(link_free_, now) + cost;
                 // Sleeping per small copy would cost more than the copy; only sleep once the clock is well ahead.
                 if (link_free_ - now > std::chrono::microseconds(200)) std::this_thread::sleep_until(link_free_);
                 break;
             }
-            case Op::Kind::Memset: std::memset(op.dst, op.value, op.n_bytes); break;
-            case Op::Kind::HostFn: op.fn(op.ctx); break;
-            case Op::Kind::Record: op.event->complete(op.seq); break;
-            case Op::Kind::Wait: op.wait_event->wait_for(op.seq); break;
+            case Op::Kind::Memset:
+                std::memset(op.dst, op.value, op.n_bytes);
+                break;
+            case Op::Kind::HostFn:
+                op.fn(op.ctx);
+                break;
+            case Op::Kind::Record:
+                op.event->complete(op.seq);
+                break;
+            case Op::Kind::Wait:
+                op.wait_event->wait_for(op.seq);
+                break;
         }
     }
 
@@ -269,6 +279,8 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Device> make_emu_device(const EmuOptions& options) { return std::make_unique<EmuDevice>(options); }
+std::unique_ptr<Device> make_emu_device(const EmuOptions& options) {
+    return std::make_unique<EmuDevice>(options);
+}
 
 }  // namespace butler

@@ -29,14 +29,14 @@ struct CopyBack {
 // Copies host -> device on one stream, then reads the device buffer back from a host function on another stream.
 // Returns how many of `trials` reads saw data other than what was copied.
 int count_stale_reads(bool with_wait, int trials) {
-    auto dev = make_device("emu:delay_us=3000,seed=5");
+    auto dev         = make_device("emu:delay_us=3000,seed=5");
     auto copy_stream = dev->create_stream();
-    auto compute = dev->create_stream();
-    auto ev = dev->create_event();
-    int stale = 0;
+    auto compute     = dev->create_stream();
+    auto ev          = dev->create_event();
+    int stale        = 0;
     for (int t = 0; t < trials; ++t) {
         const size_t n = 1024;
-        Buffer d = dev->alloc(n * sizeof(float), MemKind::Device);  // fresh: poisoned
+        Buffer d       = dev->alloc(n * sizeof(float), MemKind::Device);  // fresh: poisoned
         std::vector<float> src(n), out(n, 0.0f);
         for (size_t i = 0; i < n; ++i) src[i] = float(t * 1000 + int(i));
         copy_stream->copy(d.data(), src.data(), n * sizeof(float));
@@ -54,16 +54,18 @@ int count_stale_reads(bool with_wait, int trials) {
 }  // namespace
 
 TEST_SUITE("device") {
-    TEST_CASE("emu: a waited event orders streams under random copy delays") { CHECK(count_stale_reads(true, 20) == 0); }
+    TEST_CASE("emu: a waited event orders streams under random copy delays") {
+        CHECK(count_stale_reads(true, 20) == 0);
+    }
 
     TEST_CASE("emu: a planted missing wait is caught (the consumer reads poison)") {
         CHECK(count_stale_reads(false, 5) >= 4);
     }
 
     TEST_CASE("emu: events, in-order streams and synchronize") {
-        auto dev = make_device("emu:delay_us=500");
+        auto dev  = make_device("emu:delay_us=500");
         Stream& s = dev->default_stream();
-        auto ev = dev->create_event();
+        auto ev   = dev->create_event();
         CHECK(ev->query());  // never recorded
         std::vector<uint8_t> a(4096, 7), b(4096, 0);
         Buffer d = dev->alloc(4096, MemKind::Device);
@@ -101,8 +103,8 @@ TEST_SUITE("device") {
     }
 
     TEST_CASE("emu: fresh device memory is NaN in f32, f16 and bf16") {
-        auto dev = make_device("emu");
-        Buffer d = dev->alloc(256, MemKind::Device);
+        auto dev          = make_device("emu");
+        Buffer d          = dev->alloc(256, MemKind::Device);
         const auto* bytes = d.as<const uint8_t>();
         for (int i = 0; i < 256; ++i) REQUIRE(bytes[i] == kPoisonByte);
         CHECK(std::isnan(d.as<const float>()[3]));
@@ -112,10 +114,10 @@ TEST_SUITE("device") {
 
     TEST_CASE("allocation counter and move-only buffers") {
         for (const char* spec : {"cpu", "emu"}) {
-            auto dev = make_device(spec);
+            auto dev          = make_device(spec);
             const uint64_t n0 = dev->n_allocs();
-            Buffer a = dev->alloc(64, MemKind::Host);
-            Buffer b = std::move(a);
+            Buffer a          = dev->alloc(64, MemKind::Host);
+            Buffer b          = std::move(a);
             CHECK(a.empty());
             CHECK(!b.empty());
             auto ev = dev->create_event();

@@ -20,9 +20,12 @@ namespace {
 
 double stored(DType type, const uint8_t* row, int d) {
     switch (type) {
-        case DType::F16: return f16_to_f32(reinterpret_cast<const uint16_t*>(row)[d]);
-        case DType::BF16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[d]);
-        default: return reinterpret_cast<const float*>(row)[d];
+        case DType::F16:
+            return f16_to_f32(reinterpret_cast<const uint16_t*>(row)[d]);
+        case DType::BF16:
+            return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[d]);
+        default:
+            return reinterpret_cast<const float*>(row)[d];
     }
 }
 
@@ -33,7 +36,7 @@ struct Filled {
     std::vector<float> k, v;  // (n_layer, n_head_kv, n_tok, head_dim)
     KvStoreShape sh;
     Filled(const std::string& spec, DType type, int64_t n_tok, int32_t page_tok) {
-        dev = make_device(spec);
+        dev        = make_device(spec);
         sh.n_layer = 2, sh.n_head_kv = 2, sh.head_dim = 16, sh.head_dim_v = 16, sh.page_tok = page_tok;
         sh.max_tok = n_tok, sh.type = type;
         store = std::make_unique<HostKvStore>(*dev, sh);
@@ -47,7 +50,8 @@ struct Filled {
         for (int32_t l = 0; l < 2; ++l) {
             for (int64_t t = 0; t < n_tok; ++t)
                 for (int32_t h = 0; h < 2; ++h)
-                    store->write(l, h, t, &k[size_t(((l * 2 + h) * n_tok + t) * 16)], &v[size_t(((l * 2 + h) * n_tok + t) * 16)]);
+                    store->write(l, h, t, &k[size_t(((l * 2 + h) * n_tok + t) * 16)],
+                                 &v[size_t(((l * 2 + h) * n_tok + t) * 16)]);
             store->commit(l, 0, n_tok);
         }
     }
@@ -69,7 +73,8 @@ TEST_SUITE("offload") {
                         const PagedKvView kv = f.store->view(l);
                         for (int d = 0; d < 16; ++d) {
                             const double want = f.k[size_t(((l * 2 + h) * n + t) * 16 + d)];
-                            CHECK(stored(type, kv.k_row(h, t), d) == doctest::Approx(want).epsilon(type == DType::F32 ? 1e-7 : 1e-2));
+                            CHECK(stored(type, kv.k_row(h, t), d) ==
+                                  doctest::Approx(want).epsilon(type == DType::F32 ? 1e-7 : 1e-2));
                         }
                     }
             // Summaries: the exact min/max over each page's stored keys, computed here from the rows.
@@ -132,15 +137,17 @@ TEST_SUITE("offload") {
                 for (int32_t t : wanted) c.slot_of.push_back(slots.token_slot(layer, g)[size_t(t)]);
                 compute->host_fn(&Check::run, &c);
                 compute->synchronize();
-                bool same = true;
+                bool same            = true;
                 const PagedKvView kv = f.store->view(layer);
                 for (size_t i = 0; i < wanted.size(); ++i)
                     same = same && std::memcmp(&c.got[i * 16], kv.k_row(g, wanted[i]), 32) == 0;
                 mismatched_steps += !same;
                 engine.synchronize();
             }
-            if (with_wait) CHECK(mismatched_steps == 0);
-            else CHECK(mismatched_steps >= 6);
+            if (with_wait)
+                CHECK(mismatched_steps == 0);
+            else
+                CHECK(mismatched_steps >= 6);
             const CopyStats& st = engine.stats();
             CHECK(st.hits + st.misses > 0);
             CHECK(st.bytes == st.misses * 64);  // K and V rows of 16 f16 each

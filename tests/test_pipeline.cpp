@@ -23,7 +23,7 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
     double err = 0, norm = 0;
     for (size_t i = 0; i < a.size(); ++i) {
         if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;  // std::max would swallow a NaN
-        err = std::max(err, std::fabs(double(a[i]) - b[i]));
+        err  = std::max(err, std::fabs(double(a[i]) - b[i]));
         norm = std::max(norm, std::fabs(double(b[i])));
     }
     return err / norm;
@@ -69,21 +69,21 @@ TEST_SUITE("pipeline") {
         Tiny tiny(110, 12);
         for (DType kv : {DType::F16, DType::F32}) {
             SessionParams plain;
-            plain.n_ctx = 128;
-            plain.n_ubatch = 32;
-            plain.kv_type = kv;
+            plain.n_ctx     = 128;
+            plain.n_ubatch  = 32;
+            plain.kv_type   = kv;
             const auto want = run(tiny.model, plain, tiny.tokens, 60);
             for (const char* sel : {"dense", "oracle", "streamingllm", "h2o", "snapkv", "quest", "quest-tb"}) {
                 CAPTURE(sel);
                 CAPTURE(dtype_name(kv));
-                SessionParams sp = plain;
-                sp.offload.enabled = true;
-                sp.offload.device = "emu:delay_us=200,seed=4";
-                sp.offload.selector = sel;
+                SessionParams sp         = plain;
+                sp.offload.enabled       = true;
+                sp.offload.device        = "emu:delay_us=200,seed=4";
+                sp.offload.selector      = sel;
                 sp.offload.budget_tokens = 24;
-                sp.offload.attn = AttnMode::Exact;
-                uint64_t allocs = 1;
-                const auto got = run(tiny.model, sp, tiny.tokens, 60, &allocs);
+                sp.offload.attn          = AttnMode::Exact;
+                uint64_t allocs          = 1;
+                const auto got           = run(tiny.model, sp, tiny.tokens, 60, &allocs);
                 {
                     Session probe(tiny.model, sp);  // does prefetching happen where it should?
                     std::vector<float> l(static_cast<size_t>(tiny.model->hparams().n_vocab));
@@ -106,19 +106,19 @@ TEST_SUITE("pipeline") {
     TEST_CASE("sparse mode: the whole budget equals dense; a small budget differs") {
         Tiny tiny(100, 12);
         SessionParams plain;
-        plain.n_ctx = 128;
-        const auto want = run(tiny.model, plain, tiny.tokens, 50);
-        SessionParams sp = plain;
-        sp.offload.enabled = true;
-        sp.offload.device = "emu:delay_us=100";
-        sp.offload.selector = "oracle";
+        plain.n_ctx                = 128;
+        const auto want            = run(tiny.model, plain, tiny.tokens, 50);
+        SessionParams sp           = plain;
+        sp.offload.enabled         = true;
+        sp.offload.device          = "emu:delay_us=100";
+        sp.offload.selector        = "oracle";
         sp.offload.budget_fraction = 1.0;
-        const auto all = run(tiny.model, sp, tiny.tokens, 50);
+        const auto all             = run(tiny.model, sp, tiny.tokens, 50);
         for (size_t i = 0; i < all.size(); ++i) CHECK(rel_diff(all[i], want[i]) < 1e-4);
         sp.offload.budget_fraction = 0;
-        sp.offload.budget_tokens = 20;
-        sp.offload.window = 4;
-        const auto few = run(tiny.model, sp, tiny.tokens, 50);
+        sp.offload.budget_tokens   = 20;
+        sp.offload.window          = 4;
+        const auto few             = run(tiny.model, sp, tiny.tokens, 50);
         CHECK(rel_diff(few[0], want[0]) < 1e-4);  // prefill stays dense
         CHECK(rel_diff(few[1], want[1]) < 1e-4);  // and so does the first decode token
         double worst = 0;
@@ -129,17 +129,17 @@ TEST_SUITE("pipeline") {
     TEST_CASE("pipeline: a planted missing compute-stream wait is caught (poisoned or stale slots)") {
         Tiny tiny(90);
         SessionParams plain;
-        plain.n_ctx = 128;
-        const auto want = run(tiny.model, plain, tiny.tokens, 50);
-        SessionParams sp = plain;
-        sp.offload.enabled = true;
-        sp.offload.device = "emu:delay_us=2000,seed=3";
-        sp.offload.selector = "oracle";
-        sp.offload.budget_tokens = 24;
-        sp.offload.attn = AttnMode::Exact;
+        plain.n_ctx               = 128;
+        const auto want           = run(tiny.model, plain, tiny.tokens, 50);
+        SessionParams sp          = plain;
+        sp.offload.enabled        = true;
+        sp.offload.device         = "emu:delay_us=2000,seed=3";
+        sp.offload.selector       = "oracle";
+        sp.offload.budget_tokens  = 24;
+        sp.offload.attn           = AttnMode::Exact;
         sp.offload.skip_copy_wait = true;
-        const auto got = run(tiny.model, sp, tiny.tokens, 50);
-        int bad = 0;
+        const auto got            = run(tiny.model, sp, tiny.tokens, 50);
+        int bad                   = 0;
         for (size_t i = 2; i < got.size(); ++i) bad += !(rel_diff(got[i], want[i]) < 1e-4);  // NaN counts as bad
         CHECK(bad >= 10);
     }
@@ -148,7 +148,7 @@ TEST_SUITE("pipeline") {
         Tiny tiny(128);
         const int64_t n_ctx = 128, first = n_ctx / 2, n_scored = n_ctx - 1 - first;
         const int32_t n_embd = tiny.model->hparams().n_embd;
-        auto nll = [&](const SessionParams& sp, bool decode_view) {
+        auto nll             = [&](const SessionParams& sp, bool decode_view) {
             Session s(tiny.model, sp);
             std::vector<float> hidden(static_cast<size_t>(n_scored * n_embd));
             if (decode_view) {
@@ -156,7 +156,7 @@ TEST_SUITE("pipeline") {
                 const int32_t row0 = 0;
                 for (int64_t j = 0; j < n_scored; ++j)
                     s.eval(std::span(tiny.tokens).subspan(size_t(first + j), 1), std::span(&row0, 1),
-                           hidden.data() + j * n_embd);
+                                       hidden.data() + j * n_embd);
             } else {
                 std::vector<int32_t> rows;
                 for (int64_t j = 0; j < n_scored; ++j) rows.push_back(int32_t(first + j));
@@ -169,11 +169,11 @@ TEST_SUITE("pipeline") {
             return sum / double(n_scored);
         };
         SessionParams plain;
-        plain.n_ctx = int32_t(n_ctx);
-        SessionParams sp = plain;
-        sp.offload.enabled = true;
-        sp.offload.device = "emu";
-        sp.offload.selector = "dense";
+        plain.n_ctx              = int32_t(n_ctx);
+        SessionParams sp         = plain;
+        sp.offload.enabled       = true;
+        sp.offload.device        = "emu";
+        sp.offload.selector      = "dense";
         sp.offload.budget_tokens = 8;  // ignored by dense
         const double ppl_plain = std::exp(nll(plain, false)), ppl_dense = std::exp(nll(sp, true));
         CHECK(std::fabs(ppl_dense - ppl_plain) / ppl_plain < 1e-4);
@@ -182,12 +182,12 @@ TEST_SUITE("pipeline") {
     TEST_CASE("rewinding a session keeps the offloaded layers consistent") {
         Tiny tiny(90);
         SessionParams plain;
-        plain.n_ctx = 128;
-        SessionParams sp = plain;
-        sp.offload.enabled = true;
-        sp.offload.selector = "oracle";
+        plain.n_ctx              = 128;
+        SessionParams sp         = plain;
+        sp.offload.enabled       = true;
+        sp.offload.selector      = "oracle";
         sp.offload.budget_tokens = 16;
-        sp.offload.attn = AttnMode::Exact;
+        sp.offload.attn          = AttnMode::Exact;
         Session s(tiny.model, sp);
         std::vector<float> a(static_cast<size_t>(tiny.model->hparams().n_vocab)), b(a.size());
         s.eval_last(std::span(tiny.tokens).first(60), a.data());
@@ -201,14 +201,15 @@ TEST_SUITE("pipeline") {
     TEST_CASE("CLI: offload bad input gives DESIGN.md's exit codes and names the problem") {
         Tiny tiny(1);
         const std::string m = tiny.file.path();
-        auto check = [](const CliResult& r, int code, const std::string& needle) {
+        auto check          = [](const CliResult& r, int code, const std::string& needle) {
             CAPTURE(r.err);
             CHECK(r.exit_code == code);
             CHECK(r.err.find(needle) != std::string::npos);
         };
         check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "--budget", "0"}), 2, "--budget");
         check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "--budget", "-3"}), 2, "--budget");
-        check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "--selector", "magic"}), 2, "unknown selector 'magic'");
+        check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "--selector", "magic"}), 2,
+              "unknown selector 'magic'");
         check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "--attn", "fast"}), 2, "--attn");
         check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "-c", "200", "--selector", "oracle", "--budget",
                        "200", "--device-memory", "4KiB"}),
@@ -234,14 +235,14 @@ TEST_SUITE("model") {
         }
         tokens.resize(700);
         SessionParams plain;
-        plain.n_ctx = 704;
-        const auto want = run(model, plain, tokens, 690);
-        SessionParams sp = plain;
-        sp.offload.enabled = true;
-        sp.offload.selector = "quest";
+        plain.n_ctx                = 704;
+        const auto want            = run(model, plain, tokens, 690);
+        SessionParams sp           = plain;
+        sp.offload.enabled         = true;
+        sp.offload.selector        = "quest";
         sp.offload.budget_fraction = 0.1;
-        sp.offload.attn = AttnMode::Exact;
-        const auto got = run(model, sp, tokens, 690);
+        sp.offload.attn            = AttnMode::Exact;
+        const auto got             = run(model, sp, tokens, 690);
         for (size_t i = 0; i < got.size(); ++i) {
             CAPTURE(i);
             CHECK(rel_diff(got[i], want[i]) < 1e-4);

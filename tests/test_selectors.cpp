@@ -32,7 +32,8 @@ struct World {
         k.resize(size_t(2 * max_tok * kHd));
         for (auto& x : k) x = g(rng);
         for (int64_t t = 0; t < max_tok; ++t)
-            for (int32_t h = 0; h < 2; ++h) store->write(0, h, t, &k[size_t((h * max_tok + t) * kHd)], &k[size_t((h * max_tok + t) * kHd)]);
+            for (int32_t h = 0; h < 2; ++h)
+                store->write(0, h, t, &k[size_t((h * max_tok + t) * kHd)], &k[size_t((h * max_tok + t) * kHd)]);
         store->commit(0, 0, max_tok);
     }
 };
@@ -70,7 +71,7 @@ TEST_SUITE("selectors") {
                 for (auto& x : q) x = g(rng);
                 SelectionRequest r;
                 r.layer = 0, r.g = int32_t(n % 2), r.n_tok = n, r.q = q.data(), r.n_group = kGroup,
-                r.store = w.store.get();
+                r.store  = w.store.get();
                 r.budget = (n % 3 == 0) ? std::max<int64_t>(1, n / 10) : 40;
                 r.sinks = 4, r.window = std::max<int64_t>(16, r.budget / 8);
                 a->select(r, out_a);
@@ -121,7 +122,8 @@ TEST_SUITE("selectors") {
                 double best = -1e300;
                 for (int h = 0; h < kGroup; ++h) {
                     double dot = 0;
-                    for (int d = 0; d < kHd; ++d) dot += double(q[size_t(h * kHd + d)]) * w.k[size_t((r.g * w.max_tok + t) * kHd + d)];
+                    for (int d = 0; d < kHd; ++d)
+                        dot += double(q[size_t(h * kHd + d)]) * w.k[size_t((r.g * w.max_tok + t) * kHd + d)];
                     best = std::max(best, dot);
                 }
                 score[size_t(t)] = best;
@@ -160,7 +162,7 @@ TEST_SUITE("selectors") {
         std::vector<double> vote(size_t(prefix), 0.0), pooled(size_t(prefix), 0.0);
         for (int o = 0; o < n_obs; ++o)
             for (int h = 0; h < kGroup; ++h) {
-                const float* q = &obs[size_t((o * n_head + r.g * kGroup + h) * kHd)];
+                const float* q  = &obs[size_t((o * n_head + r.g * kGroup + h) * kHd)];
                 const int64_t p = r.obs_pos0 + o;
                 std::vector<double> s(size_t(p + 1));
                 double m = -1e300, sum = 0;
@@ -181,8 +183,10 @@ TEST_SUITE("selectors") {
         for (int64_t t = r.obs_pos0; t < r.n_tok; ++t) CHECK(s.count(int32_t(t)));
         double min_in = 1e300, max_out = -1e300;
         for (int64_t t = 4; t < std::min<int64_t>(prefix, r.n_tok - r.window); ++t) {  // the candidates
-            if (s.count(int32_t(t))) min_in = std::min(min_in, pooled[size_t(t)]);
-            else max_out = std::max(max_out, pooled[size_t(t)]);
+            if (s.count(int32_t(t)))
+                min_in = std::min(min_in, pooled[size_t(t)]);
+            else
+                max_out = std::max(max_out, pooled[size_t(t)]);
         }
         CHECK(min_in >= max_out - 1e-6);
     }

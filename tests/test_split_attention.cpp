@@ -19,7 +19,7 @@ TEST_SUITE("offload") {
     TEST_CASE("random partitions device | host merged by LSE equal dense attention (f32, rel err < 1e-5)") {
         std::mt19937 rng(21);
         std::normal_distribution<float> gauss(0.f, 1.f);
-        auto dev = make_device("cpu");
+        auto dev              = make_device("cpu");
         const int32_t n_group = 2, hd = 32;
         for (int trial = 0; trial < 24; ++trial) {
             const int64_t n_tok = 1 + (trial * 97) % 1500;  // several CPU blocks of 512 for the larger ones
@@ -51,9 +51,14 @@ TEST_SUITE("offload") {
                     slot_k[size_t(slot_of[i]) * hd + d] = k[size_t((g * n_tok + on_device[i]) * hd + d)];
                     slot_v[size_t(slot_of[i]) * hd + d] = v[size_t((g * n_tok + on_device[i]) * hd + d)];
                 }
-            const DenseKvRows rows{DType::F32, reinterpret_cast<const uint8_t*>(slot_k.data()),
-                                   reinterpret_cast<const uint8_t*>(slot_v.data()), hd, hd, 4};
-            std::vector<float> o_dev(static_cast<size_t>(n_group * hd)), lse_dev(n_group), o_cpu(o_dev.size()), lse_cpu(n_group);
+            const DenseKvRows rows{DType::F32,
+                                   reinterpret_cast<const uint8_t*>(slot_k.data()),
+                                   reinterpret_cast<const uint8_t*>(slot_v.data()),
+                                   hd,
+                                   hd,
+                                   4};
+            std::vector<float> o_dev(static_cast<size_t>(n_group * hd)), lse_dev(n_group), o_cpu(o_dev.size()),
+                lse_cpu(n_group);
             std::vector<float> scores(n_group * on_device.size() + 1);
             attend_group_indexed(q.data(), n_group, rows, slot_of.data(), int64_t(slot_of.size()), o_dev.data(),
                                  lse_dev.data(), scores.data());
@@ -67,9 +72,10 @@ TEST_SUITE("offload") {
                 double m = -INFINITY;
                 for (int64_t t = 0; t < n_tok; ++t) {
                     double dot = 0;
-                    for (int d = 0; d < hd; ++d) dot += double(q[size_t(h * hd + d)]) * k[size_t((g * n_tok + t) * hd + d)];
+                    for (int d = 0; d < hd; ++d)
+                        dot += double(q[size_t(h * hd + d)]) * k[size_t((g * n_tok + t) * hd + d)];
                     s[size_t(t)] = dot;
-                    m = std::max(m, dot);
+                    m            = std::max(m, dot);
                 }
                 double sum = 0;
                 for (double& x : s) sum += (x = std::exp(x - m));
@@ -78,8 +84,8 @@ TEST_SUITE("offload") {
                     double o = 0;
                     for (int64_t t = 0; t < n_tok; ++t) o += s[size_t(t)] / sum * v[size_t((g * n_tok + t) * hd + d)];
                     const double e = std::fabs(o - o_cpu[size_t(h * hd + d)]);
-                    err = std::isnan(e) ? INFINITY : std::max(err, e);  // std::max alone would swallow a NaN
-                    ref_norm = std::max(ref_norm, std::fabs(o));
+                    err            = std::isnan(e) ? INFINITY : std::max(err, e);  // std::max alone would swallow a NaN
+                    ref_norm       = std::max(ref_norm, std::fabs(o));
                 }
                 CAPTURE(trial);
                 CAPTURE(n_tok);
