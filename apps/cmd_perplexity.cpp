@@ -6,7 +6,9 @@
 //   next token: ctx/2 - 1 predictions per window. PPL = exp(mean negative log-likelihood) over all of them.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <cmath>
 #include <cstdio>
 
@@ -26,6 +28,7 @@ struct PerplexityOptions {
     int n_ubatch = 512;
     std::string kv_type = "f16";
     std::string view;  // decode | simulate; empty: plain (decode when offloading)
+    bool top1 = false;  // --top1: also run each window densely and report top-1 agreement with it
     OffloadOptions offload;
 };
 
@@ -56,6 +59,18 @@ int run_perplexity(const PerplexityOptions& o) {
 
     const int64_t first = n_ctx / 2;
     const int64_t n_scored = n_ctx - 1 - first;
+    // --top1: a plain session over the same windows; agreement = the share of scored positions where both argmax agree.
+    std::unique_ptr<Session> dense;
+    std::vector<float> dense_hidden;
+    std::vector<TokenId> argmax(static_cast<size_t>(n_scored)), dense_argmax(argmax.size());
+    std::vector<double> dense_logprobs(static_cast<size_t>(n_scored));
+    int64_t n_agree = 0;
+    if (o.top1) {
+        SessionParams dp = sp;
+        dp.offload = OffloadConfig{};
+        dense = std::make_unique<Session>(model, dp);
+        dense_hidden.resize(static_cast<size_t>(n_scored * hp.n_embd));
+    }
     std::vector<int32_t> rows(static_cast<size_t>(n_scored));
     for (int64_t j = 0; j < n_scored; ++j) rows[static_cast<size_t>(j)] = static_cast<int32_t>(first + j);
     std::vector<float> hidden(static_cast<size_t>(n_scored * hp.n_embd));
@@ -85,7 +100,15 @@ int run_perplexity(const PerplexityOptions& o) {
         } else {
             session.eval(window, rows, hidden.data());
         }
-        session.target_logprobs(hidden.data(), n_scored, tokens.data() + start + first + 1, logprobs.data());
+        session.target_logprobs(hidden.data(), n_scored, tokens.data() + start + first + 1, logprobs.data(),
+                                dense ? argmax.data() : nullptr);
+        if (dense) {
+            dense->reset();
+            dense->eval(window, rows, dense_hidden.data());
+            dense->target_logprobs(dense_hidden.data(), n_scored, tokens.data() + start + first + 1,
+                                   dense_logprobs.data(), dense_argmax.data());
+            for (int64_t j = 0; j < n_scored; ++j) n_agree += argmax[size_t(j)] == dense_argmax[size_t(j)];
+        }
         for (double lp : logprobs) {
             nll -= lp;
             nll2 += lp * lp;
@@ -109,10 +132,12 @@ int run_perplexity(const PerplexityOptions& o) {
                             {"ppl", ppl},               {"ppl_stderr", stderr_ppl}, {"chunk_ppl", chunks},
                             {"seconds", seconds},       {"kv_type", o.kv_type},
                             {"view", view},             {"offload", offload_stats_json(session)},
+                            {"top1_agreement", dense ? nlohmann::json(double(n_agree) / double(count)) : nlohmann::json()},
                             {"convention", "llama-perplexity: non-overlapping windows, BOS first, second half scored"}};
         std::printf("%s\n", j.dump(2).c_str());
     } else {
         std::printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", ppl, stderr_ppl);
+        if (dense) std::printf("Top-1 agreement with dense attention: %.4f\n", double(n_agree) / double(count));
         std::fprintf(stderr, "perplexity: %.1f s (%.1f tokens/s)\n", seconds, double(n_chunk * n_ctx) / seconds);
         print_offload_stats(session);
     }
@@ -137,6 +162,7 @@ Action register_perplexity(CLI::App& sub) {
     sub.add_option("--view", o->view, "decode (first half prefilled, second half decoded token by token; the default "
                                       "with offload) or simulate")
         ->check(CLI::IsMember({"decode", "simulate"}));
+    sub.add_flag("--top1", o->top1, "also evaluate each window densely and report top-1 agreement with it");
     add_offload_options(sub, o->offload);
     return [o] { return run_perplexity(*o); };
 }

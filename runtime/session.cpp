@@ -247,7 +247,8 @@ void Session::logits(const float* hidden, int64_t n_rows, float* out) {
     }
 }
 
-void Session::target_logprobs(const float* hidden, int64_t n_rows, const TokenId* targets, double* out) {
+void Session::target_logprobs(const float* hidden, int64_t n_rows, const TokenId* targets, double* out,
+                              TokenId* argmax_out) {
     const HParams& hp = model_->hparams();
     const WeightMatrix& wout = model_->weights().output;
     const float cap = hp.final_logit_softcap;
@@ -266,7 +267,11 @@ void Session::target_logprobs(const float* hidden, int64_t n_rows, const TokenId
             for (int64_t r = 0; r < nr; ++r) {
                 const float* l = logits_tile_.data() + r * nv;
                 double m = max_logit[size_t(r)];
-                for (int64_t j = 0; j < nv; ++j) m = std::max(m, double(softcap(l[j], cap)));
+                for (int64_t j = 0; j < nv; ++j) {
+                    const double x = softcap(l[j], cap);
+                    if (argmax_out && x > m) argmax_out[r0 + r] = TokenId(v0 + j);
+                    m = std::max(m, x);
+                }
                 double s = sum_exp[size_t(r)] * std::exp(max_logit[size_t(r)] - m);
                 for (int64_t j = 0; j < nv; ++j) s += std::exp(double(softcap(l[j], cap)) - m);
                 max_logit[size_t(r)] = m;

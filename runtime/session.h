@@ -59,7 +59,9 @@ public:
     void logits(const float* hidden, int64_t n_rows, float* out);
     // Log-probability of targets[r] under the logits of hidden row r, for n_rows rows, without materializing all
     // logits at once (vocabulary tiles through sgemm, an online log-sum-exp per row). Accumulated in double.
-    void target_logprobs(const float* hidden, int64_t n_rows, const TokenId* targets, double* out);
+    // With argmax_out, also the most likely token of each row (the first one on ties).
+    void target_logprobs(const float* hidden, int64_t n_rows, const TokenId* targets, double* out,
+                         TokenId* argmax_out = nullptr);
 
     // Convenience for generation: eval(tokens) and the logits of the last one into logits (n_vocab).
     void eval_last(std::span<const TokenId> tokens, float* logits);

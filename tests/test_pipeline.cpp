@@ -5,6 +5,7 @@
 // On the default model (suite "model"): exact-mode logits equal the plain runtime's past the sliding window.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -177,6 +178,25 @@ TEST_SUITE("pipeline") {
         sp.offload.budget_tokens = 8;  // ignored by dense
         const double ppl_plain = std::exp(nll(plain, false)), ppl_dense = std::exp(nll(sp, true));
         CHECK(std::fabs(ppl_dense - ppl_plain) / ppl_plain < 1e-4);
+    }
+
+    TEST_CASE("target_logprobs' argmax is the argmax of the full logits") {
+        Tiny tiny(40);
+        SessionParams sp;
+        sp.n_ctx = 64;
+        Session s(tiny.model, sp);
+        const int32_t n_embd = tiny.model->hparams().n_embd, n_vocab = tiny.model->hparams().n_vocab;
+        std::vector<int32_t> rows;
+        for (int32_t i = 0; i < 39; ++i) rows.push_back(i);
+        std::vector<float> hidden(rows.size() * size_t(n_embd)), logits(static_cast<size_t>(n_vocab));
+        s.eval(tiny.tokens, rows, hidden.data());
+        std::vector<double> lp(rows.size());
+        std::vector<TokenId> am(rows.size(), -1);
+        s.target_logprobs(hidden.data(), int64_t(rows.size()), tiny.tokens.data() + 1, lp.data(), am.data());
+        for (size_t r = 0; r < rows.size(); ++r) {
+            s.logits(hidden.data() + r * size_t(n_embd), 1, logits.data());
+            CHECK(am[r] == std::max_element(logits.begin(), logits.end()) - logits.begin());
+        }
     }
 
     TEST_CASE("rewinding a session keeps the offloaded layers consistent") {
