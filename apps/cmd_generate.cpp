@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "apps/common.h"
+#include "apps/offload_options.h"
 #include "runtime/sampler.h"
 #include "runtime/session.h"
 #include "runtime/status.h"
@@ -24,6 +25,7 @@ struct GenerateOptions {
     SamplerParams sampler;
     bool ignore_eos = false;
     bool parse_special = false;
+    OffloadOptions offload;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -50,6 +52,7 @@ int run_generate(const GenerateOptions& o) {
     sp.n_ctx = static_cast<int32_t>(n_ctx);
     sp.n_ubatch = o.n_ubatch;
     sp.kv_type = parse_kv_type(o.kv_type);
+    sp.offload = offload_config(o.offload);
     Session session(model, sp);
     Sampler sampler(o.sampler, hp.n_vocab);
     std::vector<float> logits(static_cast<size_t>(hp.n_vocab));
@@ -87,13 +90,15 @@ int run_generate(const GenerateOptions& o) {
                             {"prompt_seconds", t_prompt},
                             {"generate_seconds", t_gen},
                             {"prompt_tokens_per_second", prompt_tps},
-                            {"generate_tokens_per_second", gen_tps}};
+                            {"generate_tokens_per_second", gen_tps},
+                            {"offload", offload_stats_json(session)}};
         std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {
         std::printf("\n");
         std::fflush(stdout);
         std::fprintf(stderr, "butler: prompt %lld tokens in %.2f s (%.1f tok/s), generated %zu tokens in %.2f s (%.1f tok/s)\n",
                      static_cast<long long>(n_prompt), t_prompt, prompt_tps, generated.size(), t_gen, gen_tps);
+        print_offload_stats(session);
     }
     return 0;
 }
@@ -117,6 +122,7 @@ Action register_generate(CLI::App& sub) {
     sub.add_option("--seed", o->sampler.seed, "random seed");
     sub.add_flag("--ignore-eos", o->ignore_eos, "keep generating after end-of-sequence tokens");
     sub.add_flag("--parse-special", o->parse_special, "parse special tokens written in the prompt");
+    add_offload_options(sub, o->offload);
     return [o] { return run_generate(*o); };
 }
 

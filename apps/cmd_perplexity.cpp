@@ -6,11 +6,14 @@
 //   next token: ctx/2 - 1 predictions per window. PPL = exp(mean negative log-likelihood) over all of them.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <cmath>
 #include <cstdio>
 
 #include "apps/common.h"
+#include "apps/offload_options.h"
 #include "runtime/session.h"
 #include "runtime/status.h"
 
@@ -24,6 +27,9 @@ struct PerplexityOptions {
     int n_chunks = 0;  // 0: all
     int n_ubatch = 512;
     std::string kv_type = "f16";
+    std::string view;  // decode | simulate; empty: plain (decode when offloading)
+    bool top1 = false;  // --top1: also run each window densely and report top-1 agreement with it
+    OffloadOptions offload;
 };
 
 int run_perplexity(const PerplexityOptions& o) {
@@ -44,11 +50,27 @@ int run_perplexity(const PerplexityOptions& o) {
     sp.n_ctx = static_cast<int32_t>(n_ctx);
     sp.n_ubatch = o.n_ubatch;
     sp.kv_type = parse_kv_type(o.kv_type);
+    sp.offload = offload_config(o.offload);
+    const std::string view = !o.view.empty() ? o.view : sp.offload.enabled ? "decode" : "plain";
+    if (view == "simulate")
+        fail(Status::Unsupported, "--view simulate (the masked-prefill simulation) is not implemented yet");
     if (sp.n_ctx > hp.n_ctx_train) fail(Status::InvalidArg, "-c {} exceeds the model's training context {}", n_ctx, hp.n_ctx_train);
     Session session(model, sp);
 
     const int64_t first = n_ctx / 2;
     const int64_t n_scored = n_ctx - 1 - first;
+    // --top1: a plain session over the same windows; agreement = the share of scored positions where both argmax agree.
+    std::unique_ptr<Session> dense;
+    std::vector<float> dense_hidden;
+    std::vector<TokenId> argmax(static_cast<size_t>(n_scored)), dense_argmax(argmax.size());
+    std::vector<double> dense_logprobs(static_cast<size_t>(n_scored));
+    int64_t n_agree = 0;
+    if (o.top1) {
+        SessionParams dp = sp;
+        dp.offload = OffloadConfig{};
+        dense = std::make_unique<Session>(model, dp);
+        dense_hidden.resize(static_cast<size_t>(n_scored * hp.n_embd));
+    }
     std::vector<int32_t> rows(static_cast<size_t>(n_scored));
     for (int64_t j = 0; j < n_scored; ++j) rows[static_cast<size_t>(j)] = static_cast<int32_t>(first + j);
     std::vector<float> hidden(static_cast<size_t>(n_scored * hp.n_embd));
@@ -67,8 +89,26 @@ int run_perplexity(const PerplexityOptions& o) {
         std::copy(tokens.begin() + start, tokens.begin() + start + n_ctx, window.begin());
         if (tok.bos() >= 0) window[0] = tok.bos();
         session.reset();
-        session.eval(window, rows, hidden.data());
-        session.target_logprobs(hidden.data(), n_scored, tokens.data() + start + first + 1, logprobs.data());
+        if (view == "decode") {
+            // DESIGN.md's decode view: the first half prefilled densely, the scored half fed token by token.
+            session.eval(std::span<const TokenId>(window.data(), size_t(first)), {}, hidden.data());
+            for (int64_t j = 0; j < n_scored; ++j) {
+                const int32_t row0 = 0;
+                session.eval(std::span<const TokenId>(window.data() + first + j, 1), std::span<const int32_t>(&row0, 1),
+                             hidden.data() + j * hp.n_embd);
+            }
+        } else {
+            session.eval(window, rows, hidden.data());
+        }
+        session.target_logprobs(hidden.data(), n_scored, tokens.data() + start + first + 1, logprobs.data(),
+                                dense ? argmax.data() : nullptr);
+        if (dense) {
+            dense->reset();
+            dense->eval(window, rows, dense_hidden.data());
+            dense->target_logprobs(dense_hidden.data(), n_scored, tokens.data() + start + first + 1,
+                                   dense_logprobs.data(), dense_argmax.data());
+            for (int64_t j = 0; j < n_scored; ++j) n_agree += argmax[size_t(j)] == dense_argmax[size_t(j)];
+        }
         for (double lp : logprobs) {
             nll -= lp;
             nll2 += lp * lp;
@@ -91,11 +131,15 @@ int run_perplexity(const PerplexityOptions& o) {
                             {"n_tokens", tokens.size()}, {"n_chunks", n_chunk}, {"n_scored", count},
                             {"ppl", ppl},               {"ppl_stderr", stderr_ppl}, {"chunk_ppl", chunks},
                             {"seconds", seconds},       {"kv_type", o.kv_type},
+                            {"view", view},             {"offload", offload_stats_json(session)},
+                            {"top1_agreement", dense ? nlohmann::json(double(n_agree) / double(count)) : nlohmann::json()},
                             {"convention", "llama-perplexity: non-overlapping windows, BOS first, second half scored"}};
         std::printf("%s\n", j.dump(2).c_str());
     } else {
         std::printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", ppl, stderr_ppl);
+        if (dense) std::printf("Top-1 agreement with dense attention: %.4f\n", double(n_agree) / double(count));
         std::fprintf(stderr, "perplexity: %.1f s (%.1f tokens/s)\n", seconds, double(n_chunk * n_ctx) / seconds);
+        print_offload_stats(session);
     }
     return 0;
 }
@@ -115,6 +159,11 @@ Action register_perplexity(CLI::App& sub) {
     sub.add_option("--chunks", o->n_chunks, "score only the first N windows (0 = all)")->check(CLI::NonNegativeNumber);
     sub.add_option("--ubatch", o->n_ubatch, "tokens per forward chunk")->check(CLI::PositiveNumber);
     sub.add_option("--kv-type", o->kv_type, "KV cache type: f16, bf16, f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
+    sub.add_option("--view", o->view, "decode (first half prefilled, second half decoded token by token; the default "
+                                      "with offload) or simulate")
+        ->check(CLI::IsMember({"decode", "simulate"}));
+    sub.add_flag("--top1", o->top1, "also evaluate each window densely and report top-1 agreement with it");
+    add_offload_options(sub, o->offload);
     return [o] { return run_perplexity(*o); };
 }
 

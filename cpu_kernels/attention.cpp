@@ -135,6 +135,59 @@ void attend_group(const float* q, int32_t n_group, const KvLayerView& kv, int32_
     }
 }
 
+namespace {
+
+// One kernel body for every row addressing: `row_of(j)` maps the j-th key of the set to a row id of the view.
+template <typename View, typename RowOf>
+void attend_rows(const float* q, int32_t n_group, const View& kv, int32_t g, int64_t n_keys, RowOf row_of, float* out,
+                 float* lse, float* scores) {
+    const int32_t dk = kv.head_dim, dv = kv.head_dim_v;
+    std::memset(out, 0, sizeof(float) * static_cast<size_t>(n_group) * dv);
+    if (n_keys <= 0) {
+        if (lse)
+            for (int32_t h = 0; h < n_group; ++h) lse[h] = -std::numeric_limits<float>::infinity();
+        return;
+    }
+    for (int64_t j = 0; j < n_keys; ++j) {
+        const uint8_t* krow = kv.k_row(g, row_of(j));
+        for (int32_t h = 0; h < n_group; ++h) scores[h * n_keys + j] = dot_kv_row(kv.type, krow, q + h * dk, dk);
+    }
+    for (int32_t h = 0; h < n_group; ++h) {
+        float* s = scores + h * n_keys;
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < n_keys; ++j) m = std::max(m, s[j]);
+        double sum = 0;
+        for (int64_t j = 0; j < n_keys; ++j) {
+            s[j] = std::exp(s[j] - m);
+            sum += s[j];
+        }
+        const float inv = static_cast<float>(1.0 / sum);
+        for (int64_t j = 0; j < n_keys; ++j) s[j] *= inv;
+        if (lse) lse[h] = m + static_cast<float>(std::log(sum));
+    }
+    for (int64_t j = 0; j < n_keys; ++j) {
+        const uint8_t* vrow = kv.v_row(g, row_of(j));
+        for (int32_t h = 0; h < n_group; ++h) axpy_kv_row(kv.type, vrow, scores[h * n_keys + j], out + h * dv, dv);
+    }
+}
+
+}  // namespace
+
+void attend_group_indexed(const float* q, int32_t n_group, const PagedKvView& kv, int32_t g, const int32_t* idx,
+                          int64_t n_idx, float* out, float* lse, float* scores) {
+    attend_rows(q, n_group, kv, g, n_idx, [idx](int64_t j) { return int64_t(idx[j]); }, out, lse, scores);
+}
+
+void attend_group_indexed(const float* q, int32_t n_group, const DenseKvRows& kv, const int32_t* idx, int64_t n_idx,
+                          float* out, float* lse, float* scores) {
+    attend_rows(q, n_group, kv, 0, n_idx, [idx](int64_t j) { return int64_t(idx[j]); }, out, lse, scores);
+}
+
+void attend_group_range(const float* q, int32_t n_group, const PagedKvView& kv, int32_t g, int64_t t_lo,
+                        int64_t t_hi, float* out, float* lse, float* scores) {
+    attend_rows(q, n_group, kv, g, t_hi - t_lo + 1, [t_lo](int64_t j) { return t_lo + j; }, out, lse, scores);
+}
+
 }  // namespace butler
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -74,4 +74,48 @@ void attend_chunk(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, con
 void attend_split(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, const KvLayerView& kv, int64_t n_swa,
                   float* out, float* partials, int64_t n_partials, float* scores, int64_t scores_per_thread);
 
+// K/V rows of one layer in host pages (offload/kv_store.h): token t of KV head g lives in page t / page_tok at row
+// t % page_tok. Each page holds K (n_head_kv, page_tok, head_dim) and V (n_head_kv, page_tok, head_dim_v).
+struct PagedKvView {
+    DType type = DType::F16;
+    const uint8_t* const* k_pages = nullptr;  // (n_pages)
+    const uint8_t* const* v_pages = nullptr;  // (n_pages)
+    int32_t page_tok = 0;
+    int32_t n_head_kv = 0;
+    int32_t head_dim = 0;
+    int32_t head_dim_v = 0;
+    int64_t elem_bytes = 2;
+
+    const uint8_t* k_row(int32_t g, int64_t t) const {
+        return k_pages[t / page_tok] + ((int64_t(g) * page_tok + t % page_tok) * head_dim) * elem_bytes;
+    }
+    const uint8_t* v_row(int32_t g, int64_t t) const {
+        return v_pages[t / page_tok] + ((int64_t(g) * page_tok + t % page_tok) * head_dim_v) * elem_bytes;
+    }
+};
+
+// Rows of one KV head packed densely: K (n_rows, head_dim), V (n_rows, head_dim_v) (device slots).
+struct DenseKvRows {
+    DType type = DType::F16;
+    const uint8_t* k = nullptr;
+    const uint8_t* v = nullptr;
+    int32_t head_dim = 0;
+    int32_t head_dim_v = 0;
+    int64_t elem_bytes = 2;
+
+    const uint8_t* k_row(int32_t, int64_t r) const { return k + r * head_dim * elem_bytes; }
+    const uint8_t* v_row(int32_t, int64_t r) const { return v + r * head_dim_v * elem_bytes; }
+};
+
+// Partial attention of n_group query heads (one KV group, head g) over the rows idx[0..n_idx) -> (out, lse), with
+// the conventions of attend_group (out normalized over the set, lse natural log, empty set: out 0, lse -inf).
+//   scores: scratch of n_group * n_idx floats. Single-threaded; callers parallelize over heads and blocks.
+void attend_group_indexed(const float* q, int32_t n_group, const PagedKvView& kv, int32_t g, const int32_t* idx,
+                          int64_t n_idx, float* out, float* lse, float* scores);
+void attend_group_indexed(const float* q, int32_t n_group, const DenseKvRows& kv, const int32_t* idx, int64_t n_idx,
+                          float* out, float* lse, float* scores);
+// The same over the contiguous token range [t_lo, t_hi] of a paged view (prefill through the host store).
+void attend_group_range(const float* q, int32_t n_group, const PagedKvView& kv, int32_t g, int64_t t_lo,
+                        int64_t t_hi, float* out, float* lse, float* scores);
+
 }  // namespace butler

@@ -11,6 +11,7 @@
 #include "cpu_kernels/attention.h"
 #include "cpu_kernels/ops.h"
 #include "cpu_kernels/quant.h"
+#include "offload/pipeline.h"
 #include "runtime/status.h"
 
 namespace butler {
@@ -62,12 +63,15 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
 
     const int64_t ub = params_.n_ubatch;
     const int64_t elem = dtype_traits(params_.kv_type).block_bytes;
+    if (params_.offload.enabled)
+        offload_ = std::make_unique<OffloadPipeline>(hp, params_.offload, params_.n_ctx, params_.kv_type);
     try {
         cache_.resize(static_cast<size_t>(hp.n_layer));
         for (int l = 0; l < hp.n_layer; ++l) {
             LayerCache& c = cache_[static_cast<size_t>(l)];
             c.swa = hp.is_swa(l);
             c.cap = c.swa ? std::min<int64_t>(params_.n_ctx, int64_t(hp.n_swa) + ub) : params_.n_ctx;
+            if (offload_ && offload_->offloaded(l)) c.cap = 0;  // these K/V live in the offload host store
             c.k.resize(static_cast<size_t>(hp.n_head_kv * c.cap * hp.head_dim * elem));
             c.v.resize(static_cast<size_t>(hp.n_head_kv * c.cap * hp.head_dim_v * elem));
         }
@@ -114,6 +118,12 @@ void Session::truncate(int32_t n) {
         fail(Status::InvalidArg, "cannot rewind {} positions: sliding-window caches keep only {} positions beyond the window",
              n_past_ - n, params_.n_ubatch);
     n_past_ = n;
+    if (offload_) offload_->truncate(n);
+}
+
+void Session::reset() {
+    n_past_ = 0;
+    if (offload_) offload_->truncate(0);
 }
 
 void Session::eval(std::span<const TokenId> tokens, std::span<const int32_t> out_rows, float* hidden_out) {
@@ -201,17 +211,21 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
                 if (spec.qk_norm) rmsnorm(k, L.k_norm.data, k, hd, hp.rms_eps);
                 if (spec.rope_style == RopeStyle::Neox) rope_neox(k, int32_t(hd), cs, cs + hd / 2);
                 else rope_normal(k, int32_t(hd), cs, cs + hd / 2);
+                if (cache.cap == 0) continue;  // an offloaded layer: K/V go to the host store below
                 const int64_t slot = pos % cache.cap;
                 store_kv_row(kv_type, k, cache.k.data() + ((g * cache.cap + slot) * hd) * elem, hd);
                 store_kv_row(kv_type, v_.data() + i * hp.n_embd_v() + g * hdv,
                              cache.v.data() + ((g * cache.cap + slot) * hdv) * elem, hdv);
             }
+            if (cache.cap == 0) offload_->store(l, pos, k_.data() + i * hp.n_embd_k(), v_.data() + i * hp.n_embd_v());
         }
 
         const KvLayerView kv{kv_type, cache.k.data(), cache.v.data(), hp.n_head_kv, cache.cap,
                              int32_t(hd),  int32_t(hdv),   elem};
         const int64_t n_swa = cache.swa ? hp.n_swa : 0;
-        if (n_tok >= kBlockedAttnMinTokens) {
+        if (cache.cap == 0) {
+            offload_->attend(l, q_.data(), n_tok, pos0, attn_.data());
+        } else if (n_tok >= kBlockedAttnMinTokens) {
             attend_chunk(q_.data(), n_tok, pos0, hp.n_head, kv, n_swa, attn_.data(), chunk_attn_);
         } else {
             attend_split(q_.data(), n_tok, pos0, hp.n_head, kv, n_swa, attn_.data(), partials_.data(),
@@ -259,7 +273,8 @@ void Session::logits(const float* hidden, int64_t n_rows, float* out) {
     }
 }
 
-void Session::target_logprobs(const float* hidden, int64_t n_rows, const TokenId* targets, double* out) {
+void Session::target_logprobs(const float* hidden, int64_t n_rows, const TokenId* targets, double* out,
+                              TokenId* argmax_out) {
     const HParams& hp = model_->hparams();
     const WeightMatrix& wout = model_->weights().output;
     const float cap = hp.final_logit_softcap;
@@ -278,7 +293,11 @@ void Session::target_logprobs(const float* hidden, int64_t n_rows, const TokenId
             for (int64_t r = 0; r < nr; ++r) {
                 const float* l = logits_tile_.data() + r * nv;
                 double m = max_logit[size_t(r)];
-                for (int64_t j = 0; j < nv; ++j) m = std::max(m, double(softcap(l[j], cap)));
+                for (int64_t j = 0; j < nv; ++j) {
+                    const double x = softcap(l[j], cap);
+                    if (argmax_out && x > m) argmax_out[r0 + r] = TokenId(v0 + j);
+                    m = std::max(m, x);
+                }
                 double s = sum_exp[size_t(r)] * std::exp(max_logit[size_t(r)] - m);
                 for (int64_t j = 0; j < nv; ++j) s += std::exp(double(softcap(l[j], cap)) - m);
                 max_logit[size_t(r)] = m;

@@ -14,6 +14,7 @@
 
 #include "cpu_kernels/attention.h"
 #include "cpu_kernels/matmul.h"
+#include "offload/budget.h"
 #include "runtime/dtype.h"
 #include "runtime/model.h"
 
@@ -23,7 +24,10 @@ struct SessionParams {
     int32_t n_ctx = 4096;       // positions the session can hold
     int32_t n_ubatch = 512;     // tokens per forward chunk (prefill is chunked into these)
     DType kv_type = DType::F16; // F16 (default, as llama.cpp), BF16 or F32
+    OffloadConfig offload;      // when enabled, the global layers' K/V live in the offload pipeline's host store
 };
+
+class OffloadPipeline;
 
 class Session {
 public:
@@ -41,7 +45,7 @@ public:
     uint64_t kv_bytes() const;
 
     // Forgets every position (the next token is at position 0).
-    void reset() { n_past_ = 0; }
+    void reset();
     // Rewinds to n positions (n <= n_past). Sliding-window rings only hold the last n_swa + n_ubatch positions,
     // so a rewind of more than n_ubatch positions is refused (Error(InvalidArg)) unless n == 0.
     void truncate(int32_t n);
@@ -56,10 +60,15 @@ public:
     void logits(const float* hidden, int64_t n_rows, float* out);
     // Log-probability of targets[r] under the logits of hidden row r, for n_rows rows, without materializing all
     // logits at once (vocabulary tiles through sgemm, an online log-sum-exp per row). Accumulated in double.
-    void target_logprobs(const float* hidden, int64_t n_rows, const TokenId* targets, double* out);
+    // With argmax_out, also the most likely token of each row (the first one on ties).
+    void target_logprobs(const float* hidden, int64_t n_rows, const TokenId* targets, double* out,
+                         TokenId* argmax_out = nullptr);
 
     // Convenience for generation: eval(tokens) and the logits of the last one into logits (n_vocab).
     void eval_last(std::span<const TokenId> tokens, float* logits);
+
+    // The offload pipeline (nullptr unless params.offload.enabled).
+    OffloadPipeline* offload() { return offload_.get(); }
 
 private:
     void forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0);
@@ -80,6 +89,7 @@ private:
     std::vector<float> logits_tile_;  // (kLogitRows, kVocabTile)
     MatmulScratch mm_;
     int32_t n_threads_ = 1;
+    std::unique_ptr<OffloadPipeline> offload_;
 };
 
 }  // namespace butler

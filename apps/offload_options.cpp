@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: MIT
+#include "apps/offload_options.h"
+
+#include <cstdio>
+
+#include "offload/pipeline.h"
+#include "runtime/session.h"
+#include "runtime/status.h"
+
+namespace butler::cli {
+
+void add_offload_options(CLI::App& sub, OffloadOptions& o) {
+    sub.add_option("--device", o.device, "offload the global layers' KV cache through a device: cpu, emu[:opts]");
+    sub.add_option("--selector", o.selector, "token selector: dense, oracle, streamingllm, h2o, quest, quest-tb");
+    sub.add_option("--budget", o.budget, "tokens attention may read per layer and KV head: N or P% of the context");
+    sub.add_option("--sinks", o.sinks, "attention-sink tokens always kept (default 4)");
+    sub.add_option("--window", o.window, "recent tokens always kept (default max(16, budget/8))");
+    sub.add_option("--attn", o.attn, "exact (CPU attends the rest: equals dense) or sparse");
+    sub.add_option("--device-memory", o.device_memory, "device memory cap of the emulated device (e.g. 64MiB)");
+    sub.add_option("--pcie-gbps", o.pcie_gbps, "emulated link bandwidth in GB/s (default 0.54 x host memcpy)");
+}
+
+OffloadConfig offload_config(const OffloadOptions& o) {
+    OffloadConfig c;
+    c.enabled =
+        !o.device.empty() || !o.selector.empty() || !o.budget.empty() || !o.device_memory.empty() || !o.attn.empty();
+    if (!c.enabled) return c;
+    c.device = o.device.empty() ? "emu" : o.device;
+    if (o.pcie_gbps > 0) {
+        if (c.device.rfind("emu", 0) != 0) fail(Status::Usage, "--pcie-gbps applies to the emulated device only");
+        c.device += fmt::format("{}pcie_gbps={}", c.device == "emu" ? ":" : ",", o.pcie_gbps);
+    }
+    c.selector = o.selector.empty() ? "dense" : o.selector;
+    parse_budget(o.budget.empty() ? std::string("100%") : o.budget, c);
+    if (o.sinks < 0) fail(Status::Usage, "--sinks must be >= 0 (got {})", o.sinks);
+    c.sinks = o.sinks;
+    if (o.window < -1) fail(Status::Usage, "--window must be >= 0 (got {})", o.window);
+    c.window = o.window;
+    if (o.attn.empty() || o.attn == "sparse")
+        c.attn = AttnMode::Sparse;
+    else if (o.attn == "exact")
+        c.attn = AttnMode::Exact;
+    else
+        fail(Status::Usage, "--attn must be exact or sparse (got '{}')", o.attn);
+    if (!o.device_memory.empty()) c.device_memory = parse_bytes(o.device_memory);
+    return c;
+}
+
+nlohmann::json offload_stats_json(Session& session) {
+    OffloadPipeline* p = session.offload();
+    if (!p) return nullptr;
+    const OffloadStats& s  = p->stats();
+    const OffloadConfig& c = p->config();
+    return {{"device", p->device().name()},
+            {"selector", c.selector},
+            {"attn", attn_mode_name(c.attn)},
+            {"budget_tokens", c.budget_tokens},
+            {"budget_fraction", c.budget_fraction},
+            {"sinks", c.sinks},
+            {"window", c.window},
+            {"slots_per_head", p->n_slots()},
+            {"dense_steps", s.dense_steps},
+            {"sparse_steps", s.sparse_steps},
+            {"prefetches", s.prefetches},
+            {"device_tokens", s.device_tokens},
+            {"cpu_tokens", s.cpu_tokens},
+            {"bytes_copied", s.copy.bytes},
+            {"copy_runs", s.copy.runs},
+            {"copy_calls", s.copy.copies},
+            {"hit_rate", s.copy.hit_rate()},
+            {"select_ms", s.select_ms},
+            {"cpu_attn_ms", s.cpu_attn_ms},
+            {"wait_ms", s.wait_ms},
+            {"device_allocations", p->device().n_allocs()}};
+}
+
+void print_offload_stats(Session& session) {
+    OffloadPipeline* p = session.offload();
+    if (!p) return;
+    const OffloadStats& s = p->stats();
+    std::fprintf(
+        stderr,
+        "offload: %s, selector %s, attn %s, %d slots/head; %llu sparse + %llu dense layer-steps; copied %.2f MiB "
+        "in %llu runs, hit rate %.1f%%; select %.1f ms, cpu attention %.1f ms, waiting %.1f ms\n",
+        p->device().name().c_str(), p->config().selector.c_str(), attn_mode_name(p->config().attn), p->n_slots(),
+        static_cast<unsigned long long>(s.sparse_steps), static_cast<unsigned long long>(s.dense_steps),
+        double(s.copy.bytes) / (1 << 20), static_cast<unsigned long long>(s.copy.runs), 100.0 * s.copy.hit_rate(),
+        s.select_ms, s.cpu_attn_ms, s.wait_ms);
+}
+
+}  // namespace butler::cli

@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: MIT
+// Offload flags shared by `generate` and `perplexity`, and the stats printout at the end of a run.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "offload/budget.h"
+
+namespace butler {
+class Session;
+}
+
+namespace butler::cli {
+
+struct OffloadOptions {
+    std::string device;         // --device cpu|emu[:opts]; empty: no offload
+    std::string selector;       // --selector NAME
+    std::string budget;         // --budget N|P%
+    int sinks  = 4;             // --sinks
+    int window = -1;            // --window (-1: max(16, budget/8))
+    std::string attn;           // --attn exact|sparse (default sparse)
+    std::string device_memory;  // --device-memory BYTES
+    double pcie_gbps = 0;       // --pcie-gbps (emu)
+};
+
+void add_offload_options(CLI::App& sub, OffloadOptions& o);
+// The configuration for SessionParams (enabled when any offload flag was given). Error(Usage) on bad values.
+OffloadConfig offload_config(const OffloadOptions& o);
+// Offload stats as JSON (null without offload) and as one human line on stderr.
+nlohmann::json offload_stats_json(Session& session);
+void print_offload_stats(Session& session);
+
+}  // namespace butler::cli

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: MIT
+// OffloadConfig: what the user asked of the offload pipeline, and the budget rules of DESIGN.md.
+//   Budget: per (layer, KV head), the number of tokens attention may read, counting sinks, the recent window and
+//   selected tokens. Given as tokens (--budget N) or as the share of the current context kept (--budget P%).
+//   Window default: max(16, budget / 8). Sinks default 4.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+namespace butler {
+
+enum class AttnMode { Exact, Sparse };  // exact: the CPU attends over the complement (equals dense)
+
+struct OffloadConfig {
+    bool enabled           = false;
+    std::string device     = "emu";    // make_device() spec
+    std::string selector   = "dense";  // make_selector() name
+    int64_t budget_tokens  = 0;        // one of budget_tokens / budget_fraction is set
+    double budget_fraction = 0;        // (0, 1]
+    int32_t sinks          = 4;
+    int32_t window         = -1;  // -1: max(16, budget / 8)
+    AttnMode attn          = AttnMode::Sparse;
+    uint64_t device_memory = 0;      // 0: the device's own capacity (emu: 4 GiB)
+    int32_t page_tok       = 16;     // host store page (Quest's page)
+    bool skip_copy_wait    = false;  // tests only: plants the missing compute-stream wait the tests must catch
+
+    // The budget at a context of n_tok tokens (at least 1, at most n_tok).
+    int64_t budget_at(int64_t n_tok) const;
+    // The recent window for a budget.
+    int64_t window_for(int64_t budget) const { return window >= 0 ? window : std::max<int64_t>(16, budget / 8); }
+};
+
+// Parses "--budget" values: "512" (tokens) or "10%" (share kept). Error(Usage) for 0, negative or garbage.
+void parse_budget(const std::string& text, OffloadConfig& config);
+const char* attn_mode_name(AttnMode mode);
+
+}  // namespace butler

@@ -1,0 +1,294 @@
+// SPDX-License-Identifier: MIT
+#include "offload/pipeline.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "cpu_kernels/lse_merge.h"
+#include "runtime/status.h"
+
+namespace butler {
+
+struct OffloadPipeline::DeviceTask {
+    AttnPartialArgs args{};
+    const KernelTable* kernels = nullptr;
+    static void run(void* ctx) {
+        auto* t = static_cast<DeviceTask*>(ctx);
+        t->kernels->attn_partial(t->args);
+    }
+};
+
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config, int64_t n_ctx, DType kv_type)
+    : config_(config),
+      n_head_(hp.n_head),
+      n_head_kv_(hp.n_head_kv),
+      n_group_(hp.n_head / hp.n_head_kv),
+      head_dim_(hp.head_dim),
+      head_dim_v_(hp.head_dim_v),
+      n_ctx_(n_ctx) {
+    if (config_.budget_tokens <= 0 && !(config_.budget_fraction > 0))
+        fail(Status::Usage, "the offload budget must be positive (--budget N or P%)");
+    if (config_.sinks < 0) fail(Status::Usage, "--sinks must be >= 0 (got {})", config_.sinks);
+    int32_t n_stored = 0;
+    store_index_.assign(size_t(hp.n_layer), -1);
+    for (int32_t l = 0; l < hp.n_layer; ++l)
+        if (!hp.is_swa(l)) store_index_[size_t(l)] = n_stored++;
+    if (n_stored == 0) fail(Status::InvalidArg, "the model has no global-attention layer to offload");
+
+    std::string spec = config_.device;
+    if (config_.device_memory > 0) {
+        if (spec.rfind("emu", 0) != 0)
+            fail(Status::Usage, "--device-memory caps only the emulated device (got --device {})", spec);
+        spec += fmt::format("{}mem={}", spec == "emu" ? ":" : ",", config_.device_memory);
+    }
+    selector_ = make_selector(config_.selector, n_stored, hp.n_head_kv, n_ctx, hp.head_dim);
+    device_   = make_device(spec);
+
+    KvStoreShape shape;
+    shape.n_layer    = n_stored;
+    shape.n_head_kv  = hp.n_head_kv;
+    shape.head_dim   = hp.head_dim;
+    shape.head_dim_v = hp.head_dim_v;
+    shape.page_tok   = config_.page_tok;
+    shape.max_tok    = n_ctx;
+    shape.type       = kv_type;
+    store_           = std::make_unique<HostKvStore>(*device_, shape);
+    store_->reserve(n_ctx);
+
+    // The pool holds the largest budget any step of this context can ask for (dense: everything).
+    const int64_t n_slots = config_.selector == "dense" ? n_ctx : config_.budget_at(n_ctx);
+    slots_   = std::make_unique<DeviceKvSlots>(*device_, n_stored, hp.n_head_kv, hp.head_dim, hp.head_dim_v, kv_type,
+                                             int32_t(n_slots), n_ctx);
+    engine_  = std::make_unique<CopyEngine>(*device_, *store_, *slots_);
+    compute_ = device_->create_stream();
+
+    const size_t kv = size_t(hp.n_head_kv);
+    wanted_.resize(kv);
+    slot_ids_.resize(kv);
+    complement_.resize(kv);
+    for (size_t g = 0; g < kv; ++g) {
+        wanted_[g].reserve(size_t(n_ctx));
+        slot_ids_[g].reserve(size_t(n_ctx));
+        complement_[g].reserve(size_t(n_ctx));
+    }
+    wanted_next_.resize(kv);
+    for (auto& w : wanted_next_) w.reserve(size_t(n_ctx));
+    prefetched_pos_.assign(size_t(n_stored), -1);
+    obs_q_.resize(size_t(int64_t(n_stored) * kObsWindow * hp.n_head * hp.head_dim));
+    obs_count_.assign(size_t(n_stored), 0);
+    obs_end_.assign(size_t(n_stored), 0);
+    tasks_.resize(kv);
+    o_dev_.resize(kv * size_t(n_group_ * head_dim_v_));
+    o_cpu_.resize(o_dev_.size());
+    lse_dev_.resize(kv * size_t(n_group_));
+    lse_cpu_.resize(lse_dev_.size());
+    dev_scores_.resize(kv * size_t(n_group_ * n_slots));
+    cpu_scratch_.resize(kv);
+    for (auto& s : cpu_scratch_) s.reserve(n_ctx, n_group_, head_dim_v_);
+    n_threads_ = std::max(1, omp_get_max_threads());
+    dense_scores_.resize(size_t(int64_t(n_threads_) * n_group_ * n_ctx));
+}
+
+OffloadPipeline::~OffloadPipeline() {
+    if (compute_) compute_->synchronize();
+    if (engine_) engine_->synchronize();
+}
+
+const OffloadStats& OffloadPipeline::stats() const {
+    stats_.copy = engine_->stats();
+    return stats_;
+}
+
+void OffloadPipeline::reset_stats() {
+    stats_ = {};
+    engine_->reset_stats();
+}
+
+void OffloadPipeline::store(int32_t model_layer, int64_t pos, const float* k, const float* v) {
+    const int32_t layer = store_index_[size_t(model_layer)];
+    for (int32_t g = 0; g < n_head_kv_; ++g)
+        store_->write(layer, g, pos, k + int64_t(g) * head_dim_, v + int64_t(g) * head_dim_v_);
+}
+
+void OffloadPipeline::truncate(int64_t n) {
+    compute_->synchronize();
+    engine_->synchronize();
+    store_->truncate(n);
+    slots_->invalidate_from(n);
+    selector_->reset(n);
+    prefill_end_ = -1;
+    std::fill(prefetched_pos_.begin(), prefetched_pos_.end(), -1);
+    std::fill(obs_count_.begin(), obs_count_.end(), 0);
+    std::fill(obs_end_.begin(), obs_end_.end(), 0);
+}
+
+void OffloadPipeline::attend(int32_t model_layer, const float* q, int64_t n_tok, int64_t pos0, float* out) {
+    const int32_t layer = store_index_[size_t(model_layer)];
+    store_->commit(layer, pos0, pos0 + n_tok);
+    // Every offloaded layer sees the same chunk; the first one decides whether it is prefill.
+    if (layer == 0) {
+        if (n_tok > 1 || prefill_end_ < 0) prefill_end_ = pos0 + n_tok;
+    }
+    const bool sparse = n_tok == 1 && prefill_end_ >= 0 && pos0 > prefill_end_;
+    if (sparse) {
+        attend_sparse(layer, q, pos0, out);
+        return;
+    }
+    attend_dense(layer, q, n_tok, pos0, out);
+    if (!(n_tok == 1 && pos0 == prefill_end_)) {  // a prompt chunk (not the first decode token): keep its last queries
+        const int64_t row = int64_t(n_head_) * head_dim_;
+        float* buf        = obs_q_.data() + int64_t(layer) * kObsWindow * row;
+        int32_t& count    = obs_count_[size_t(layer)];
+        if (obs_end_[size_t(layer)] != pos0) count = 0;  // not contiguous with what we kept: start over
+        const int64_t take = std::min<int64_t>(n_tok, kObsWindow);
+        const int64_t keep = std::min<int64_t>(count, kObsWindow - take);
+        std::memmove(buf, buf + (count - keep) * row, sizeof(float) * size_t(keep * row));
+        std::memcpy(buf + keep * row, q + (n_tok - take) * row, sizeof(float) * size_t(take * row));
+        count                   = int32_t(keep + take);
+        obs_end_[size_t(layer)] = pos0 + n_tok;
+    }
+}
+
+void OffloadPipeline::attend_dense(int32_t layer, const float* q, int64_t n_tok, int64_t pos0, float* out) {
+    const PagedKvView kv  = store_->view(layer);
+    const int64_t n_tasks = n_tok * n_head_kv_;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t task = 0; task < n_tasks; ++task) {
+        const int64_t i = task / n_head_kv_;
+        const int32_t g = int32_t(task % n_head_kv_);
+        float* scores   = dense_scores_.data() + int64_t(omp_get_thread_num()) * n_group_ * n_ctx_;
+        attend_group_range(q + i * n_head_ * head_dim_ + int64_t(g) * n_group_ * head_dim_, n_group_, kv, g, 0,
+                           pos0 + i, out + i * n_head_ * head_dim_v_ + int64_t(g) * n_group_ * head_dim_v_, nullptr,
+                           scores);
+    }
+    ++stats_.dense_steps;
+}
+
+void OffloadPipeline::select_layer(int32_t layer, const float* q, int64_t pos, std::vector<std::vector<int32_t>>& out) {
+    const int64_t n      = pos + 1;
+    const int64_t budget = config_.budget_at(n);
+    for (int32_t g = 0; g < n_head_kv_; ++g) {
+        SelectionRequest r;
+        r.layer    = layer;
+        r.g        = g;
+        r.n_tok    = n;
+        r.q        = q ? q + int64_t(g) * n_group_ * head_dim_ : nullptr;
+        r.n_group  = n_group_;
+        r.store    = store_.get();
+        r.budget   = budget;
+        r.sinks    = config_.sinks;
+        r.window   = config_.window_for(budget);
+        r.n_head   = n_head_;
+        r.n_obs    = obs_count_[size_t(layer)];
+        r.obs_q    = obs_q_.data() + int64_t(layer) * kObsWindow * n_head_ * head_dim_;
+        r.obs_pos0 = obs_end_[size_t(layer)] - r.n_obs;
+        selector_->select(r, out[size_t(g)]);
+    }
+}
+
+void OffloadPipeline::prefetch(int32_t layer, int64_t pos) {
+    const auto t0 = std::chrono::steady_clock::now();
+    select_layer(layer, nullptr, pos, wanted_next_);
+    stats_.select_ms += ms_since(t0);
+    for (int32_t g = 0; g < n_head_kv_; ++g) {
+        // The current token's row of that layer is not computed yet; it follows when the layer runs.
+        std::vector<int32_t>& w = wanted_next_[size_t(g)];
+        const bool has_current  = !w.empty() && w.back() == pos;
+        if (has_current) w.pop_back();
+        engine_->fetch(layer, g, w);
+        if (has_current) w.push_back(int32_t(pos));
+    }
+    engine_->finish_layer(layer);
+    prefetched_pos_[size_t(layer)] = pos;
+    ++stats_.prefetches;
+}
+
+void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, float* out) {
+    const int64_t n      = pos + 1;
+    const PagedKvView kv = store_->view(layer);
+    const DType type     = store_->shape().type;
+
+    auto t0 = std::chrono::steady_clock::now();
+    if (prefetched_pos_[size_t(layer)] == pos)
+        std::swap(wanted_, wanted_next_);  // selected a layer ahead
+    else
+        select_layer(layer, q, pos, wanted_);
+    prefetched_pos_[size_t(layer)] = -1;
+    stats_.select_ms += ms_since(t0);
+
+    // Copies on the copy stream; the compute stream waits on the layer's event, the host does not.
+    for (int32_t g = 0; g < n_head_kv_; ++g) {
+        const std::vector<int32_t>& want = wanted_[size_t(g)];
+        engine_->fetch(layer, g, want);
+        const std::span<int32_t> token_slot = slots_->token_slot(layer, g);
+        std::vector<int32_t>& ids           = slot_ids_[size_t(g)];
+        ids.clear();
+        for (int32_t t : want) ids.push_back(token_slot[size_t(t)]);
+    }
+    engine_->finish_layer(layer);
+    if (!config_.skip_copy_wait) engine_->make_wait(*compute_, layer);
+    for (int32_t g = 0; g < n_head_kv_; ++g) {
+        DeviceTask& task = tasks_[size_t(g)];
+        task.kernels     = &device_->kernels();
+        task.args        = AttnPartialArgs{q + int64_t(g) * n_group_ * head_dim_,
+                                    n_group_,
+                                    slots_->k_slot(layer, g, 0),
+                                    slots_->v_slot(layer, g, 0),
+                                    uint32_t(type),
+                                    head_dim_,
+                                    head_dim_v_,
+                                    slot_ids_[size_t(g)].data(),
+                                    int64_t(slot_ids_[size_t(g)].size()),
+                                    o_dev_.data() + int64_t(g) * n_group_ * head_dim_v_,
+                                    lse_dev_.data() + int64_t(g) * n_group_,
+                                    dev_scores_.data() + int64_t(g) * n_group_ * slots_->n_slots()};
+        compute_->host_fn(&DeviceTask::run, &task);
+        stats_.device_tokens += slot_ids_[size_t(g)].size();
+    }
+
+    if (!selector_->needs_query() && layer + 1 < store_->shape().n_layer) prefetch(layer + 1, pos);
+
+    // Meanwhile the CPU attends over the complement (exact mode).
+    const bool exact = config_.attn == AttnMode::Exact;
+    if (exact) {
+        t0 = std::chrono::steady_clock::now();
+        for (int32_t g = 0; g < n_head_kv_; ++g) {
+            complement_ids(wanted_[size_t(g)], n, complement_[size_t(g)]);
+            cpu_partial(q + int64_t(g) * n_group_ * head_dim_, n_group_, kv, g, complement_[size_t(g)],
+                        o_cpu_.data() + int64_t(g) * n_group_ * head_dim_v_, lse_cpu_.data() + int64_t(g) * n_group_,
+                        cpu_scratch_[size_t(g)]);
+            stats_.cpu_tokens += complement_[size_t(g)].size();
+        }
+        stats_.cpu_attn_ms += ms_since(t0);
+    }
+    t0 = std::chrono::steady_clock::now();
+    compute_->synchronize();
+    stats_.wait_ms += ms_since(t0);
+
+    const size_t group_bytes = sizeof(float) * size_t(n_group_ * head_dim_v_);
+    for (int32_t g = 0; g < n_head_kv_; ++g) {
+        float* o_dev = o_dev_.data() + int64_t(g) * n_group_ * head_dim_v_;
+        float* dst   = out + int64_t(g) * n_group_ * head_dim_v_;
+        if (exact) {
+            float* o_cpu = o_cpu_.data() + int64_t(g) * n_group_ * head_dim_v_;
+            lse_merge(o_cpu, lse_cpu_.data() + int64_t(g) * n_group_, o_dev, lse_dev_.data() + int64_t(g) * n_group_,
+                      n_group_, head_dim_v_);
+            std::memcpy(dst, o_cpu, group_bytes);
+        } else {
+            std::memcpy(dst, o_dev, group_bytes);
+        }
+    }
+    ++stats_.sparse_steps;
+}
+
+}  // namespace butler

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: MIT
+// OffloadPipeline: the global-attention layers' K/V in the host store, attention through select -> plan -> copy ->
+// split attention -> merge. The Session calls two hooks: store() where a layer's post-RoPE K/V are written, and
+// attend() where a global layer's attention is computed.
+//
+// Dense vs sparse: a chunk of more than one token is prefill, and so is the first chunk after a reset; the first
+// single-token step after prefill is the first decode token. All of these attend densely over the host store
+// (DESIGN.md: prefill and the first decode token stay dense). Later single-token steps go through the selector:
+//   sparse mode: the device attends over the selected tokens only;
+//   exact mode:  the device attends over the selected tokens and the CPU over the complement; merged, = dense.
+// Copies: for a selector that needs no query (needs_query() false), the next stored layer's selection is made and
+// its rows (all but the current token's, not computed yet) are fetched while this layer computes; the current
+// token's row follows at that layer. Query-aware selectors fetch at the layer itself.
+// Memory: the store, the slot pool (budget at n_ctx tokens per layer and KV head) and all scratch are allocated
+// in the constructor; attend() and store() allocate nothing (the emu device counts its allocations).
+// Threading: store() may be called concurrently for distinct (layer, token); attend() from the session thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "offload/budget.h"
+#include "offload/copy_engine.h"
+#include "offload/device_slots.h"
+#include "offload/kv_store.h"
+#include "offload/split_attention.h"
+#include "predictor/token_selector.h"
+#include "runtime/device.h"
+#include "runtime/dtype.h"
+#include "runtime/hparams.h"
+
+namespace butler {
+
+struct OffloadStats {
+    uint64_t dense_steps   = 0;                          // layer-chunks attended densely (prefill, first decode token)
+    uint64_t sparse_steps  = 0;                          // layer-steps through the selector
+    uint64_t prefetches    = 0;                          // layer selections fetched one layer ahead
+    uint64_t device_tokens = 0;                          // (token, KV head) pairs attended on the device
+    uint64_t cpu_tokens    = 0;                          // (token, KV head) pairs attended on the CPU in exact mode
+    double select_ms = 0, cpu_attn_ms = 0, wait_ms = 0;  // host time: selection, CPU partials, waiting for the device
+    CopyStats copy;
+};
+
+class OffloadPipeline {
+public:
+    // Error(Usage) for an unknown device or selector or a bad budget, Error(Oom) when the slots do not fit the
+    // device (naming both sizes), Error(InvalidArg) for a model without global-attention layers.
+    OffloadPipeline(const HParams& hp, const OffloadConfig& config, int64_t n_ctx, DType kv_type);
+    ~OffloadPipeline();
+
+    bool offloaded(int32_t model_layer) const { return store_index_[size_t(model_layer)] >= 0; }
+    // Token pos's post-RoPE K (n_head_kv, head_dim) and V (n_head_kv, head_dim_v) of an offloaded layer.
+    void store(int32_t model_layer, int64_t pos, const float* k, const float* v);
+    // Attention of the chunk's tokens pos0 .. pos0 + n_tok - 1 for an offloaded layer:
+    //   q (n_tok, n_head, head_dim) scaled; out (n_tok, n_head, head_dim_v).
+    void attend(int32_t model_layer, const float* q, int64_t n_tok, int64_t pos0, float* out);
+    // Forgets positions >= n (0: a new sequence).
+    void truncate(int64_t n);
+
+    const OffloadStats& stats() const;
+    void reset_stats();
+    Device& device() { return *device_; }
+    const HostKvStore& store() const { return *store_; }
+    const OffloadConfig& config() const { return config_; }
+    int32_t n_slots() const { return slots_->n_slots(); }
+
+private:
+    struct DeviceTask;  // one device partial (args + kernel table), kept alive until the stream ran it
+    void attend_dense(int32_t layer, const float* q, int64_t n_tok, int64_t pos0, float* out);
+    void attend_sparse(int32_t layer, const float* q, int64_t pos, float* out);
+    void select_layer(int32_t layer, const float* q, int64_t pos, std::vector<std::vector<int32_t>>& out);
+    void prefetch(int32_t layer, int64_t pos);
+
+    OffloadConfig config_;
+    int32_t n_head_, n_head_kv_, n_group_, head_dim_, head_dim_v_;
+    int64_t n_ctx_;
+    std::vector<int32_t> store_index_;  // (n_layer_model) -> stored layer or -1
+    std::unique_ptr<Device> device_;
+    std::unique_ptr<HostKvStore> store_;
+    std::unique_ptr<DeviceKvSlots> slots_;
+    std::unique_ptr<CopyEngine> engine_;
+    std::unique_ptr<TokenSelector> selector_;
+    std::unique_ptr<Stream> compute_;
+    int64_t prefill_end_ = -1;  // the first decode token's position; -1: the next chunk is prefill
+    // Per KV head scratch, sized at construction.
+    std::vector<std::vector<int32_t>> wanted_, slot_ids_, complement_;
+    // Prefetch of the next stored layer (query-independent selectors): its selection, made while this layer
+    // computes, and the position it was made for (-1: none).
+    std::vector<std::vector<int32_t>> wanted_next_;
+    std::vector<int64_t> prefetched_pos_;  // (n_stored)
+    // The last kObsWindow prefill queries of each stored layer (SnapKV's observation window), oldest first.
+    static constexpr int32_t kObsWindow = 32;
+    std::vector<float> obs_q_;        // (n_stored, kObsWindow, n_head, head_dim)
+    std::vector<int32_t> obs_count_;  // (n_stored)
+    std::vector<int64_t> obs_end_;    // (n_stored) position after the newest kept query
+    std::vector<DeviceTask> tasks_;
+    std::vector<float> o_dev_, lse_dev_, o_cpu_, lse_cpu_, dev_scores_;  // (n_head_kv, n_group, ...)
+    std::vector<CpuPartialScratch> cpu_scratch_;                         // (n_head_kv)
+    std::vector<float> dense_scores_;                                    // (n_threads, n_group * n_ctx)
+    int32_t n_threads_ = 1;
+    mutable OffloadStats stats_;
+};
+
+}  // namespace butler

@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: MIT
+// The device interface: memory kinds, move-only buffers, in-order streams, events and a kernel table.
+//
+// Implementations: `cpu` (synchronous, device memory is host memory), `emu` (runtime/emu_device.h: capped "VRAM",
+// one worker thread per stream, events as sequence numbers, a PCIe throttle, injected copy delays, poisoning), and
+// later `cuda:N` (gpu_kernels/). Nothing here names a CUDA type.
+//
+// Threading: a Device and its streams are driven from one host thread (the session's); stream work runs on the
+// stream's own thread (emu) or inline (cpu). Stream operations never allocate: the emu FIFO is a fixed ring and
+// host functions are a (function pointer, context) pair whose context the caller keeps alive until completion.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace butler {
+
+enum class MemKind { Device, PinnedHost, Host };
+const char* mem_kind_name(MemKind k);
+
+class Device;
+
+// Move-only owner of one allocation made by Device::alloc; the destructor gives the memory back to its device.
+class Buffer {
+public:
+    Buffer() = default;
+    ~Buffer() { reset(); }
+    Buffer(Buffer&& o) noexcept { *this = std::move(o); }
+    Buffer& operator=(Buffer&& o) noexcept;
+    Buffer(const Buffer&)            = delete;
+    Buffer& operator=(const Buffer&) = delete;
+
+    void* data() const { return data_; }
+    template <typename T>
+    T* as() const {
+        return static_cast<T*>(data_);
+    }
+    size_t n_bytes() const { return n_bytes_; }
+    MemKind kind() const { return kind_; }
+    bool empty() const { return data_ == nullptr; }
+    void reset();
+
+private:
+    friend class Device;
+    Buffer(Device* device, void* data, size_t n_bytes, MemKind kind)
+        : device_(device), data_(data), n_bytes_(n_bytes), kind_(kind) {}
+    Device* device_ = nullptr;
+    void* data_     = nullptr;
+    size_t n_bytes_ = 0;
+    MemKind kind_   = MemKind::Host;
+};
+
+// Completion marker of the work a stream had queued when record() was called.
+class Event {
+public:
+    virtual ~Event() = default;
+    // True when the recorded work has completed (true for an event never recorded).
+    virtual bool query() const = 0;
+    // Blocks the calling host thread until the recorded work has completed.
+    virtual void synchronize() = 0;
+};
+
+// A host function run in stream order: fn(ctx) on the stream's thread. ctx must outlive the call.
+using HostFn = void (*)(void* ctx);
+
+// An in-order queue of work. Calls return at once on asynchronous devices.
+class Stream {
+public:
+    virtual ~Stream() = default;
+    // Copies n_bytes from src to dst in stream order (host<->device, direction from the pointers' memory kinds).
+    virtual void copy(void* dst, const void* src, size_t n_bytes) = 0;
+    virtual void memset(void* dst, int value, size_t n_bytes)     = 0;
+    virtual void host_fn(HostFn fn, void* ctx)                    = 0;
+    // Marks the point in this stream that `event` completes at.
+    virtual void record(Event& event) = 0;
+    // Later work on this stream starts only after `event`'s recorded work completed (the host does not block).
+    virtual void wait(const Event& event) = 0;
+    // Blocks the host until everything queued so far has run.
+    virtual void synchronize() = 0;
+};
+
+// Partial attention of n_group query heads over an index set of rows in one buffer (device slots):
+//   q (n_group, head_dim) f32 already scaled; k, v (n_rows, head_dim[_v]) in kv_type; idx (n_idx) row ids;
+//   out (n_group, head_dim_v), lse (n_group); scores scratch (n_group * n_idx). Empty set: out 0, lse -inf.
+struct AttnPartialArgs {
+    const float* q;
+    int32_t n_group;
+    const uint8_t* k;
+    const uint8_t* v;
+    uint32_t kv_type;  // DType id
+    int32_t head_dim, head_dim_v;
+    const int32_t* idx;
+    int64_t n_idx;
+    float* out;
+    float* lse;
+    float* scores;
+};
+
+// Kernels a device runs on its streams. The cpu and emu devices fill it with cpu_kernels/ implementations.
+struct KernelTable {
+    void (*attn_partial)(const AttnPartialArgs& args) = nullptr;
+    // o_a, lse_a merged with o_b, lse_b in place (cpu_kernels/lse_merge.h).
+    void (*lse_merge)(float* o_a, float* lse_a, const float* o_b, const float* lse_b, int32_t n_head,
+                      int32_t head_dim) = nullptr;
+};
+
+struct MemoryInfo {
+    uint64_t total_bytes = 0;  // device memory capacity (the cap on emu)
+    uint64_t free_bytes  = 0;
+};
+
+class Device {
+public:
+    virtual ~Device()                = default;
+    virtual std::string name() const = 0;
+    // True when device memory is the host's own memory with no copy needed (cpu).
+    virtual bool is_host() const           = 0;
+    virtual MemoryInfo memory_info() const = 0;
+
+    // Error(Oom) naming the requested and free bytes when device memory is exhausted.
+    Buffer alloc(size_t n_bytes, MemKind kind);
+    // Pins host memory for fast device access (a no-op on cpu and emu; cudaHostRegister on cuda).
+    virtual void pin(void* ptr, size_t n_bytes) {}
+    virtual void unpin(void* ptr) {}
+
+    virtual Stream& default_stream()                = 0;
+    virtual std::unique_ptr<Stream> create_stream() = 0;
+    virtual std::unique_ptr<Event> create_event()   = 0;
+    virtual const KernelTable& kernels() const      = 0;
+
+    // Number of alloc() calls and stream/event creations so far (tests assert the decode loop adds none).
+    uint64_t n_allocs() const { return n_allocs_; }
+
+protected:
+    virtual void* do_alloc(size_t n_bytes, MemKind kind)          = 0;
+    virtual void do_free(void* ptr, size_t n_bytes, MemKind kind) = 0;
+    uint64_t n_allocs_                                            = 0;
+
+private:
+    friend class Buffer;
+};
+
+// Options of the emulated device ("emu:mem=64MiB,pcie_gbps=8,delay_us=200,seed=3,poison=1").
+struct EmuOptions {
+    uint64_t capacity_bytes = 4ull << 30;  // the "VRAM" cap
+    double pcie_gbps        = 0;           // 0: 0.54 x the host memcpy bandwidth measured at creation
+    double launch_us        = 0;           // fixed cost per copy
+    double delay_us         = 0;           // each copy completes late by a random 0..delay_us (seeded)
+    uint64_t seed           = 1;
+    bool poison             = true;  // NaN bytes in fresh and freed device memory
+};
+
+// "cpu", "emu" or "emu:key=value,...". Error(Usage) for an unknown device or option.
+std::unique_ptr<Device> make_device(const std::string& spec);
+std::unique_ptr<Device> make_emu_device(const EmuOptions& options);
+std::unique_ptr<Device> make_cpu_device();
+// Parses a byte count: "1048576", "64KiB", "64MiB", "4GiB", "4G", "512M". Error(Usage) on garbage.
+uint64_t parse_bytes(const std::string& text);
+
+// The fill value of poisoned memory: every byte 0xFF is a NaN in f32, f16 and bf16.
+constexpr uint8_t kPoisonByte = 0xFF;
+
+}  // namespace butler

@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: MIT
+// Buffer, Device::alloc, make_device() and the CPU kernel table shared by the cpu and emu devices.
+#include <fmt/format.h>
+
+#include <cctype>
+#include <cstdlib>
+#include <string_view>
+
+#include "cpu_kernels/attention.h"
+#include "cpu_kernels/lse_merge.h"
+#include "runtime/device.h"
+#include "runtime/status.h"
+
+namespace butler {
+
+const char* mem_kind_name(MemKind k) {
+    switch (k) {
+        case MemKind::Device:
+            return "device";
+        case MemKind::PinnedHost:
+            return "pinned-host";
+        case MemKind::Host:
+            return "host";
+    }
+    return "?";
+}
+
+Buffer& Buffer::operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+        reset();
+        device_    = o.device_;
+        data_      = o.data_;
+        n_bytes_   = o.n_bytes_;
+        kind_      = o.kind_;
+        o.device_  = nullptr;
+        o.data_    = nullptr;
+        o.n_bytes_ = 0;
+    }
+    return *this;
+}
+
+void Buffer::reset() {
+    if (data_ && device_) device_->do_free(data_, n_bytes_, kind_);
+    device_  = nullptr;
+    data_    = nullptr;
+    n_bytes_ = 0;
+}
+
+Buffer Device::alloc(size_t n_bytes, MemKind kind) {
+    ++n_allocs_;
+    if (n_bytes == 0) return Buffer(this, nullptr, 0, kind);
+    void* p = do_alloc(n_bytes, kind);
+    return Buffer(this, p, n_bytes, kind);
+}
+
+namespace {
+
+void cpu_attn_partial(const AttnPartialArgs& a) {
+    const DenseKvRows rows{static_cast<DType>(a.kv_type),
+                           a.k,
+                           a.v,
+                           a.head_dim,
+                           a.head_dim_v,
+                           dtype_traits(static_cast<DType>(a.kv_type)).block_bytes};
+    attend_group_indexed(a.q, a.n_group, rows, a.idx, a.n_idx, a.out, a.lse, a.scores);
+}
+
+}  // namespace
+
+const KernelTable& cpu_kernel_table() {
+    static const KernelTable table{&cpu_attn_partial, &lse_merge};
+    return table;
+}
+
+uint64_t parse_bytes(const std::string& text) {
+    size_t i = 0;
+    while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+    if (i == 0) fail(Status::Usage, "'{}' is not a byte count (e.g. 1048576, 64MiB, 4GiB)", text);
+    const double value = std::strtod(text.substr(0, i).c_str(), nullptr);
+    std::string unit   = text.substr(i);
+    for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    double scale = 1;
+    if (unit.empty() || unit == "b")
+        scale = 1;
+    else if (unit == "k" || unit == "kib" || unit == "kb")
+        scale = 1024.0;
+    else if (unit == "m" || unit == "mib" || unit == "mb")
+        scale = 1024.0 * 1024;
+    else if (unit == "g" || unit == "gib" || unit == "gb")
+        scale = 1024.0 * 1024 * 1024;
+    else
+        fail(Status::Usage, "'{}' is not a byte count (unknown unit '{}')", text, unit);
+    return static_cast<uint64_t>(value * scale);
+}
+
+std::unique_ptr<Device> make_device(const std::string& spec) {
+    if (spec == "cpu") return make_cpu_device();
+    if (spec == "emu" || spec.rfind("emu:", 0) == 0) {
+        EmuOptions o;
+        std::string_view rest = spec.size() > 4 ? std::string_view(spec).substr(4) : std::string_view();
+        while (!rest.empty()) {
+            const size_t comma          = rest.find(',');
+            const std::string_view item = rest.substr(0, comma);
+            rest                        = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+            const size_t eq             = item.find('=');
+            if (eq == std::string_view::npos) fail(Status::Usage, "emu device option '{}' is not key=value", item);
+            const std::string key(item.substr(0, eq)), value(item.substr(eq + 1));
+            char* end = nullptr;
+            if (key == "mem")
+                o.capacity_bytes = parse_bytes(value);
+            else if (key == "pcie_gbps")
+                o.pcie_gbps = std::strtod(value.c_str(), &end);
+            else if (key == "launch_us")
+                o.launch_us = std::strtod(value.c_str(), &end);
+            else if (key == "delay_us")
+                o.delay_us = std::strtod(value.c_str(), &end);
+            else if (key == "seed")
+                o.seed = std::strtoull(value.c_str(), &end, 10);
+            else if (key == "poison")
+                o.poison = value != "0";
+            else
+                fail(Status::Usage,
+                     "unknown emu device option '{}' (mem, pcie_gbps, launch_us, delay_us, seed, poison)", key);
+            if (end && *end) fail(Status::Usage, "emu device option {}: '{}' is not a number", key, value);
+        }
+        return make_emu_device(o);
+    }
+    if (spec.rfind("cuda", 0) == 0) fail(Status::Unsupported, "device '{}': this build has no CUDA device yet", spec);
+    fail(Status::Usage, "unknown device '{}' (cpu, emu or emu:key=value,...)", spec);
+}
+
+}  // namespace butler

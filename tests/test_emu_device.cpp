@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: MIT
+// Devices: stream order and events on the emulated device under injected delays (and a missing wait caught),
+// the memory cap, poisoning, the allocation counter, device specs.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "runtime/device.h"
+#include "runtime/dtype.h"
+#include "runtime/emu_device.h"
+#include "runtime/status.h"
+
+using namespace butler;
+
+namespace {
+
+struct CopyBack {
+    const float* src;
+    float* dst;
+    size_t n;
+    static void run(void* ctx) {
+        auto* c = static_cast<CopyBack*>(ctx);
+        std::memcpy(c->dst, c->src, c->n * sizeof(float));
+    }
+};
+
+// Copies host -> device on one stream, then reads the device buffer back from a host function on another stream.
+// Returns how many of `trials` reads saw data other than what was copied.
+int count_stale_reads(bool with_wait, int trials) {
+    auto dev         = make_device("emu:delay_us=3000,seed=5");
+    auto copy_stream = dev->create_stream();
+    auto compute     = dev->create_stream();
+    auto ev          = dev->create_event();
+    int stale        = 0;
+    for (int t = 0; t < trials; ++t) {
+        const size_t n = 1024;
+        Buffer d       = dev->alloc(n * sizeof(float), MemKind::Device);  // fresh: poisoned
+        std::vector<float> src(n), out(n, 0.0f);
+        for (size_t i = 0; i < n; ++i) src[i] = float(t * 1000 + int(i));
+        copy_stream->copy(d.data(), src.data(), n * sizeof(float));
+        copy_stream->record(*ev);
+        if (with_wait) compute->wait(*ev);
+        CopyBack cb{d.as<float>(), out.data(), n};
+        compute->host_fn(&CopyBack::run, &cb);
+        compute->synchronize();
+        copy_stream->synchronize();
+        if (out != src) ++stale;
+    }
+    return stale;
+}
+
+}  // namespace
+
+TEST_SUITE("device") {
+    TEST_CASE("emu: a waited event orders streams under random copy delays") {
+        CHECK(count_stale_reads(true, 20) == 0);
+    }
+
+    TEST_CASE("emu: a planted missing wait is caught (the consumer reads poison)") {
+        CHECK(count_stale_reads(false, 5) >= 4);
+    }
+
+    TEST_CASE("emu: events, in-order streams and synchronize") {
+        auto dev  = make_device("emu:delay_us=500");
+        Stream& s = dev->default_stream();
+        auto ev   = dev->create_event();
+        CHECK(ev->query());  // never recorded
+        std::vector<uint8_t> a(4096, 7), b(4096, 0);
+        Buffer d = dev->alloc(4096, MemKind::Device);
+        s.copy(d.data(), a.data(), 4096);
+        s.memset(d.data(), 3, 16);
+        s.copy(b.data(), d.data(), 4096);
+        s.record(*ev);
+        ev->synchronize();
+        CHECK(ev->query());
+        CHECK(b[0] == 3);
+        CHECK(b[15] == 3);
+        CHECK(b[16] == 7);
+        CHECK(b[4095] == 7);
+    }
+
+    TEST_CASE("emu: capped device memory fails with both sizes named; host memory is not capped") {
+        auto dev = make_device("emu:mem=1MiB");
+        CHECK(dev->memory_info().total_bytes == (1u << 20));
+        Buffer a = dev->alloc(512 << 10, MemKind::Device);
+        CHECK(dev->memory_info().free_bytes == (512u << 10));
+        try {
+            Buffer b = dev->alloc(1 << 20, MemKind::Device);
+            FAIL("no error");
+        } catch (const Error& e) {
+            CHECK(e.status() == Status::Oom);
+            const std::string msg = e.what();
+            CHECK(msg.find("1048576 bytes requested") != std::string::npos);
+            CHECK(msg.find("524288 bytes free") != std::string::npos);
+        }
+        Buffer h = dev->alloc(2 << 20, MemKind::PinnedHost);
+        a.reset();
+        CHECK(dev->memory_info().free_bytes == (1u << 20));
+        Buffer c = dev->alloc(1 << 20, MemKind::Device);  // freed memory is reusable
+        CHECK(!c.empty());
+    }
+
+    TEST_CASE("emu: fresh device memory is NaN in f32, f16 and bf16") {
+        auto dev          = make_device("emu");
+        Buffer d          = dev->alloc(256, MemKind::Device);
+        const auto* bytes = d.as<const uint8_t>();
+        for (int i = 0; i < 256; ++i) REQUIRE(bytes[i] == kPoisonByte);
+        CHECK(std::isnan(d.as<const float>()[3]));
+        CHECK(std::isnan(f16_to_f32(d.as<const uint16_t>()[5])));
+        CHECK(std::isnan(bf16_to_f32(d.as<const uint16_t>()[7])));
+    }
+
+    TEST_CASE("allocation counter and move-only buffers") {
+        for (const char* spec : {"cpu", "emu"}) {
+            auto dev          = make_device(spec);
+            const uint64_t n0 = dev->n_allocs();
+            Buffer a          = dev->alloc(64, MemKind::Host);
+            Buffer b          = std::move(a);
+            CHECK(a.empty());
+            CHECK(!b.empty());
+            auto ev = dev->create_event();
+            CHECK(dev->n_allocs() == n0 + 2);
+        }
+    }
+
+    TEST_CASE("device specs and byte counts") {
+        CHECK(make_device("cpu")->is_host());
+        CHECK(!make_device("emu:mem=64MiB,pcie_gbps=8,seed=2")->is_host());
+        CHECK(emu_effective_pcie_gbps(EmuOptions{}) > 0);
+        CHECK(emu_effective_pcie_gbps(EmuOptions{.pcie_gbps = 3.5}) == 3.5);
+        for (const char* bad : {"gpu", "emu:foo=1", "emu:mem", "emu:pcie_gbps=x"}) {
+            CAPTURE(bad);
+            try {
+                make_device(bad);
+                FAIL("no error");
+            } catch (const Error& e) {
+                CHECK(e.status() == Status::Usage);
+            }
+        }
+        CHECK(parse_bytes("4096") == 4096);
+        CHECK(parse_bytes("64KiB") == 65536);
+        CHECK(parse_bytes("2M") == 2u << 20);
+        CHECK(parse_bytes("1GiB") == 1u << 30);
+        CHECK_THROWS_AS(parse_bytes("lots"), Error);
+        CHECK_THROWS_AS(parse_bytes("3 parsecs"), Error);
+    }
+}

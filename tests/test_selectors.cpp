@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: MIT
+// Selector properties: budget respected, sorted unique ids, sinks and window kept, deterministic; oracle picks
+// the true top q.K (float64 here); streamingllm is exactly sinks + recent; h2o never brings back an evicted token.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "offload/kv_store.h"
+#include "predictor/token_selector.h"
+#include "runtime/device.h"
+#include "runtime/status.h"
+
+using namespace butler;
+
+namespace {
+
+constexpr int32_t kHd = 16, kGroup = 2;
+
+struct World {
+    std::unique_ptr<Device> dev = make_device("cpu");
+    std::unique_ptr<HostKvStore> store;
+    std::vector<float> k;  // (n_head_kv=2, max_tok, kHd)
+    int64_t max_tok;
+    explicit World(int64_t max_tok_, uint32_t seed) : max_tok(max_tok_) {
+        store = std::make_unique<HostKvStore>(*dev, KvStoreShape{1, 2, kHd, kHd, 8, max_tok, DType::F32});
+        store->reserve(max_tok);
+        std::mt19937 rng(seed);
+        std::normal_distribution<float> g(0.f, 1.f);
+        k.resize(size_t(2 * max_tok * kHd));
+        for (auto& x : k) x = g(rng);
+        for (int64_t t = 0; t < max_tok; ++t)
+            for (int32_t h = 0; h < 2; ++h)
+                store->write(0, h, t, &k[size_t((h * max_tok + t) * kHd)], &k[size_t((h * max_tok + t) * kHd)]);
+        store->commit(0, 0, max_tok);
+    }
+};
+
+const char* kNames[] = {"oracle", "streamingllm", "h2o", "snapkv", "quest", "quest-tb"};
+
+void check_contract(const SelectionRequest& r, const std::vector<int32_t>& out) {
+    CHECK(int64_t(out.size()) <= std::min(r.budget, r.n_tok));
+    for (size_t i = 1; i < out.size(); ++i) REQUIRE(out[i - 1] < out[i]);
+    for (int32_t t : out) REQUIRE((t >= 0 && t < r.n_tok));
+    const SinksWindow sw = clip_sinks_window(r);
+    const std::set<int32_t> s(out.begin(), out.end());
+    for (int64_t t = 0; t < sw.sinks; ++t) CHECK(s.count(int32_t(t)));
+    for (int64_t t = r.n_tok - sw.window; t < r.n_tok; ++t) CHECK(s.count(int32_t(t)));
+    CHECK(s.count(int32_t(r.n_tok - 1)));  // the current token
+}
+
+}  // namespace
+
+TEST_SUITE("selectors") {
+    TEST_CASE("every selector: budget, sorted unique, sinks and window, deterministic") {
+        World w(400, 5);
+        std::mt19937 rng(8);
+        std::normal_distribution<float> g(0.f, 1.f);
+        for (const char* name : kNames) {
+            CAPTURE(name);
+            auto a = make_selector(name, 1, 2, w.max_tok, kHd);
+            auto b = make_selector(name, 1, 2, w.max_tok, kHd);
+            std::vector<int32_t> out_a, out_b;
+            out_a.reserve(size_t(w.max_tok));
+            out_b.reserve(size_t(w.max_tok));
+            std::vector<float> q(kGroup * kHd);
+            // A growing sequence (as decode steps are), with budgets of tokens and of shares.
+            for (int64_t n = 1; n <= 400; n += 1 + n / 7) {
+                for (auto& x : q) x = g(rng);
+                SelectionRequest r;
+                r.layer = 0, r.g = int32_t(n % 2), r.n_tok = n, r.q = q.data(), r.n_group = kGroup,
+                r.store  = w.store.get();
+                r.budget = (n % 3 == 0) ? std::max<int64_t>(1, n / 10) : 40;
+                r.sinks = 4, r.window = std::max<int64_t>(16, r.budget / 8);
+                a->select(r, out_a);
+                b->select(r, out_b);
+                CAPTURE(n);
+                CAPTURE(r.budget);
+                check_contract(r, out_a);
+                CHECK(out_a == out_b);
+                if (std::string(name) != "h2o") CHECK(int64_t(out_a.size()) == std::min(r.budget, n));
+            }
+        }
+        auto dense = make_selector("dense", 1, 2, w.max_tok, kHd);
+        std::vector<int32_t> out;
+        out.reserve(400);
+        SelectionRequest r;
+        r.n_tok = 37, r.store = w.store.get(), r.budget = 5;
+        dense->select(r, out);
+        CHECK(out.size() == 37);
+    }
+
+    TEST_CASE("unknown selector names the known ones") {
+        try {
+            make_selector("magic", 1, 1, 16, kHd);
+            FAIL("no error");
+        } catch (const Error& e) {
+            CHECK(e.status() == Status::Usage);
+            CHECK(std::string(e.what()).find("oracle") != std::string::npos);
+        }
+    }
+
+    TEST_CASE("oracle picks the true top q.K (max over the group), streamingllm is sinks + recent") {
+        World w(300, 9);
+        std::mt19937 rng(2);
+        std::normal_distribution<float> g(0.f, 1.f);
+        auto oracle = make_selector("oracle", 1, 2, w.max_tok, kHd);
+        auto stream = make_selector("streamingllm", 1, 2, w.max_tok, kHd);
+        std::vector<int32_t> out;
+        out.reserve(300);
+        std::vector<float> q(kGroup * kHd);
+        for (int trial = 0; trial < 10; ++trial) {
+            for (auto& x : q) x = g(rng);
+            SelectionRequest r;
+            r.g = trial % 2, r.n_tok = 100 + trial * 20, r.q = q.data(), r.n_group = kGroup, r.store = w.store.get();
+            r.budget = 50, r.sinks = 4, r.window = 16;
+            oracle->select(r, out);
+            std::vector<double> score(static_cast<size_t>(r.n_tok));
+            for (int64_t t = 0; t < r.n_tok; ++t) {
+                double best = -1e300;
+                for (int h = 0; h < kGroup; ++h) {
+                    double dot = 0;
+                    for (int d = 0; d < kHd; ++d)
+                        dot += double(q[size_t(h * kHd + d)]) * w.k[size_t((r.g * w.max_tok + t) * kHd + d)];
+                    best = std::max(best, dot);
+                }
+                score[size_t(t)] = best;
+            }
+            const std::set<int32_t> s(out.begin(), out.end());
+            double min_in = 1e300, max_out = -1e300;
+            for (int64_t t = 4; t < r.n_tok - 16; ++t)
+                (s.count(int32_t(t)) ? min_in : max_out) =
+                    s.count(int32_t(t)) ? std::min(min_in, score[size_t(t)]) : std::max(max_out, score[size_t(t)]);
+            CHECK(min_in >= max_out - 1e-4);
+            stream->select(r, out);
+            std::vector<int32_t> want{0, 1, 2, 3};
+            for (int64_t t = r.n_tok - 46; t < r.n_tok; ++t) want.push_back(int32_t(t));
+            CHECK(out == want);
+        }
+    }
+
+    TEST_CASE("snapkv: the observation window's pooled votes (float64 here) pick the prefix tokens") {
+        World w(200, 12);
+        std::mt19937 rng(3);
+        std::normal_distribution<float> g(0.f, 1.f);
+        const int32_t n_head = 4, n_obs = 8;  // 2 KV heads x kGroup
+        const int64_t n_prompt = 150;
+        std::vector<float> obs(size_t(n_obs * n_head * kHd));
+        for (auto& x : obs) x = g(rng);
+        auto snap = make_selector("snapkv", 1, 2, w.max_tok, kHd);
+        std::vector<int32_t> out;
+        out.reserve(200);
+        SelectionRequest r;
+        r.g = 1, r.n_tok = n_prompt + 3, r.n_group = kGroup, r.store = w.store.get(), r.budget = 60, r.sinks = 4,
+        r.window = 16;
+        r.obs_q = obs.data(), r.n_obs = n_obs, r.obs_pos0 = n_prompt - n_obs, r.n_head = n_head;
+        snap->select(r, out);
+        check_contract(r, out);
+        const int64_t prefix = n_prompt - n_obs;
+        std::vector<double> vote(size_t(prefix), 0.0), pooled(size_t(prefix), 0.0);
+        for (int o = 0; o < n_obs; ++o)
+            for (int h = 0; h < kGroup; ++h) {
+                const float* q  = &obs[size_t((o * n_head + r.g * kGroup + h) * kHd)];
+                const int64_t p = r.obs_pos0 + o;
+                std::vector<double> s(size_t(p + 1));
+                double m = -1e300, sum = 0;
+                for (int64_t t = 0; t <= p; ++t) {
+                    double dot = 0;
+                    for (int d = 0; d < kHd; ++d) dot += double(q[d]) * w.k[size_t((r.g * w.max_tok + t) * kHd + d)];
+                    m = std::max(m, s[size_t(t)] = dot);
+                }
+                for (double& x : s) sum += (x = std::exp(x - m));
+                for (int64_t t = 0; t < prefix; ++t) vote[size_t(t)] += s[size_t(t)] / sum;
+            }
+        for (int64_t t = 0; t < prefix; ++t) {
+            for (int64_t j = t - 2; j <= t + 2; ++j)
+                if (j >= 0 && j < prefix) pooled[size_t(t)] += vote[size_t(j)] / 5;
+        }
+        // The observation window and later tokens are all kept; the rest of the budget goes to the best voted.
+        const std::set<int32_t> s(out.begin(), out.end());
+        for (int64_t t = r.obs_pos0; t < r.n_tok; ++t) CHECK(s.count(int32_t(t)));
+        double min_in = 1e300, max_out = -1e300;
+        for (int64_t t = 4; t < std::min<int64_t>(prefix, r.n_tok - r.window); ++t) {  // the candidates
+            if (s.count(int32_t(t)))
+                min_in = std::min(min_in, pooled[size_t(t)]);
+            else
+                max_out = std::max(max_out, pooled[size_t(t)]);
+        }
+        CHECK(min_in >= max_out - 1e-6);
+    }
+
+    TEST_CASE("h2o: a token evicted from the heavy set never comes back") {
+        World w(300, 4);
+        std::mt19937 rng(6);
+        std::normal_distribution<float> g(0.f, 1.f);
+        auto h2o = make_selector("h2o", 1, 2, w.max_tok, kHd);
+        std::vector<int32_t> out, prev;
+        out.reserve(300);
+        std::vector<float> q(kGroup * kHd);
+        int64_t prev_hi = 0;
+        std::set<int32_t> evicted;
+        for (int64_t n = 80; n < 300; ++n) {
+            for (auto& x : q) x = g(rng);
+            SelectionRequest r;
+            r.g = 1, r.n_tok = n, r.q = q.data(), r.n_group = kGroup, r.store = w.store.get();
+            r.budget = 40, r.sinks = 4, r.window = 16;
+            h2o->select(r, out);
+            check_contract(r, out);
+            CHECK(int64_t(out.size()) == 40);
+            const std::set<int32_t> s(out.begin(), out.end());
+            for (int32_t t : evicted) CHECK(!s.count(t));
+            // Middle tokens that were past the window last step and are missing now were evicted.
+            for (int64_t t = 4; t < prev_hi; ++t)
+                if (!s.count(int32_t(t))) evicted.insert(int32_t(t));
+            prev_hi = n - 16;
+        }
+        CHECK(!evicted.empty());
+    }
+}
