@@ -327,13 +327,16 @@ void attend_split(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, con
     constexpr int64_t kMinKeysPerSplit = 128;
     BUTLER_ASSERT(n_partials >= 1, "attend_split needs partial buffers");
     // Splits per task: enough to give every thread work; tasks go in batches that fit the partial buffers.
-    const int64_t n_split = std::clamp<int64_t>((2 * n_threads + n_tasks - 1) / n_tasks, 1, n_partials);
+    const int64_t max_keys = n_swa > 0 ? std::min<int64_t>(n_swa, pos0 + n_q) : pos0 + n_q;
+    const int64_t n_split = std::clamp<int64_t>(
+        std::min<int64_t>((2 * n_threads + n_tasks - 1) / n_tasks, max_keys / kMinKeysPerSplit), 1, n_partials);
     const int64_t batch = std::max<int64_t>(1, n_partials / n_split);
     const int64_t part_stride = int64_t(n_group) * (dv + 1);
 
     for (int64_t t0 = 0; t0 < n_tasks; t0 += batch) {
         const int64_t n_batch = std::min(batch, n_tasks - t0);
-#pragma omp parallel for schedule(dynamic, 1)
+        // A single short task (decode over a short context) runs on the calling thread: a fork would only add a wait.
+#pragma omp parallel for schedule(dynamic, 1) if (n_batch * n_split > 1)
         for (int64_t w = 0; w < n_batch * n_split; ++w) {
             const int64_t task = t0 + w / n_split, part = w % n_split;
             const int64_t i = task / kv.n_head_kv;

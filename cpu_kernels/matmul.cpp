@@ -50,4 +50,22 @@ void matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int6
     }
 }
 
+void matmul_many(std::initializer_list<const WeightMatrix*> w, const float* x, int64_t n_tok,
+                 std::initializer_list<float*> y, MatmulScratch& scratch) {
+    BUTLER_ASSERT(w.size() == y.size() && w.size() <= 8, "matmul_many: {} matrices, {} outputs", w.size(), y.size());
+    bool fused = n_tok == 1;
+    for (const WeightMatrix* m : w)
+        fused = fused && m->n_cols == (*w.begin())->n_cols && activation_type(m->type) != DType::F32;
+    if (!fused) {
+        auto yi = y.begin();
+        for (const WeightMatrix* m : w) matmul(*m, x, n_tok, *yi++, scratch);
+        return;
+    }
+    GemvJob jobs[8];
+    int n = 0;
+    auto yi = y.begin();
+    for (const WeightMatrix* m : w) jobs[n++] = GemvJob{m->type, m->data, m->n_rows, *yi++};
+    gemv_q_multi(jobs, n, (*w.begin())->n_cols, x, scratch.xq);
+}
+
 }  // namespace butler

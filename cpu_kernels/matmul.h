@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "runtime/weights.h"
@@ -32,6 +33,11 @@ void matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int6
 inline void matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, MatmulScratch& scratch) {
     matmul(w, x, n_tok, y, w.n_rows, scratch);
 }
+
+// Several products of the same x (n_tok, n_cols) with matrices of n_cols columns: y[i] (n_tok, w[i]->n_rows).
+// A single token with integer-path types runs as one fused GEMV region (gemv_q_multi); otherwise one matmul each.
+void matmul_many(std::initializer_list<const WeightMatrix*> w, const float* x, int64_t n_tok,
+                 std::initializer_list<float*> y, MatmulScratch& scratch);
 
 // Rows [r0, r0 + n) of W dequantized to f32 into dst (n, n_cols).
 void dequantize_rows(const WeightMatrix& w, int64_t r0, int64_t n, float* dst);

@@ -207,19 +207,44 @@ float avx2_q8_0(const void* row, const void* xq, int64_t n) {
     return hsum_ps(_mm256_add_ps(acc, acc2));
 }
 
+// 32 Q5_0 values as int8: (nibble | bit << 4) - 16 is nibble | 0xF0 where the bit is clear, nibble where set.
+inline __m256i unpack_q5_0(const BlockQ5_0& b) {
+    const __m256i high = _mm256_andnot_si256(bytes_from_bits_32(b.qh), _mm256_set1_epi8(static_cast<char>(0xF0)));
+    return _mm256_or_si256(bytes_from_nibbles_32(b.qs), high);
+}
+
 float avx2_q5_0(const void* row, const void* xq, int64_t n) {
     const auto* w = static_cast<const BlockQ5_0*>(row);
     const auto* x = static_cast<const BlockQ8_0Act*>(xq);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / kQK; ++b) {
-        const __m256 d = _mm256_set1_ps(half(w[b].d) * x[b].d);
-        // (nibble | bit << 4) - 16 as int8 is nibble | 0xF0 where the bit is clear, nibble where it is set.
-        __m256i q = bytes_from_nibbles_32(w[b].qs);
-        const __m256i high = _mm256_andnot_si256(bytes_from_bits_32(w[b].qh), _mm256_set1_epi8(static_cast<char>(0xF0)));
-        q = _mm256_or_si256(q, high);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_pairs(q, load256(x[b].qs))), acc);
+    __m256 acc = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps();
+    const int64_t n_blocks = n / kQK;
+    int64_t b = 0;
+    for (; b + 1 < n_blocks; b += 2) {  // two independent chains, as in avx2_q8_0
+        const __m256 d0 = _mm256_set1_ps(half(w[b].d) * x[b].d);
+        const __m256 d1 = _mm256_set1_ps(half(w[b + 1].d) * x[b + 1].d);
+        acc = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(dot_i8_pairs(unpack_q5_0(w[b]), load256(x[b].qs))), acc);
+        acc2 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(dot_i8_pairs(unpack_q5_0(w[b + 1]), load256(x[b + 1].qs))),
+                               acc2);
     }
-    return hsum_ps(acc);
+    for (; b < n_blocks; ++b) {
+        const __m256 d = _mm256_set1_ps(half(w[b].d) * x[b].d);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_pairs(unpack_q5_0(w[b]), load256(x[b].qs))), acc);
+    }
+    return hsum_ps(_mm256_add_ps(acc, acc2));
+}
+
+// The 12 packed scale bytes of a Q4_K block as 8 scales then 8 mins, one byte each (get_scale / get_min for all
+// j at once, with 32-bit masks instead of per-j branches).
+inline void unpack_scales_mins_k4(const uint8_t* packed, uint8_t out[16]) {
+    uint32_t u[4];
+    std::memcpy(u, packed, 12);
+    constexpr uint32_t k6 = 0x3f3f3f3f, k4 = 0x0f0f0f0f, k2 = 0x03030303;
+    u[3] = ((u[2] >> 4) & k4) | (((u[1] >> 6) & k2) << 4);  // mins 4..7
+    const uint32_t mins_lo = u[1] & k6;                     // mins 0..3
+    u[1] = (u[2] & k4) | (((u[0] >> 6) & k2) << 4);          // scales 4..7
+    u[2] = mins_lo;
+    u[0] &= k6;                                              // scales 0..3
+    std::memcpy(out, u, 16);
 }
 
 float avx2_q4_k(const void* row, const void* xq, int64_t n) {
@@ -229,13 +254,16 @@ float avx2_q4_k(const void* row, const void* xq, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
     float acc_min = 0;
     for (int64_t b = 0; b < n / kQKK; ++b) {
-        int summ = 0;
-        int16_t sc[8];
-        for (int j = 0; j < 8; ++j) {
-            sc[j] = static_cast<int16_t>(get_scale(j, w[b].scales));
-            summ += get_min(j, w[b].scales) * (x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
-        }
-        acc_min += x[b].d * half(w[b].dmin) * float(summ);
+        alignas(16) uint8_t sm[16];
+        unpack_scales_mins_k4(w[b].scales, sm);
+        // sum_j min_j * (activation sum of sub-block j): pairwise bsums against the 8 mins.
+        const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].bsums)),
+                                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].bsums + 8)));
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)));
+        __m128i pm = _mm_madd_epi16(bs, mins);
+        pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, _MM_SHUFFLE(1, 0, 3, 2)));
+        pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, _MM_SHUFFLE(2, 3, 0, 1)));
+        acc_min += x[b].d * half(w[b].dmin) * float(_mm_cvtsi128_si32(pm));
         __m256i sumi = _mm256_setzero_si256();
         for (int c = 0; c < 4; ++c) {
             const __m256i q4 = load256(w[b].qs + 32 * c);
@@ -243,8 +271,8 @@ float avx2_q4_k(const void* row, const void* xq, int64_t n) {
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), low4);
             __m256i pl = _mm256_maddubs_epi16(lo, load256(x[b].qs + 64 * c));
             __m256i ph = _mm256_maddubs_epi16(hi, load256(x[b].qs + 64 * c + 32));
-            pl = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * c]), pl);
-            ph = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * c + 1]), ph);
+            pl = _mm256_madd_epi16(_mm256_set1_epi16(sm[2 * c]), pl);
+            ph = _mm256_madd_epi16(_mm256_set1_epi16(sm[2 * c + 1]), ph);
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(x[b].d * half(w[b].d)), _mm256_cvtepi32_ps(sumi), acc);
@@ -260,8 +288,13 @@ float avx2_q6_k(const void* row, const void* xq, int64_t n) {
     for (int64_t b = 0; b < n / kQKK; ++b) {
         const int8_t* sc = w[b].scales;
         // The -32 offset of every 6-bit value, folded through the activation sums of each 16-value group.
-        int offset = 0;
-        for (int k = 0; k < 16; ++k) offset += sc[k] * x[b].bsums[k];
+        const __m128i sc_lo = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc)));
+        const __m128i sc_hi = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8)));
+        __m128i po = _mm_add_epi32(_mm_madd_epi16(sc_lo, _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].bsums))),
+                                   _mm_madd_epi16(sc_hi, _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[b].bsums + 8))));
+        po = _mm_add_epi32(po, _mm_shuffle_epi32(po, _MM_SHUFFLE(1, 0, 3, 2)));
+        po = _mm_add_epi32(po, _mm_shuffle_epi32(po, _MM_SHUFFLE(2, 3, 0, 1)));
+        const int offset = _mm_cvtsi128_si32(po);
         __m256i sumi = _mm256_setzero_si256();
         for (int h = 0; h < 2; ++h) {
             const __m256i ql0 = load256(w[b].ql + 64 * h);
@@ -371,6 +404,35 @@ void gemv_q(DType t, const void* w, int64_t n_rows, int64_t n_cols, const float*
     const void* xq = xq_scratch.data();
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < n_rows; ++r) y[r] = f(base + r * stride, xq, n_cols);
+}
+
+void gemv_q_multi(const GemvJob* jobs, int n_jobs, int64_t n_cols, const float* x, std::vector<uint8_t>& xq_scratch) {
+    // Activation blocks: Q8_0 first, then Q8_K (each quantized only if some job needs it).
+    const int64_t q8_0_bytes = activation_bytes(DType::Q8_0, n_cols);
+    const int64_t q8_k_bytes = n_cols % kQKK == 0 ? activation_bytes(DType::Q4_K, n_cols) : 0;
+    if (xq_scratch.size() < static_cast<size_t>(q8_0_bytes + q8_k_bytes))
+        xq_scratch.resize(static_cast<size_t>(q8_0_bytes + q8_k_bytes));
+    bool need_q8_0 = false, need_q8_k = false;
+    DotFn fns[8];
+    const void* xqs[8];
+    BUTLER_ASSERT(n_jobs <= 8, "gemv_q_multi takes at most 8 jobs");
+    for (int j = 0; j < n_jobs; ++j) {
+        fns[j] = fast_fn(jobs[j].type);
+        BUTLER_ASSERT(fns[j] != nullptr, "gemv_q_multi: type {} has no integer path", dtype_name(jobs[j].type));
+        const bool k = activation_type(jobs[j].type) == DType::Q8_K;
+        need_q8_k |= k;
+        need_q8_0 |= !k;
+        xqs[j] = xq_scratch.data() + (k ? q8_0_bytes : 0);
+    }
+    if (need_q8_0) quantize_activation(DType::Q8_0, x, n_cols, xq_scratch.data());
+    if (need_q8_k) quantize_activation(DType::Q4_K, x, n_cols, xq_scratch.data() + q8_0_bytes);
+#pragma omp parallel
+    for (int j = 0; j < n_jobs; ++j) {
+        const int64_t stride = row_bytes(jobs[j].type, n_cols);
+        const auto* base = static_cast<const uint8_t*>(jobs[j].w);
+#pragma omp for schedule(static) nowait
+        for (int64_t r = 0; r < jobs[j].n_rows; ++r) jobs[j].y[r] = fns[j](base + r * stride, xqs[j], n_cols);
+    }
 }
 
 }  // namespace butler

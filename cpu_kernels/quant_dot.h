@@ -36,4 +36,16 @@ float dot_row_q_reference(DType weight_type, const void* row, const void* xq, in
 void gemv_q(DType t, const void* w, int64_t n_rows, int64_t n_cols, const float* x, float* y,
             std::vector<uint8_t>& xq_scratch);
 
+// One row block of a fused GEMV: y (w_rows) = W (w_rows, n_cols) x.
+struct GemvJob {
+    DType type;
+    const void* w;
+    int64_t n_rows;
+    float* y;
+};
+
+// Several GEMVs over the same x (n_cols) in one OpenMP region: x is quantized once per activation format and the
+// threads move from one matrix to the next without a barrier (Q, K and V, or gate and up, of one layer).
+void gemv_q_multi(const GemvJob* jobs, int n_jobs, int64_t n_cols, const float* x, std::vector<uint8_t>& xq_scratch);
+
 }  // namespace butler

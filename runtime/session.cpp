@@ -186,9 +186,7 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
 #pragma omp parallel for schedule(static) if (n_tok > 1)  // one token: a fork/join costs more than the work
         for (int64_t i = 0; i < n_tok; ++i)
             rmsnorm(x_.data() + i * n_embd, L.attn_norm.data, xn_.data() + i * n_embd, n_embd, hp.rms_eps);
-        matmul(L.wq, xn_.data(), n_tok, q_.data(), mm_);
-        matmul(L.wk, xn_.data(), n_tok, k_.data(), mm_);
-        matmul(L.wv, xn_.data(), n_tok, v_.data(), mm_);
+        matmul_many({&L.wq, &L.wk, &L.wv}, xn_.data(), n_tok, {q_.data(), k_.data(), v_.data()}, mm_);
 
 #pragma omp parallel for schedule(static) if (n_tok > 1)  // one token: a fork/join costs more than the work
         for (int64_t i = 0; i < n_tok; ++i) {
@@ -242,8 +240,7 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
         }
 
         // --- feed-forward ---
-        matmul(L.ffn_gate, xn_.data(), n_tok, gate_.data(), mm_);
-        matmul(L.ffn_up, xn_.data(), n_tok, up_.data(), mm_);
+        matmul_many({&L.ffn_gate, &L.ffn_up}, xn_.data(), n_tok, {gate_.data(), up_.data()}, mm_);
 #pragma omp parallel for schedule(static) if (n_tok > 1)  // one token: a fork/join costs more than the work
         for (int64_t i = 0; i < n_tok; ++i) {
             float* g = gate_.data() + i * hp.n_ff;

@@ -119,3 +119,36 @@ TEST_SUITE("quant") {
         }
     }
 }
+
+TEST_SUITE("quant") {
+    TEST_CASE("gemv_q_multi equals one gemv_q per matrix") {
+        std::mt19937_64 rng(13);
+        std::normal_distribution<float> g(0.0f, 1.0f);
+        const int64_t n_cols = 512;
+        std::vector<float> x(static_cast<size_t>(n_cols));
+        for (auto& v : x) v = g(rng);
+        const DType types[3] = {DType::Q5_0, DType::Q4_K, DType::Q8_0};
+        const int64_t rows[3] = {33, 7, 64};
+        std::vector<std::vector<uint8_t>> w(3);
+        std::vector<std::vector<float>> y_multi(3), y_single(3);
+        GemvJob jobs[3];
+        for (int j = 0; j < 3; ++j) {
+            std::vector<float> wf(static_cast<size_t>(rows[j] * n_cols));
+            for (auto& v : wf) v = g(rng);
+            const int64_t rb = row_bytes(types[j], n_cols);
+            w[static_cast<size_t>(j)].resize(static_cast<size_t>(rows[j] * rb));
+            for (int64_t r = 0; r < rows[j]; ++r)
+                quantize_row(types[j], wf.data() + r * n_cols, w[static_cast<size_t>(j)].data() + r * rb, n_cols);
+            y_multi[static_cast<size_t>(j)].assign(static_cast<size_t>(rows[j]), 0.0f);
+            y_single[static_cast<size_t>(j)].assign(static_cast<size_t>(rows[j]), 0.0f);
+            jobs[j] = GemvJob{types[j], w[static_cast<size_t>(j)].data(), rows[j], y_multi[static_cast<size_t>(j)].data()};
+        }
+        std::vector<uint8_t> scratch;
+        gemv_q_multi(jobs, 3, n_cols, x.data(), scratch);
+        for (int j = 0; j < 3; ++j) {
+            gemv_q(types[j], w[static_cast<size_t>(j)].data(), rows[j], n_cols, x.data(), y_single[static_cast<size_t>(j)].data(), scratch);
+            for (int64_t r = 0; r < rows[j]; ++r)
+                CHECK(y_multi[static_cast<size_t>(j)][static_cast<size_t>(r)] == y_single[static_cast<size_t>(j)][static_cast<size_t>(r)]);
+        }
+    }
+}
