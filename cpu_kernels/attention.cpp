@@ -210,7 +210,8 @@ void AttnChunkScratch::reserve(int32_t n_thr, int32_t n_group, int32_t head_dim,
 namespace {
 
 // Converts KV rows of positions [p0, p0 + n) of KV head g into f32 rows (n, dim).
-void kv_rows_to_f32(const KvLayerView& kv, bool keys, int32_t g, int64_t p0, int64_t n, float* dst) {
+template <typename View>
+void kv_rows_to_f32(const View& kv, bool keys, int32_t g, int64_t p0, int64_t n, float* dst) {
     const int32_t dim = keys ? kv.head_dim : kv.head_dim_v;
     for (int64_t j = 0; j < n; ++j) {
         const uint8_t* row = keys ? kv.k_row(g, p0 + j) : kv.v_row(g, p0 + j);
@@ -243,8 +244,9 @@ void sgemm_nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, cons
 
 }  // namespace
 
-void attend_chunk(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, const KvLayerView& kv, int64_t n_swa,
-                  float* out, AttnChunkScratch& scratch) {
+template <typename View>
+void attend_chunk_impl(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, const View& kv, int64_t n_swa,
+                       float* out, AttnChunkScratch& scratch) {
     const int32_t n_group = n_head / kv.n_head_kv;
     const int32_t dk = kv.head_dim, dv = kv.head_dim_v;
     const int64_t qb = AttnChunkScratch::kQueryBlock, kb = AttnChunkScratch::kKeyBlock;
@@ -316,6 +318,16 @@ void attend_chunk(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, con
             for (int32_t d = 0; d < dv; ++d) dst[d] = o[r * dv + d] * inv;
         }
     }
+}
+
+void attend_chunk(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, const KvLayerView& kv, int64_t n_swa,
+                  float* out, AttnChunkScratch& scratch) {
+    attend_chunk_impl(q, n_q, pos0, n_head, kv, n_swa, out, scratch);
+}
+
+void attend_chunk(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, const PagedKvView& kv, int64_t n_swa,
+                  float* out, AttnChunkScratch& scratch) {
+    attend_chunk_impl(q, n_q, pos0, n_head, kv, n_swa, out, scratch);
 }
 
 void attend_split(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, const KvLayerView& kv, int64_t n_swa,

@@ -48,6 +48,9 @@ void axpy_kv_row(DType type, const uint8_t* row, float a, float* acc, int64_t n)
 
 namespace butler {
 
+// Chunks of at least this many queries use attend_chunk; fewer use the per-task / split-K kernels.
+inline constexpr int64_t kBlockedAttnMinTokens = 8;
+
 // Per-thread scratch of attend_chunk (sized once by the session; attend_chunk allocates nothing).
 struct AttnChunkScratch {
     static constexpr int64_t kQueryBlock = 64;  // queries per task (times n_group rows)
@@ -93,6 +96,11 @@ struct PagedKvView {
         return v_pages[t / page_tok] + ((int64_t(g) * page_tok + t % page_tok) * head_dim_v) * elem_bytes;
     }
 };
+
+// attend_chunk over the host store's pages: the same blocks and order of arithmetic as over a KvLayerView, so a
+// prefill through the offload pipeline computes exactly what the plain runtime computes.
+void attend_chunk(const float* q, int64_t n_q, int64_t pos0, int32_t n_head, const PagedKvView& kv, int64_t n_swa,
+                  float* out, AttnChunkScratch& scratch);
 
 // Rows of one KV head packed densely: K (n_rows, head_dim), V (n_rows, head_dim_v) (device slots).
 struct DenseKvRows {

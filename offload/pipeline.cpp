@@ -97,6 +97,7 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
     for (auto& s : cpu_scratch_) s.reserve(n_ctx, n_group_, head_dim_v_);
     n_threads_ = std::max(1, omp_get_max_threads());
     dense_scores_.resize(size_t(int64_t(n_threads_) * n_group_ * n_ctx));
+    chunk_attn_.reserve(n_threads_, n_group_, head_dim_, head_dim_v_);
 }
 
 OffloadPipeline::~OffloadPipeline() {
@@ -161,6 +162,13 @@ void OffloadPipeline::attend(int32_t model_layer, const float* q, int64_t n_tok,
 
 void OffloadPipeline::attend_dense(int32_t layer, const float* q, int64_t n_tok, int64_t pos0, float* out) {
     const PagedKvView kv  = store_->view(layer);
+    // Prompt chunks take the plain runtime's blocked kernel (same blocks, same order), so prefill through the
+    // pipeline computes exactly what the plain runtime computes; single tokens keep the per-task kernel.
+    if (n_tok >= kBlockedAttnMinTokens) {
+        attend_chunk(q, n_tok, pos0, n_head_, kv, 0, out, chunk_attn_);
+        ++stats_.dense_steps;
+        return;
+    }
     const int64_t n_tasks = n_tok * n_head_kv_;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t task = 0; task < n_tasks; ++task) {

@@ -16,6 +16,8 @@
 // Threading: store() may be called concurrently for distinct (layer, token); attend() from the session thread.
 #pragma once
 
+#include "cpu_kernels/attention.h"
+
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -98,6 +100,7 @@ private:
     std::vector<float> o_dev_, lse_dev_, o_cpu_, lse_cpu_, dev_scores_;  // (n_head_kv, n_group, ...)
     std::vector<CpuPartialScratch> cpu_scratch_;                         // (n_head_kv)
     std::vector<float> dense_scores_;                                    // (n_threads, n_group * n_ctx)
+    AttnChunkScratch chunk_attn_;  // prompt chunks: the plain runtime's blocked attention, over the host pages
     int32_t n_threads_ = 1;
     mutable OffloadStats stats_;
 };

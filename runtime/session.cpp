@@ -19,7 +19,6 @@ namespace {
 
 constexpr int64_t kVocabTile = 4096;  // output-projection rows dequantized per sgemm in target_logprobs
 constexpr int64_t kLogitRows = 512;   // hidden rows per target_logprobs block
-constexpr int64_t kBlockedAttnMinTokens = 8;  // chunks of at least this many tokens use the sgemm attention
 
 // factors: empty, or head_dim / 2 divisors (HParams::rope_freq_factors).
 std::vector<float> rope_inv_freq(int32_t head_dim, float base, float freq_scale, const std::vector<float>& factors) {
