@@ -99,42 +99,6 @@ void axpy_kv_row(DType type, const uint8_t* row, float a, float* acc, int64_t n)
 }
 #endif
 
-void attend_group(const float* q, int32_t n_group, const KvLayerView& kv, int32_t g, int64_t k_lo, int64_t k_hi,
-                  float* out, float* lse, float* scores) {
-    const int64_t n_keys = k_hi - k_lo + 1;
-    const int32_t dk = kv.head_dim, dv = kv.head_dim_v;
-    std::memset(out, 0, sizeof(float) * static_cast<size_t>(n_group) * dv);
-    if (n_keys <= 0) {
-        if (lse)
-            for (int32_t h = 0; h < n_group; ++h) lse[h] = -std::numeric_limits<float>::infinity();
-        return;
-    }
-    // Pass 1: scores, one K row read serves every query head of the group.
-    for (int64_t j = 0; j < n_keys; ++j) {
-        const uint8_t* krow = kv.k_row(g, k_lo + j);
-        for (int32_t h = 0; h < n_group; ++h) scores[h * n_keys + j] = dot_kv_row(kv.type, krow, q + h * dk, dk);
-    }
-    // Pass 2: softmax per head.
-    for (int32_t h = 0; h < n_group; ++h) {
-        float* s = scores + h * n_keys;
-        float m = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < n_keys; ++j) m = std::max(m, s[j]);
-        double sum = 0;
-        for (int64_t j = 0; j < n_keys; ++j) {
-            s[j] = std::exp(s[j] - m);
-            sum += s[j];
-        }
-        const float inv = static_cast<float>(1.0 / sum);
-        for (int64_t j = 0; j < n_keys; ++j) s[j] *= inv;
-        if (lse) lse[h] = m + static_cast<float>(std::log(sum));
-    }
-    // Pass 3: weighted sum of V.
-    for (int64_t j = 0; j < n_keys; ++j) {
-        const uint8_t* vrow = kv.v_row(g, k_lo + j);
-        for (int32_t h = 0; h < n_group; ++h) axpy_kv_row(kv.type, vrow, scores[h * n_keys + j], out + h * dv, dv);
-    }
-}
-
 namespace {
 
 // One kernel body for every row addressing: `row_of(j)` maps the j-th key of the set to a row id of the view.
@@ -172,6 +136,12 @@ void attend_rows(const float* q, int32_t n_group, const View& kv, int32_t g, int
 }
 
 }  // namespace
+
+void attend_group(const float* q, int32_t n_group, const KvLayerView& kv, int32_t g, int64_t k_lo, int64_t k_hi,
+                  float* out, float* lse, float* scores) {
+    attend_rows(q, n_group, kv, g, k_hi - k_lo + 1, [k_lo](int64_t j) { return k_lo + j; }, out, lse, scores);
+}
+
 
 void attend_group_indexed(const float* q, int32_t n_group, const PagedKvView& kv, int32_t g, const int32_t* idx,
                           int64_t n_idx, float* out, float* lse, float* scores) {

@@ -18,7 +18,6 @@
 #include "runtime/status.h"
 
 namespace butler::test {
-namespace {
 
 std::vector<float> gaussian(std::mt19937_64& rng, size_t n, float stddev) {
     std::normal_distribution<float> dist(0.0f, stddev);
@@ -27,12 +26,18 @@ std::vector<float> gaussian(std::mt19937_64& rng, size_t n, float stddev) {
     return v;
 }
 
-std::vector<float> norm_weight(std::mt19937_64& rng, size_t n) {
-    // Gemma stores 1 + w; values around 1 with some spread exercise the multiplication.
-    std::uniform_real_distribution<float> dist(0.5f, 1.5f);
+std::vector<float> uniform(std::mt19937_64& rng, size_t n, float lo, float hi) {
+    std::uniform_real_distribution<float> dist(lo, hi);
     std::vector<float> v(n);
     for (float& x : v) x = dist(rng);
     return v;
+}
+
+namespace {
+
+std::vector<float> norm_weight(std::mt19937_64& rng, size_t n) {
+    // Gemma stores 1 + w; values around 1 with some spread exercise the multiplication.
+    return uniform(rng, n, 0.5f, 1.5f);
 }
 
 }  // namespace

@@ -4,12 +4,17 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "runtime/dtype.h"
 
 namespace butler::test {
+
+// n random floats, deterministic for the generator's state: normal(0, stddev) / uniform in [lo, hi).
+std::vector<float> gaussian(std::mt19937_64& rng, size_t n, float stddev);
+std::vector<float> uniform(std::mt19937_64& rng, size_t n, float lo, float hi);
 
 struct TinyGemma3Spec {
     int32_t n_layer = 6;  // layer 5 is global, 0..4 use the sliding window

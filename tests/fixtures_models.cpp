@@ -12,20 +12,6 @@
 namespace butler::test {
 namespace {
 
-std::vector<float> gaussian(std::mt19937_64& rng, size_t n, float stddev) {
-    std::normal_distribution<float> dist(0.0f, stddev);
-    std::vector<float> v(n);
-    for (float& x : v) x = dist(rng);
-    return v;
-}
-
-std::vector<float> uniform(std::mt19937_64& rng, size_t n, float lo, float hi) {
-    std::uniform_real_distribution<float> dist(lo, hi);
-    std::vector<float> v(n);
-    for (float& x : v) x = dist(rng);
-    return v;
-}
-
 // SentencePiece vocabulary: control tokens, 256 byte tokens, a few words (as the gemma3 fixture).
 void spm_vocab(TinyModel& m) {
     m.tokens = {"<unk>", "<s>", "</s>"};
