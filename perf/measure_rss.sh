@@ -9,7 +9,9 @@ ctx=16384
 prompt=$(mktemp)
 trap 'rm -f "$prompt"' EXIT
 # ~15K tokens of public-domain-licensed English text from Debian's base-files.
-for i in $(seq 1 3); do cat /usr/share/common-licenses/GPL-3 /usr/share/common-licenses/LGPL-2.1; done | head -c 60000 > "$prompt"
+cat /usr/share/common-licenses/GPL-3 /usr/share/common-licenses/LGPL-2.1 /usr/share/common-licenses/GPL-3 > "$prompt.all"
+head -c 60000 "$prompt.all" > "$prompt"
+rm -f "$prompt.all"
 log=$(mktemp)
 /usr/bin/time -v "$butler" generate -m "$model" -f "$prompt" -n 16 -c "$ctx" --temp 0 >/dev/null 2>"$log"
 rss_kb=$(grep "Maximum resident" "$log" | awk '{print $NF}')
