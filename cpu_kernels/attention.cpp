@@ -86,6 +86,40 @@ void axpy_kv_row(DType type, const uint8_t* row, float a, float* acc, int64_t n)
         _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(va, load8(type, row, i), _mm256_loadu_ps(acc + i)));
     for (; i < n; ++i) acc[i] += a * load1(type, row, i);
 }
+
+// Every query head of a KV group against one K row: the row is converted once per 8 values, not once per head.
+void dot_kv_row_group(DType type, const uint8_t* row, const float* q, int64_t n, int32_t n_group, float* out,
+                      int64_t out_stride) {
+    if (n_group > 8 || n % 8 != 0) {
+        for (int32_t h = 0; h < n_group; ++h) out[h * out_stride] = dot_kv_row(type, row, q + h * n, n);
+        return;
+    }
+    __m256 acc[8];
+    for (int32_t h = 0; h < n_group; ++h) acc[h] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8) {
+        const __m256 k = load8(type, row, i);
+        for (int32_t h = 0; h < n_group; ++h) acc[h] = _mm256_fmadd_ps(k, _mm256_loadu_ps(q + h * n + i), acc[h]);
+    }
+    for (int32_t h = 0; h < n_group; ++h) out[h * out_stride] = hsum(acc[h]);
+}
+
+// acc[h] (n) += a[h * a_stride] * row for every head h of the group, converting the V row once.
+void axpy_kv_row_group(DType type, const uint8_t* row, const float* a, int64_t a_stride, float* acc, int64_t n,
+                       int32_t n_group) {
+    if (n_group > 8 || n % 8 != 0) {
+        for (int32_t h = 0; h < n_group; ++h) axpy_kv_row(type, row, a[h * a_stride], acc + h * n, n);
+        return;
+    }
+    __m256 va[8];
+    for (int32_t h = 0; h < n_group; ++h) va[h] = _mm256_set1_ps(a[h * a_stride]);
+    for (int64_t i = 0; i < n; i += 8) {
+        const __m256 v = load8(type, row, i);
+        for (int32_t h = 0; h < n_group; ++h) {
+            float* dst = acc + h * n + i;
+            _mm256_storeu_ps(dst, _mm256_fmadd_ps(va[h], v, _mm256_loadu_ps(dst)));
+        }
+    }
+}
 #else
 
 float dot_kv_row(DType type, const uint8_t* row, const float* x, int64_t n) {
@@ -96,6 +130,16 @@ float dot_kv_row(DType type, const uint8_t* row, const float* x, int64_t n) {
 
 void axpy_kv_row(DType type, const uint8_t* row, float a, float* acc, int64_t n) {
     for (int64_t i = 0; i < n; ++i) acc[i] += a * load1(type, row, i);
+}
+
+void dot_kv_row_group(DType type, const uint8_t* row, const float* q, int64_t n, int32_t n_group, float* out,
+                      int64_t out_stride) {
+    for (int32_t h = 0; h < n_group; ++h) out[h * out_stride] = dot_kv_row(type, row, q + h * n, n);
+}
+
+void axpy_kv_row_group(DType type, const uint8_t* row, const float* a, int64_t a_stride, float* acc, int64_t n,
+                       int32_t n_group) {
+    for (int32_t h = 0; h < n_group; ++h) axpy_kv_row(type, row, a[h * a_stride], acc + h * n, n);
 }
 #endif
 
@@ -113,8 +157,7 @@ void attend_rows(const float* q, int32_t n_group, const View& kv, int32_t g, int
         return;
     }
     for (int64_t j = 0; j < n_keys; ++j) {
-        const uint8_t* krow = kv.k_row(g, row_of(j));
-        for (int32_t h = 0; h < n_group; ++h) scores[h * n_keys + j] = dot_kv_row(kv.type, krow, q + h * dk, dk);
+        dot_kv_row_group(kv.type, kv.k_row(g, row_of(j)), q, dk, n_group, scores + j, n_keys);
     }
     for (int32_t h = 0; h < n_group; ++h) {
         float* s = scores + h * n_keys;
@@ -130,8 +173,7 @@ void attend_rows(const float* q, int32_t n_group, const View& kv, int32_t g, int
         if (lse) lse[h] = m + static_cast<float>(std::log(sum));
     }
     for (int64_t j = 0; j < n_keys; ++j) {
-        const uint8_t* vrow = kv.v_row(g, row_of(j));
-        for (int32_t h = 0; h < n_group; ++h) axpy_kv_row(kv.type, vrow, scores[h * n_keys + j], out + h * dv, dv);
+        axpy_kv_row_group(kv.type, kv.v_row(g, row_of(j)), scores + j, n_keys, out, dv, n_group);
     }
 }
 
