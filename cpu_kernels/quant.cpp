@@ -18,6 +18,7 @@
 
 #include "cpu_kernels/quant_blocks.h"
 #include "cpu_kernels/quant_extra.h"
+#include "cpu_kernels/quant_fit.h"
 #include "runtime/status.h"
 
 namespace butler {
@@ -38,21 +39,7 @@ void check_row(const char* what, DType t, int64_t n) {
                   tr.name, tr.block_elems);
 }
 
-inline int nearest_int(float v) {
-    return static_cast<int>(std::lrintf(v));
-}
 
-// Scale and min of sub-block j from the 12 packed bytes: j < 4 keep 6 plain bits; j >= 4 take their low
-// nibble from byte j + 4 and their top two bits from the spare high bits of bytes j - 4 (scale) and j (min).
-inline void get_scale_min_k4(int j, const uint8_t* q, int* sc, int* m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m  = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *m  = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
 
 inline uint32_t load_u32(const uint8_t* p) {
     uint32_t v;
@@ -387,80 +374,9 @@ void quantize_q5_0(const float* x, BlockQ5_0& b) {
     std::memcpy(b.qh, &qh, 4);
 }
 
-// Fits x[i] ~= scale * L[i] + offset with L in [0, nmax] and offset <= 0 (Q4_K stores the offset as a
-// non-negative 6-bit min that is subtracted). Tries a few grids around the min/max one and keeps the least
-// squares fit with the smallest error.
-float fit_scale_offset(const float* x, int n, int nmax, float* offset) {
-    float xmin = x[0], xmax = x[0];
-    for (int i = 1; i < n; ++i) {
-        xmin = std::min(xmin, x[i]);
-        xmax = std::max(xmax, x[i]);
-    }
-    xmin = std::min(xmin, 0.0f);
-    if (xmax <= xmin) {
-        *offset = xmin;
-        return 0.0f;
-    }
-    float best_scale = (xmax - xmin) / nmax, best_offset = xmin, best_err = INFINITY;
-    for (int step = -10; step <= 10; ++step) {
-        const float iscale = (nmax + 0.1f * step) / (xmax - xmin);
-        float sl = 0, sl2 = 0, sx = 0, slx = 0;
-        int l_buf[kQK];
-        for (int i = 0; i < n; ++i) {
-            const int l = std::clamp(nearest_int(iscale * (x[i] - xmin)), 0, nmax);
-            l_buf[i]    = l;
-            sl += l;
-            sl2 += float(l) * l;
-            sx += x[i];
-            slx += l * x[i];
-        }
-        const float det = n * sl2 - sl * sl;
-        if (det <= 0.0f) continue;
-        float scale = (n * slx - sl * sx) / det;
-        float off   = (sl2 * sx - sl * slx) / det;
-        if (off > 0.0f) {
-            off   = 0.0f;
-            scale = slx / sl2;
-        }
-        float err = 0.0f;
-        for (int i = 0; i < n; ++i) {
-            const float e = scale * l_buf[i] + off - x[i];
-            err += e * e;
-        }
-        if (err < best_err) {
-            best_err    = err;
-            best_scale  = scale;
-            best_offset = off;
-        }
-    }
-    *offset = best_offset;
-    return best_scale;
-}
 
 void quantize_q4_k(const float* x, BlockQ4_K& b) {
-    float scales[8], mins[8];  // mins >= 0, subtracted
-    float max_scale = 0.0f, max_min = 0.0f;
-    for (int j = 0; j < 8; ++j) {
-        float off;
-        scales[j] = std::max(0.0f, fit_scale_offset(x + 32 * j, 32, 15, &off));
-        mins[j]   = -off;
-        max_scale = std::max(max_scale, scales[j]);
-        max_min   = std::max(max_min, mins[j]);
-    }
-    const float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
-    const float inv_min   = max_min > 0.0f ? 63.0f / max_min : 0.0f;
-    uint8_t ls[8], lm[8];
-    for (int j = 0; j < 8; ++j) {
-        ls[j] = static_cast<uint8_t>(std::min(63, nearest_int(inv_scale * scales[j])));
-        lm[j] = static_cast<uint8_t>(std::min(63, nearest_int(inv_min * mins[j])));
-    }
-    for (int j = 0; j < 4; ++j) {
-        b.scales[j]     = static_cast<uint8_t>(ls[j] | ((ls[j + 4] >> 4) << 6));
-        b.scales[j + 4] = static_cast<uint8_t>(lm[j] | ((lm[j + 4] >> 4) << 6));
-        b.scales[j + 8] = static_cast<uint8_t>((ls[j + 4] & 0xF) | ((lm[j + 4] & 0xF) << 4));
-    }
-    b.d    = f32_to_f16(max_scale / 63.0f);
-    b.dmin = f32_to_f16(max_min / 63.0f);
+    fit_k4_scales(x, 15, b.scales, &b.d, &b.dmin);
     // Requantize against the scales as stored (f16 super-scales times 6-bit factors), which is what decodes.
     const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
     uint8_t l_all[kQKK];
@@ -478,33 +394,6 @@ void quantize_q4_k(const float* x, BlockQ4_K& b) {
             b.qs[32 * c + l] = static_cast<uint8_t>(l_all[64 * c + l] | (l_all[64 * c + 32 + l] << 4));
 }
 
-// Symmetric fit x[i] ~= scale * L[i], L in [-nmax, nmax - 1]: the signed extreme maps near -nmax, and a
-// few neighbouring grids are tried, keeping the least squares scale that explains the most energy.
-float fit_scale_symmetric(const float* x, int n, int nmax) {
-    float amax = 0.0f, vmax = 0.0f;
-    for (int i = 0; i < n; ++i) {
-        if (std::fabs(x[i]) > amax) {
-            amax = std::fabs(x[i]);
-            vmax = x[i];
-        }
-    }
-    if (amax < 1e-30f) return 0.0f;
-    float best_scale = vmax / -nmax, best_score = -1.0f;
-    for (int step = -9; step <= 9; ++step) {
-        const float iscale = -(nmax + 0.1f * step) / vmax;
-        float slx = 0.0f, sl2 = 0.0f;
-        for (int i = 0; i < n; ++i) {
-            const int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
-            slx += l * x[i];
-            sl2 += float(l) * l;
-        }
-        if (sl2 > 0.0f && slx * slx / sl2 > best_score) {
-            best_score = slx * slx / sl2;
-            best_scale = slx / sl2;
-        }
-    }
-    return best_scale;
-}
 
 void quantize_q6_k(const float* x, BlockQ6_K& b) {
     float scales[16];

@@ -5,6 +5,7 @@
 // over rows). Memory traffic per dot: the row's bytes once plus n floats of x. These are the correct-first
 // versions; they live apart from quant.cpp so SIMD work there and new types here merge without conflicts.
 #include "cpu_kernels/quant_extra.h"
+#include "cpu_kernels/quant_fit.h"
 
 #include <algorithm>
 #include <cmath>
@@ -51,7 +52,6 @@ struct BlockQ3_K {
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockIq4Nl) == 18 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ3_K) == 110);
 
-inline int nearest_int(float v) { return static_cast<int>(std::lrintf(v)); }
 
 inline uint32_t load_u32(const uint8_t* p) {
     uint32_t v;
@@ -59,26 +59,6 @@ inline uint32_t load_u32(const uint8_t* p) {
     return v;
 }
 
-// Q4_K/Q5_K packing of 8 x (6-bit scale, 6-bit min): sub-blocks j < 4 keep 6 plain bits in bytes j (scale) and
-// j + 4 (min); j >= 4 keep their low nibbles in byte j + 4 and their top two bits in the spare high bits of
-// bytes j - 4 (scale) and j (min).
-inline void scale_min_k4(int j, const uint8_t* q, int* sc, int* m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m  = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *m  = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
-void pack_scale_min_k4(const uint8_t ls[8], const uint8_t lm[8], uint8_t* q) {
-    for (int j = 0; j < 4; ++j) {
-        q[j]     = static_cast<uint8_t>(ls[j] | ((ls[j + 4] >> 4) << 6));
-        q[j + 4] = static_cast<uint8_t>(lm[j] | ((lm[j + 4] >> 4) << 6));
-        q[j + 8] = static_cast<uint8_t>((ls[j + 4] & 0xF) | ((lm[j + 4] & 0xF) << 4));
-    }
-}
 
 // Q3_K's 6-bit scale s (0..15), unsigned (0..63): low nibble from byte s (s < 8) or the high nibble of byte
 // s - 8; top two bits from bits 2 (s / 4) of byte 8 + s % 4.
@@ -143,7 +123,7 @@ void dequant_q5_k(const BlockQ5_K& b, float* y) {
     const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
     for (int j = 0; j < 8; ++j) {
         int sc, m;
-        scale_min_k4(j, b.scales, &sc, &m);
+        get_scale_min_k4(j, b.scales, &sc, &m);
         const float d1 = d * sc, m1 = dmin * m;
         for (int l = 0; l < 32; ++l) y[32 * j + l] = d1 * q5k_value(b, 32 * j + l) - m1;
     }
@@ -196,7 +176,7 @@ float dot_q5_k(const BlockQ5_K& b, const float* x) {
     float acc = 0.0f;
     for (int j = 0; j < 8; ++j) {
         int sc, m;
-        scale_min_k4(j, b.scales, &sc, &m);
+        get_scale_min_k4(j, b.scales, &sc, &m);
         float sqx = 0.0f, sx = 0.0f;
         for (int l = 0; l < 32; ++l) {
             sqx += q5k_value(b, 32 * j + l) * x[32 * j + l];
@@ -303,66 +283,15 @@ void quantize_iq4_nl(const float* x, BlockIq4Nl& b) {
         b.qs[j] = static_cast<uint8_t>(nearest_iq4nl(id * x[j]) | (nearest_iq4nl(id * x[j + 16]) << 4));
 }
 
-// Least squares x ~= scale * L + offset, L in [0, nmax], offset <= 0, over a few grids around the min/max one.
-float fit_scale_offset(const float* x, int n, int nmax, float* offset) {
-    float xmin = x[0], xmax = x[0];
-    for (int i = 1; i < n; ++i) xmin = std::min(xmin, x[i]), xmax = std::max(xmax, x[i]);
-    xmin = std::min(xmin, 0.0f);
-    if (xmax <= xmin) {
-        *offset = xmin;
-        return 0.0f;
-    }
-    float best_scale = (xmax - xmin) / nmax, best_offset = xmin, best_err = INFINITY;
-    int l_buf[kQK];
-    for (int step = -10; step <= 10; ++step) {
-        const float iscale = (nmax + 0.1f * step) / (xmax - xmin);
-        float sl = 0, sl2 = 0, sx = 0, slx = 0;
-        for (int i = 0; i < n; ++i) {
-            const int l = std::clamp(nearest_int(iscale * (x[i] - xmin)), 0, nmax);
-            l_buf[i]    = l;
-            sl += l;
-            sl2 += float(l) * l;
-            sx += x[i];
-            slx += l * x[i];
-        }
-        const float det = n * sl2 - sl * sl;
-        if (det <= 0.0f) continue;
-        float scale = (n * slx - sl * sx) / det;
-        float off   = (sl2 * sx - sl * slx) / det;
-        if (off > 0.0f) off = 0.0f, scale = slx / sl2;
-        float err = 0.0f;
-        for (int i = 0; i < n; ++i) err += (scale * l_buf[i] + off - x[i]) * (scale * l_buf[i] + off - x[i]);
-        if (err < best_err) best_err = err, best_scale = scale, best_offset = off;
-    }
-    *offset = best_offset;
-    return best_scale;
-}
 
 void quantize_q5_k(const float* x, BlockQ5_K& b) {
-    float scales[8], mins[8], max_scale = 0.0f, max_min = 0.0f;
-    for (int j = 0; j < 8; ++j) {
-        float off;
-        scales[j] = std::max(0.0f, fit_scale_offset(x + 32 * j, 32, 31, &off));
-        mins[j]   = -off;
-        max_scale = std::max(max_scale, scales[j]);
-        max_min   = std::max(max_min, mins[j]);
-    }
-    const float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
-    const float inv_min   = max_min > 0.0f ? 63.0f / max_min : 0.0f;
-    uint8_t ls[8], lm[8];
-    for (int j = 0; j < 8; ++j) {
-        ls[j] = static_cast<uint8_t>(std::min(63, nearest_int(inv_scale * scales[j])));
-        lm[j] = static_cast<uint8_t>(std::min(63, nearest_int(inv_min * mins[j])));
-    }
     std::memset(&b, 0, sizeof(b));
-    pack_scale_min_k4(ls, lm, b.scales);
-    b.d    = f32_to_f16(max_scale / 63.0f);
-    b.dmin = f32_to_f16(max_min / 63.0f);
+    fit_k4_scales(x, 31, b.scales, &b.d, &b.dmin);
     // Requantize against the scales as stored, which is what decodes.
     const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
     for (int j = 0; j < 8; ++j) {
         int sc, m;
-        scale_min_k4(j, b.scales, &sc, &m);
+        get_scale_min_k4(j, b.scales, &sc, &m);
         const float dd = d * sc, dm = dmin * m;
         for (int l = 0; l < 32; ++l) {
             const int i = 32 * j + l;
@@ -374,25 +303,6 @@ void quantize_q5_k(const float* x, BlockQ5_K& b) {
     }
 }
 
-// Least squares x ~= scale * L, L in [-nmax, nmax - 1], over grids that put the signed extreme near -nmax.
-float fit_scale_symmetric(const float* x, int n, int nmax) {
-    float amax = 0.0f, vmax = 0.0f;
-    for (int i = 0; i < n; ++i)
-        if (std::fabs(x[i]) > amax) amax = std::fabs(x[i]), vmax = x[i];
-    if (amax < 1e-30f) return 0.0f;
-    float best_scale = vmax / -nmax, best_score = -1.0f;
-    for (int step = -9; step <= 9; ++step) {
-        const float iscale = -(nmax + 0.1f * step) / vmax;
-        float slx = 0.0f, sl2 = 0.0f;
-        for (int i = 0; i < n; ++i) {
-            const int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
-            slx += l * x[i];
-            sl2 += float(l) * l;
-        }
-        if (sl2 > 0.0f && slx * slx / sl2 > best_score) best_score = slx * slx / sl2, best_scale = slx / sl2;
-    }
-    return best_scale;
-}
 
 void quantize_q3_k(const float* x, BlockQ3_K& b) {
     float scales[16], amax = 0.0f, vmax = 0.0f;
