@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
         {"make-random-model", "write a random-weight GGUF with a real model's exact tensors and hparams",
          cli::register_make_model},
         {"summarize", "summarize a document (text, Markdown, PDF) or a batch of them", cli::register_summarize},
+        {"train-predictor", "train a TokenButler predictor on text against the model's own attention",
+         cli::register_train_predictor},
     };
     for (const Sub& s : subs) {
         CLI::App* sub = app.add_subcommand(s.name, s.help);

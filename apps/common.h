@@ -45,5 +45,7 @@ Action register_generate(CLI::App& sub);
 Action register_perplexity(CLI::App& sub);
 Action register_make_model(CLI::App& sub);
 Action register_summarize(CLI::App& sub);
+Action register_train_predictor(CLI::App& sub);
+
 
 }  // namespace butler::cli

@@ -11,19 +11,24 @@ namespace butler::cli {
 
 void add_offload_options(CLI::App& sub, OffloadOptions& o) {
     sub.add_option("--device", o.device, "offload the global layers' KV cache through a device: cpu, emu[:opts]");
-    sub.add_option("--selector", o.selector, "token selector: dense, oracle, streamingllm, h2o, quest, quest-tb");
+    sub.add_option("--selector", o.selector,
+                   "token selector: dense, oracle, streamingllm, h2o, snapkv, quest, quest-tb, tokenbutler[:PATH] "
+                   "(PATH: a predictor file; default: the one shipped for the model)");
     sub.add_option("--budget", o.budget, "tokens attention may read per layer and KV head: N or P% of the context");
     sub.add_option("--sinks", o.sinks, "attention-sink tokens always kept (default 4)");
     sub.add_option("--window", o.window, "recent tokens always kept (default max(16, budget/8))");
     sub.add_option("--attn", o.attn, "exact (CPU attends the rest: equals dense) or sparse");
     sub.add_option("--device-memory", o.device_memory, "device memory cap of the emulated device (e.g. 64MiB)");
     sub.add_option("--pcie-gbps", o.pcie_gbps, "emulated link bandwidth in GB/s (default 0.54 x host memcpy)");
+    sub.add_option("--interval", o.interval, "prediction interval: select anew every N decode steps (default 1)");
+    sub.add_option("--neighbours", o.neighbours, "neighbour fetching: each picked run extended by its length (on|off)");
 }
 
 OffloadConfig offload_config(const OffloadOptions& o) {
     OffloadConfig c;
     c.enabled =
-        !o.device.empty() || !o.selector.empty() || !o.budget.empty() || !o.device_memory.empty() || !o.attn.empty();
+        !o.device.empty() || !o.selector.empty() || !o.budget.empty() || !o.device_memory.empty() || !o.attn.empty() ||
+        o.interval != 1 || !o.neighbours.empty();
     if (!c.enabled) return c;
     c.device = o.device.empty() ? "emu" : o.device;
     if (o.pcie_gbps > 0) {
@@ -43,6 +48,12 @@ OffloadConfig offload_config(const OffloadOptions& o) {
     else
         fail(Status::Usage, "--attn must be exact or sparse (got '{}')", o.attn);
     if (!o.device_memory.empty()) c.device_memory = parse_bytes(o.device_memory);
+    if (o.interval < 1) fail(Status::Usage, "--interval must be >= 1 (got {})", o.interval);
+    c.interval = o.interval;
+    if (o.neighbours == "on")
+        c.neighbours = true;
+    else if (!o.neighbours.empty() && o.neighbours != "off")
+        fail(Status::Usage, "--neighbours must be on or off (got '{}')", o.neighbours);
     return c;
 }
 
@@ -71,6 +82,11 @@ nlohmann::json offload_stats_json(Session& session) {
             {"select_ms", s.select_ms},
             {"cpu_attn_ms", s.cpu_attn_ms},
             {"wait_ms", s.wait_ms},
+            {"interval", c.interval},
+            {"neighbours", c.neighbours},
+            {"fresh_selections", s.fresh_selections},
+            {"predictor_runs", s.predictor_runs},
+            {"predict_ms", s.predict_ms},
             {"device_allocations", p->device().n_allocs()}};
 }
 

@@ -23,6 +23,8 @@ struct OffloadOptions {
     std::string attn;           // --attn exact|sparse (default sparse)
     std::string device_memory;  // --device-memory BYTES
     double pcie_gbps = 0;       // --pcie-gbps (emu)
+    int interval = 1;           // --interval: steps between fresh selections
+    std::string neighbours;     // --neighbours on|off (default off)
 };
 
 void add_offload_options(CLI::App& sub, OffloadOptions& o);

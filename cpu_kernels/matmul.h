@@ -45,5 +45,8 @@ void dequantize_rows(const WeightMatrix& w, int64_t r0, int64_t n, float* dst);
 // C (m, n) = A (m, k) . B^T with B (n, k), all row-major f32 with the given leading dimensions (oneDNN sgemm).
 void sgemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
               int64_t ldc);
+// C (m, n) = alpha op(A) . op(B) + beta C, row-major f32; op(X) = X ('N') or X^T ('T'); op(A) is (m, k).
+void sgemm(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 }  // namespace butler

@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace butler {
+
+class TokenButlerPredictor;
 
 enum class AttnMode { Exact, Sparse };  // exact: the CPU attends over the complement (equals dense)
 
@@ -25,6 +28,12 @@ struct OffloadConfig {
     uint64_t device_memory = 0;      // 0: the device's own capacity (emu: 4 GiB)
     int32_t page_tok       = 16;     // host store page (Quest's page)
     bool skip_copy_wait    = false;  // tests only: plants the missing compute-stream wait the tests must catch
+    // Prediction interval (TOKENBUTLER.md §2.5): a fresh selection on the first sparse step and every `interval`
+    // steps after it; in between each (layer, KV head) keeps its picks (sinks and window stay current).
+    int32_t interval = 1;
+    bool neighbours  = false;  // neighbour fetching: picked runs extended right by their own length
+    // The "tokenbutler" selector's predictor (the Session loads it from the selector's PATH or the shipped one).
+    std::shared_ptr<const TokenButlerPredictor> predictor;
 
     // The budget at a context of n_tok tokens (at least 1, at most n_tok).
     int64_t budget_at(int64_t n_tok) const;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "cpu_kernels/lse_merge.h"
+#include "predictor/tokenbutler.h"
 #include "runtime/status.h"
 
 namespace butler {
@@ -39,6 +40,7 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
     if (config_.budget_tokens <= 0 && !(config_.budget_fraction > 0))
         fail(Status::Usage, "the offload budget must be positive (--budget N or P%)");
     if (config_.sinks < 0) fail(Status::Usage, "--sinks must be >= 0 (got {})", config_.sinks);
+    if (config_.interval < 1) fail(Status::Usage, "--interval must be >= 1 (got {})", config_.interval);
     int32_t n_stored = 0;
     store_index_.assign(size_t(hp.n_layer), -1);
     for (int32_t l = 0; l < hp.n_layer; ++l)
@@ -51,7 +53,24 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
             fail(Status::Usage, "--device-memory caps only the emulated device (got --device {})", spec);
         spec += fmt::format("{}mem={}", spec == "emu" ? ":" : ",", config_.device_memory);
     }
-    selector_ = make_selector(config_.selector, n_stored, hp.n_head_kv, n_ctx, hp.head_dim);
+    selector_ = make_selector(config_.selector, n_stored, hp.n_head_kv, n_ctx, hp.head_dim, config_.predictor);
+    for (int32_t l = 0; l < hp.n_layer; ++l)
+        if (store_index_[size_t(l)] >= 0) stored_model_layer_.push_back(l);
+    if (const TokenButlerPredictor* pred = selector_->predictor()) {
+        const PredictorShape& ps = pred->shape();
+        if (ps.n_layer != hp.n_layer || ps.n_embd != hp.n_embd || ps.n_head != hp.n_head || ps.head_dim != hp.head_dim)
+            fail(Status::Format, "the predictor's shape ({} layers, {} wide, {} heads x {}) is not the model's",
+                 ps.n_layer, ps.n_embd, ps.n_head, ps.head_dim);
+        producer_consumers_.resize(size_t(hp.n_layer));
+        for (int32_t layer = 0; layer < n_stored; ++layer) {
+            const int32_t ml = stored_model_layer_[size_t(layer)];
+            if (ml >= 1) producer_consumers_[size_t(PredictorShape::producer_of(ml, ps.group))].push_back(layer);
+        }
+        imp_q_.resize(size_t(int64_t(n_stored) * hp.n_head * ps.d_dash));
+        imp_q_pos_.assign(size_t(n_stored), -1);
+        pred_out_.resize(size_t(ps.q_width()));
+        pred_scratch_.resize(size_t(ps.n_embd + ps.intdim));
+    }
     device_   = make_device(spec);
 
     KvStoreShape shape;
@@ -84,6 +103,9 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
     wanted_next_.resize(kv);
     for (auto& w : wanted_next_) w.reserve(size_t(n_ctx));
     prefetched_pos_.assign(size_t(n_stored), -1);
+    picks_.resize(size_t(n_stored) * kv);
+    for (auto& p : picks_) p.reserve(size_t(n_ctx));
+    picked_pos_.assign(size_t(n_stored), -1);
     obs_q_.resize(size_t(int64_t(n_stored) * kObsWindow * hp.n_head * hp.head_dim));
     obs_count_.assign(size_t(n_stored), 0);
     obs_end_.assign(size_t(n_stored), 0);
@@ -129,6 +151,8 @@ void OffloadPipeline::truncate(int64_t n) {
     selector_->reset(n);
     prefill_end_ = -1;
     std::fill(prefetched_pos_.begin(), prefetched_pos_.end(), -1);
+    std::fill(picked_pos_.begin(), picked_pos_.end(), -1);
+    std::fill(imp_q_pos_.begin(), imp_q_pos_.end(), -1);
     std::fill(obs_count_.begin(), obs_count_.end(), 0);
     std::fill(obs_end_.begin(), obs_end_.end(), 0);
 }
@@ -185,22 +209,83 @@ void OffloadPipeline::attend_dense(int32_t layer, const float* q, int64_t n_tok,
 void OffloadPipeline::select_layer(int32_t layer, const float* q, int64_t pos, std::vector<std::vector<int32_t>>& out) {
     const int64_t n      = pos + 1;
     const int64_t budget = config_.budget_at(n);
+    // Between predictions each (layer, KV head) keeps its last picks; sinks and window follow the current step.
+    const bool fresh = picked_pos_[size_t(layer)] < 0 || prediction_due(pos);
+    const TokenButlerPredictor* pred = selector_->predictor();
     for (int32_t g = 0; g < n_head_kv_; ++g) {
         SelectionRequest r;
-        r.layer    = layer;
-        r.g        = g;
-        r.n_tok    = n;
-        r.q        = q ? q + int64_t(g) * n_group_ * head_dim_ : nullptr;
-        r.n_group  = n_group_;
-        r.store    = store_.get();
-        r.budget   = budget;
-        r.sinks    = config_.sinks;
-        r.window   = config_.window_for(budget);
-        r.n_head   = n_head_;
-        r.n_obs    = obs_count_[size_t(layer)];
-        r.obs_q    = obs_q_.data() + int64_t(layer) * kObsWindow * n_head_ * head_dim_;
-        r.obs_pos0 = obs_end_[size_t(layer)] - r.n_obs;
-        selector_->select(r, out[size_t(g)]);
+        r.layer       = layer;
+        r.g           = g;
+        r.n_tok       = n;
+        r.q           = q ? q + int64_t(g) * n_group_ * head_dim_ : nullptr;
+        r.n_group     = n_group_;
+        r.store       = store_.get();
+        r.budget      = budget;
+        r.sinks       = config_.sinks;
+        r.window      = config_.window_for(budget);
+        r.n_head      = n_head_;
+        r.n_obs       = obs_count_[size_t(layer)];
+        r.obs_q       = obs_q_.data() + int64_t(layer) * kObsWindow * n_head_ * head_dim_;
+        r.obs_pos0    = obs_end_[size_t(layer)] - r.n_obs;
+        r.model_layer = stored_model_layer_[size_t(layer)];
+        r.neighbours  = config_.neighbours;
+        std::vector<int32_t>& o     = out[size_t(g)];
+        std::vector<int32_t>& picks = picks_[size_t(layer) * size_t(n_head_kv_) + size_t(g)];
+        const SinksWindow sw        = clip_sinks_window(r);
+        const int64_t hi            = n - sw.window;
+        if (fresh) {
+            if (pred) {
+                BUTLER_ASSERT(imp_q_pos_[size_t(layer)] == pos, "no importance queries for layer {} at {}",
+                              r.model_layer, pos);
+                r.imp_q = imp_q_.data() + (int64_t(layer) * n_head_ + int64_t(g) * n_group_) * pred->shape().d_dash;
+            }
+            selector_->select(r, o);
+            picks.clear();
+            for (int32_t t : o)
+                if (t >= sw.sinks && t < hi) picks.push_back(t);
+        } else {
+            // The kept picks that are still outside sinks and window, cut to the room the budget leaves.
+            const int64_t room = std::max<int64_t>(0, std::min(budget, n) - sw.sinks - sw.window);
+            o.clear();
+            for (int64_t t = 0; t < sw.sinks; ++t) o.push_back(int32_t(t));
+            int64_t kept = 0;
+            for (int32_t t : picks)
+                if (t >= sw.sinks && t < hi && kept < room) {
+                    o.push_back(t);
+                    ++kept;
+                }
+            for (int64_t t = hi; t < n; ++t) o.push_back(int32_t(t));
+        }
+    }
+    if (fresh) {
+        picked_pos_[size_t(layer)] = pos;
+        ++stats_.fresh_selections;
+    }
+}
+
+void OffloadPipeline::observe_hidden(int32_t model_layer, int64_t pos, const float* x) {
+    if (!wants_hidden(model_layer) || !sparse_step(pos)) return;
+    const TokenButlerPredictor& pred = *selector_->predictor();
+    const PredictorShape& ps         = pred.shape();
+    if (prediction_due(pos)) {
+        const auto t0 = std::chrono::steady_clock::now();
+        pred.query(model_layer, x, pred_out_.data(), pred_scratch_.data());
+        for (int32_t layer : producer_consumers_[size_t(model_layer)]) {
+            const int32_t slot = ps.slot_of(stored_model_layer_[size_t(layer)]);
+            std::memcpy(imp_q_.data() + int64_t(layer) * n_head_ * ps.d_dash,
+                        pred_out_.data() + int64_t(slot) * n_head_ * ps.d_dash,
+                        sizeof(float) * size_t(n_head_ * ps.d_dash));
+            imp_q_pos_[size_t(layer)] = pos;
+        }
+        stats_.predict_ms += ms_since(t0);
+        ++stats_.predictor_runs;
+    }
+    // The next offloaded layer to run; fetch it now when this producer serves it (a stored producer runs first).
+    const int32_t next = producer_consumers_[size_t(model_layer)].front();
+    for (int32_t layer = 0; layer < int32_t(stored_model_layer_.size()); ++layer) {
+        if (stored_model_layer_[size_t(layer)] < model_layer) continue;
+        if (layer == next && prefetched_pos_[size_t(layer)] != pos) prefetch(layer, pos);
+        break;
     }
 }
 
@@ -264,7 +349,10 @@ void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, 
         stats_.device_tokens += slot_ids_[size_t(g)].size();
     }
 
-    if (!selector_->needs_query() && layer + 1 < store_->shape().n_layer) prefetch(layer + 1, pos);
+    // The next layer a step ahead, when its selection needs nothing this step has not produced yet.
+    if (!selector_->needs_query() && layer + 1 < store_->shape().n_layer &&
+        (!selector_->predictor() || imp_q_pos_[size_t(layer + 1)] == pos || !prediction_due(pos)))
+        prefetch(layer + 1, pos);
 
     // Meanwhile the CPU attends over the complement (exact mode).
     const bool exact = config_.attn == AttnMode::Exact;

@@ -40,7 +40,10 @@ struct OffloadStats {
     uint64_t prefetches    = 0;                          // layer selections fetched one layer ahead
     uint64_t device_tokens = 0;                          // (token, KV head) pairs attended on the device
     uint64_t cpu_tokens    = 0;                          // (token, KV head) pairs attended on the CPU in exact mode
+    uint64_t fresh_selections = 0;                       // layer-steps that selected anew (others reused picks)
+    uint64_t predictor_runs   = 0;                       // producer MLP evaluations (TokenButler)
     double select_ms = 0, cpu_attn_ms = 0, wait_ms = 0;  // host time: selection, CPU partials, waiting for the device
+    double predict_ms = 0;                               // host time in the predictor's MLP
     CopyStats copy;
 };
 
@@ -57,6 +60,15 @@ public:
     // Attention of the chunk's tokens pos0 .. pos0 + n_tok - 1 for an offloaded layer:
     //   q (n_tok, n_head, head_dim) scaled; out (n_tok, n_head, head_dim_v).
     void attend(int32_t model_layer, const float* q, int64_t n_tok, int64_t pos0, float* out);
+    // TokenButler producers: true when model_layer's attention input must be shown to observe_hidden() on decode
+    // steps (it produces importance queries for an offloaded layer).
+    bool wants_hidden(int32_t model_layer) const {
+        return !producer_consumers_.empty() && !producer_consumers_[size_t(model_layer)].empty();
+    }
+    // x (n_embd): the attention input of producer model_layer for the single token at pos. On a sparse step where a
+    // prediction is due it runs the predictor for the offloaded consumer layers; then it starts the fetch of the
+    // next offloaded layer when that one is served by this producer (so its copies overlap the layers between).
+    void observe_hidden(int32_t model_layer, int64_t pos, const float* x);
     // Forgets positions >= n (0: a new sequence).
     void truncate(int64_t n);
 
@@ -73,6 +85,9 @@ private:
     void attend_sparse(int32_t layer, const float* q, int64_t pos, float* out);
     void select_layer(int32_t layer, const float* q, int64_t pos, std::vector<std::vector<int32_t>>& out);
     void prefetch(int32_t layer, int64_t pos);
+    bool sparse_step(int64_t pos) const { return prefill_end_ >= 0 && pos > prefill_end_; }
+    // Whether a sparse step at pos makes a fresh selection (else the picks of the last one are reused).
+    bool prediction_due(int64_t pos) const { return (pos - prefill_end_ - 1) % config_.interval == 0; }
 
     OffloadConfig config_;
     int32_t n_head_, n_head_kv_, n_group_, head_dim_, head_dim_v_;
@@ -102,6 +117,16 @@ private:
     std::vector<float> dense_scores_;                                    // (n_threads, n_group * n_ctx)
     AttnChunkScratch chunk_attn_;  // prompt chunks: the plain runtime's blocked attention, over the host pages
     int32_t n_threads_ = 1;
+    // Prediction interval: the picks (selection minus sinks and window) of the last fresh selection per
+    // (stored layer, KV head), and the position it was made at (-1: none).
+    std::vector<std::vector<int32_t>> picks_;  // (n_stored * n_head_kv)
+    std::vector<int64_t> picked_pos_;          // (n_stored)
+    // TokenButler: stored model layers, producer -> consumer stored layers, importance queries per stored layer.
+    std::vector<int32_t> stored_model_layer_;                // (n_stored)
+    std::vector<std::vector<int32_t>> producer_consumers_;  // (n_layer_model) stored layers; empty w/o predictor
+    std::vector<float> imp_q_;                               // (n_stored, n_head, d')
+    std::vector<int64_t> imp_q_pos_;                         // (n_stored) the step the queries were made for
+    std::vector<float> pred_out_, pred_scratch_;             // (G * n_head * d'), (n_embd + intdim)
     mutable OffloadStats stats_;
 };
 

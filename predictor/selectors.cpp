@@ -35,6 +35,46 @@ SinksWindow clip_sinks_window(const SelectionRequest& r) {
     return {sinks, window};
 }
 
+void expand_with_neighbours(const float* score, std::vector<int32_t>& idx, int64_t n_pick, int64_t hi,
+                            std::vector<int32_t>& out) {
+    n_pick = std::min<int64_t>(n_pick, int64_t(idx.size()));
+    if (n_pick <= 0) return;
+    auto better = [score](int32_t a, int32_t b) { return score[a] > score[b] || (score[a] == score[b] && a < b); };
+    // Candidates in score order (only as far as can be needed: n_pick of them at most).
+    std::partial_sort(idx.begin(), idx.begin() + n_pick, idx.end(), better);
+    const int64_t n_top = (n_pick + 1) / 2;
+    const size_t first  = out.size();
+    for (int64_t i = 0; i < n_top; ++i) out.push_back(idx[size_t(i)]);
+    std::sort(out.begin() + int64_t(first), out.end());
+    // Each run of consecutive ids [a, b] (length c = b - a + 1) brings [b + 1, b + c] (clamped below hi).
+    const size_t n_sorted = out.size();
+    for (size_t i = first; i < n_sorted;) {
+        size_t j = i;
+        while (j + 1 < n_sorted && out[j + 1] == out[j] + 1) ++j;
+        const int64_t c = int64_t(j - i + 1);
+        for (int64_t t = int64_t(out[j]) + 1; t <= int64_t(out[j]) + c && t < hi; ++t) out.push_back(int32_t(t));
+        i = j + 1;
+    }
+    std::sort(out.begin() + int64_t(first), out.end());
+    out.erase(std::unique(out.begin() + int64_t(first), out.end()), out.end());
+    if (int64_t(out.size() - first) > n_pick) out.resize(first + size_t(n_pick));
+    // Room left (runs clamped at hi, or merged into each other): the next best candidates not yet in.
+    for (int64_t i = n_top; i < n_pick && int64_t(out.size() - first) < n_pick; ++i) {
+        const int32_t t = idx[size_t(i)];
+        if (!std::binary_search(out.begin() + int64_t(first), out.end(), t))
+            out.insert(std::upper_bound(out.begin() + int64_t(first), out.end(), t), t);
+    }
+    // Still short only when the remaining candidates were all neighbours: take further ones in score order.
+    if (int64_t(out.size() - first) < n_pick) {
+        std::sort(idx.begin() + n_pick, idx.end(), better);
+        for (size_t i = size_t(n_pick); i < idx.size() && int64_t(out.size() - first) < n_pick; ++i) {
+            const int32_t t = idx[i];
+            if (!std::binary_search(out.begin() + int64_t(first), out.end(), t))
+                out.insert(std::upper_bound(out.begin() + int64_t(first), out.end(), t), t);
+        }
+    }
+}
+
 void select_top(const SelectionRequest& r, const float* score, std::vector<int32_t>& idx, std::vector<int32_t>& out) {
     out.clear();
     const SinksWindow sw = clip_sinks_window(r);
@@ -44,10 +84,16 @@ void select_top(const SelectionRequest& r, const float* score, std::vector<int32
     if (n_pick > 0) {
         idx.clear();
         for (int64_t t = lo; t < hi; ++t) idx.push_back(int32_t(t));
-        auto better = [score](int32_t a, int32_t b) { return score[a] > score[b] || (score[a] == score[b] && a < b); };
-        if (n_pick < int64_t(idx.size())) std::nth_element(idx.begin(), idx.begin() + n_pick, idx.end(), better);
-        std::sort(idx.begin(), idx.begin() + n_pick);
-        out.insert(out.end(), idx.begin(), idx.begin() + n_pick);
+        if (r.neighbours) {
+            expand_with_neighbours(score, idx, n_pick, hi, out);
+        } else {
+            auto better = [score](int32_t a, int32_t b) {
+                return score[a] > score[b] || (score[a] == score[b] && a < b);
+            };
+            if (n_pick < int64_t(idx.size())) std::nth_element(idx.begin(), idx.begin() + n_pick, idx.end(), better);
+            std::sort(idx.begin(), idx.begin() + n_pick);
+            out.insert(out.end(), idx.begin(), idx.begin() + n_pick);
+        }
     }
     for (int64_t t = hi; t < r.n_tok; ++t) out.push_back(int32_t(t));
 }
@@ -300,11 +346,16 @@ private:
 }  // namespace
 
 const char* selector_names() {
-    return "dense, oracle, streamingllm, h2o, snapkv, quest, quest-tb";
+    return "dense, oracle, streamingllm, h2o, snapkv, quest, quest-tb, tokenbutler[:PATH]";
 }
 
 std::unique_ptr<TokenSelector> make_selector(const std::string& name, int32_t n_layer, int32_t n_head_kv,
-                                             int64_t max_tok, int32_t head_dim) {
+                                             int64_t max_tok, int32_t head_dim,
+                                             std::shared_ptr<const TokenButlerPredictor> predictor) {
+    if (name == "tokenbutler" || name.rfind("tokenbutler:", 0) == 0) {
+        if (!predictor) fail(Status::Usage, "selector '{}' needs a loaded predictor", name);
+        return make_tokenbutler_selector(std::move(predictor), n_layer, n_head_kv, max_tok);
+    }
     if (name == "dense") return std::make_unique<DenseSelector>();
     if (name == "streamingllm") return std::make_unique<StreamingLlmSelector>();
     if (name == "oracle") return std::make_unique<OracleSelector>(max_tok);

@@ -18,6 +18,8 @@
 
 namespace butler {
 
+class TokenButlerPredictor;
+
 struct SelectionRequest {
     int32_t layer            = 0;        // stored layer (HostKvStore index)
     int32_t g                = 0;        // KV head
@@ -34,6 +36,13 @@ struct SelectionRequest {
     int32_t n_obs      = 0;
     int64_t obs_pos0   = 0;
     int32_t n_head     = 0;
+    // Learned selectors (tokenbutler): the model layer of `layer`, and this group's importance queries
+    // (n_group, d') of the current token, made by the layer's producer.
+    int32_t model_layer  = 0;
+    const float* imp_q   = nullptr;
+    // Neighbour fetching (TOKENBUTLER.md §2.5): the top half of the picks, each run of consecutive picked tokens
+    // extended to the right by its own length, the rest of the budget filled in score order.
+    bool neighbours = false;
 };
 
 class TokenSelector {
@@ -45,13 +54,19 @@ public:
     virtual void select(const SelectionRequest& request, std::vector<int32_t>& out) = 0;
     // Forgets per-sequence state (a new sequence, or a rewind to n_tok tokens).
     virtual void reset(int64_t n_tok) {}
+    // The learned predictor behind the selection (nullptr for the heuristic selectors).
+    virtual const TokenButlerPredictor* predictor() const { return nullptr; }
 };
 
-// "dense", "oracle", "streamingllm", "h2o", "snapkv", "quest", "quest-tb". Error(Usage) naming the known ones
-// otherwise.
+// "dense", "oracle", "streamingllm", "h2o", "snapkv", "quest", "quest-tb", "tokenbutler[:PATH]". Error(Usage)
+// naming the known ones otherwise.
 //   n_layer, n_head_kv, max_tok: the shape of the store, for selectors that keep per-token state.
+//   predictor: the loaded predictor, required by "tokenbutler" (Error(Usage) without one).
 std::unique_ptr<TokenSelector> make_selector(const std::string& name, int32_t n_layer, int32_t n_head_kv,
-                                             int64_t max_tok, int32_t head_dim);
+                                             int64_t max_tok, int32_t head_dim,
+                                             std::shared_ptr<const TokenButlerPredictor> predictor = nullptr);
+std::unique_ptr<TokenSelector> make_tokenbutler_selector(std::shared_ptr<const TokenButlerPredictor> predictor,
+                                                         int32_t n_layer, int32_t n_head_kv, int64_t max_tok);
 const char* selector_names();
 
 // --- shared by the selectors (exposed for tests) ---
@@ -65,7 +80,15 @@ struct SinksWindow {
 SinksWindow clip_sinks_window(const SelectionRequest& r);
 
 // out = sinks + window + the `n_pick` highest-scoring candidates of [sinks, n_tok - window) (score[t] for token t,
-// ties to the lower id), sorted. idx: scratch with capacity n_tok.
+// ties to the lower id), sorted; with r.neighbours, the picks are chosen by expand_with_neighbours. idx: scratch
+// with capacity n_tok.
 void select_top(const SelectionRequest& r, const float* score, std::vector<int32_t>& idx, std::vector<int32_t>& out);
+
+// Neighbour fetching over candidates idx (all of [lo, hi), any order; reordered in place): the top ceil(n_pick/2)
+// by score, sorted; every run of consecutive picked ids extended to the right by its own length (clamped to hi);
+// the union cut to n_pick; then the remaining room filled with the best unpicked candidates. Appends the picks,
+// sorted, to out.
+void expand_with_neighbours(const float* score, std::vector<int32_t>& idx, int64_t n_pick, int64_t hi,
+                            std::vector<int32_t>& out);
 
 }  // namespace butler

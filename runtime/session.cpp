@@ -12,6 +12,7 @@
 #include "cpu_kernels/ops.h"
 #include "cpu_kernels/quant.h"
 #include "offload/pipeline.h"
+#include "predictor/tokenbutler.h"
 #include "runtime/status.h"
 
 namespace butler {
@@ -62,8 +63,11 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
 
     const int64_t ub = params_.n_ubatch;
     const int64_t elem = dtype_traits(params_.kv_type).block_bytes;
-    if (params_.offload.enabled)
+    if (params_.offload.enabled) {
+        if (is_tokenbutler_selector(params_.offload.selector) && !params_.offload.predictor)
+            params_.offload.predictor = load_predictor_for(params_.offload.selector, *model_);
         offload_ = std::make_unique<OffloadPipeline>(hp, params_.offload, params_.n_ctx, params_.kv_type);
+    }
     try {
         cache_.resize(static_cast<size_t>(hp.n_layer));
         for (int l = 0; l < hp.n_layer; ++l) {
@@ -185,6 +189,7 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
 #pragma omp parallel for schedule(static) if (n_tok > 1)  // one token: a fork/join costs more than the work
         for (int64_t i = 0; i < n_tok; ++i)
             rmsnorm(x_.data() + i * n_embd, L.attn_norm.data, xn_.data() + i * n_embd, n_embd, hp.rms_eps);
+        if (n_tok == 1 && offload_ && offload_->wants_hidden(l)) offload_->observe_hidden(l, pos0, xn_.data());
         matmul_many({&L.wq, &L.wk, &L.wv}, xn_.data(), n_tok, {q_.data(), k_.data(), v_.data()}, mm_);
 
 #pragma omp parallel for schedule(static) if (n_tok > 1)  // one token: a fork/join costs more than the work
@@ -216,6 +221,8 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
             }
             if (cache.cap == 0) offload_->store(l, pos, k_.data() + i * hp.n_embd_k(), v_.data() + i * hp.n_embd_v());
         }
+
+        if (tap_) tap_(LayerTap{l, pos0, n_tok, xn_.data(), q_.data(), k_.data()});
 
         const KvLayerView kv{kv_type, cache.k.data(), cache.v.data(), hp.n_head_kv, cache.cap,
                              int32_t(hd),  int32_t(hdv),   elem};

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -28,6 +29,15 @@ struct SessionParams {
 };
 
 class OffloadPipeline;
+
+// What a layer computed for a chunk, shown to a tap (predictor training): rows of the chunk's n_tok tokens.
+struct LayerTap {
+    int32_t layer;
+    int64_t pos0, n_tok;
+    const float* x;  // (n_tok, n_embd) the attention input (after the layer's input RMSNorm)
+    const float* q;  // (n_tok, n_head, head_dim) post-RoPE queries, already scaled by attn_scale
+    const float* k;  // (n_tok, n_head_kv, head_dim) post-RoPE keys
+};
 
 class Session {
 public:
@@ -67,6 +77,9 @@ public:
     // Convenience for generation: eval(tokens) and the logits of the last one into logits (n_vocab).
     void eval_last(std::span<const TokenId> tokens, float* logits);
 
+    // Calls `tap` for every layer of every later chunk, after RoPE and before attention (nullptr: none).
+    void set_tap(std::function<void(const LayerTap&)> tap) { tap_ = std::move(tap); }
+
     // The offload pipeline (nullptr unless params.offload.enabled).
     OffloadPipeline* offload() { return offload_.get(); }
 
@@ -90,6 +103,7 @@ private:
     MatmulScratch mm_;
     int32_t n_threads_ = 1;
     std::unique_ptr<OffloadPipeline> offload_;
+    std::function<void(const LayerTap&)> tap_;
 };
 
 }  // namespace butler

@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: MIT
+// butler train-predictor: fits a TokenButler predictor ("project" variant) to the frozen model's own attention
+// over text files (predictor/train.h), and writes it as a predictor GGUF.
+#include <cstdio>
+
+#include "apps/common.h"
+#include "predictor/train.h"
+#include "runtime/session.h"
+#include "runtime/status.h"
+
+namespace butler::cli {
+namespace {
+
+struct TrainPredictorOptions {
+    CommonOptions common;
+    std::vector<std::string> text, eval_text;
+    std::string out;
+    int group = 4, d_dash = 16, intdim = 512, held_out = 4;
+    std::string loss = "ce";
+    TrainOptions train;
+};
+
+// Token sequences of seq_len tokens (BOS first, as every run starts), cut from the files' text.
+std::vector<std::vector<int32_t>> sequences(const Tokenizer& tok, const std::vector<std::string>& files, int seq_len) {
+    std::vector<std::vector<int32_t>> out;
+    for (const std::string& f : files) {
+        const std::vector<TokenId> t = tok.encode(read_file(f), /*add_special=*/false, /*parse_special=*/false);
+        const int64_t body = seq_len - 1;
+        for (int64_t i = 0; i + body <= int64_t(t.size()); i += body) {
+            std::vector<int32_t> s{tok.bos()};
+            s.insert(s.end(), t.begin() + i, t.begin() + i + body);
+            out.push_back(std::move(s));
+        }
+    }
+    return out;
+}
+
+int run_train_predictor(TrainPredictorOptions& o) {
+    auto model = load_model(o.common);
+    const HParams& hp = model->hparams();
+    if (o.train.seq_len < 8 || o.train.seq_len > hp.n_ctx_train)
+        fail(Status::InvalidArg, "--seq-len must be in [8, {}] (got {})", hp.n_ctx_train, o.train.seq_len);
+    if (o.loss == "ce") o.train.loss = LossKind::CrossEntropy;
+    else if (o.loss == "mse") o.train.loss = LossKind::LogitMse;
+    else fail(Status::Usage, "--loss must be ce or mse (got '{}')", o.loss);
+    o.train.progress = show_progress(o.common) || o.common.progress;
+
+    std::vector<std::vector<int32_t>> train = sequences(model->tokenizer(), o.text, o.train.seq_len);
+    std::vector<std::vector<int32_t>> held  = sequences(model->tokenizer(), o.eval_text, o.train.seq_len);
+    if (int64_t(held.size()) > o.held_out) held.resize(size_t(o.held_out));
+    if (train.empty())
+        fail(Status::InvalidArg, "the training text holds no sequence of {} tokens", o.train.seq_len);
+
+    PredictorShape shape;
+    shape.n_layer   = hp.n_layer;
+    shape.n_embd    = hp.n_embd;
+    shape.n_head    = hp.n_head;
+    shape.n_head_kv = hp.n_head_kv;
+    shape.head_dim  = hp.head_dim;
+    shape.group     = o.group;
+    shape.d_dash    = o.d_dash;
+    shape.intdim    = o.intdim;
+    TokenButlerPredictor pred(shape, BaseModelIdentity::of(*model), o.train.seed);
+    pred.provenance = fmt::format("butler train-predictor --seq-len {} --rows {} --epochs {} --lr {} --loss {} -G {} "
+                                  "--d-dash {} --intdim {} on {} sequences ({} tokens)", o.train.seq_len, o.train.rows,
+                                  o.train.epochs, o.train.lr, o.loss, o.group, o.d_dash, o.intdim, train.size(),
+                                  train.size() * size_t(o.train.seq_len));
+    const uint64_t n_params = shape.n_params();
+    std::fprintf(stderr, "predictor: %d producers, G %d, d' %d, intdim %d: %llu parameters = %.3f%% of the model's %llu\n",
+                 shape.n_producers(), o.group, o.d_dash, o.intdim, static_cast<unsigned long long>(n_params),
+                 100.0 * double(n_params) / double(model->n_params()), static_cast<unsigned long long>(model->n_params()));
+    std::fprintf(stderr, "training on %zu sequences of %d tokens, %d epoch(s); %zu held-apart sequences\n", train.size(),
+                 o.train.seq_len, o.train.epochs, held.size());
+
+    SessionParams sp;
+    sp.n_ctx    = o.train.seq_len;
+    sp.n_ubatch = o.train.seq_len;
+    sp.kv_type  = DType::F32;
+    Session session(model, sp);
+    const TrainReport r = train_predictor(pred, session, train, held, o.train, o.out);
+    std::fprintf(stderr, "trained %lld steps (%lld tokens) in %.0f s: loss %.4f -> %.4f%s; wrote %s\n",
+                 static_cast<long long>(r.steps), static_cast<long long>(r.tokens), r.seconds, r.first_loss,
+                 r.last_loss, r.eval_loss >= 0 ? fmt::format(", held-apart {:.4f}", r.eval_loss).c_str() : "",
+                 o.out.c_str());
+    if (o.common.json)
+        std::printf("{\"steps\": %lld, \"tokens\": %lld, \"seconds\": %.1f, \"first_loss\": %.6f, \"last_loss\": %.6f, "
+                    "\"eval_loss\": %.6f, \"params\": %llu, \"out\": \"%s\"}\n",
+                    static_cast<long long>(r.steps), static_cast<long long>(r.tokens), r.seconds, r.first_loss,
+                    r.last_loss, r.eval_loss, static_cast<unsigned long long>(n_params), o.out.c_str());
+    return 0;
+}
+
+}  // namespace
+
+Action register_train_predictor(CLI::App& sub) {
+    auto o = std::make_shared<TrainPredictorOptions>();
+    add_common_options(sub, o->common);
+    sub.add_option("--text", o->text, "training text files (plain UTF-8)")->required()->check(CLI::ExistingFile);
+    sub.add_option("--eval-text", o->eval_text, "held-apart text files: the loss on them is reported at the end")
+        ->check(CLI::ExistingFile);
+    sub.add_option("--out", o->out, "the predictor file to write (GGUF)")->required();
+    sub.add_option("--seq-len", o->train.seq_len, "tokens per training sequence (default 1024)");
+    sub.add_option("--rows", o->train.rows, "query rows sampled per sequence from its second half (default 256)");
+    sub.add_option("--epochs", o->train.epochs, "passes over the training sequences (default 1)");
+    sub.add_option("--max-steps", o->train.max_steps, "stop after this many steps (0: all)");
+    sub.add_option("--lr", o->train.lr, "peak learning rate of AdamW (default 1e-3; cosine after 10% warm-up)");
+    sub.add_option("--clip", o->train.clip, "gradient-norm clip (default 20)");
+    sub.add_option("--loss", o->loss, "ce: cross-entropy to the attention softmax (default); mse: MSE on logits");
+    sub.add_option("-G,--group", o->group, "consumer layers per producer (default 4)");
+    sub.add_option("--d-dash", o->d_dash, "importance dimension d' (default 16)");
+    sub.add_option("--intdim", o->intdim, "hidden width of the query MLP (default 512)");
+    sub.add_option("--held-out", o->held_out, "held-apart sequences evaluated at the end (default 4)");
+    sub.add_option("--seed", o->train.seed, "initialization and row-sampling seed (default 42)");
+    sub.add_option("--checkpoint-every", o->train.checkpoint_every, "steps between checkpoints to OUT.ckpt (default 50)");
+    sub.add_flag("--resume", o->train.resume, "continue from OUT.ckpt");
+    return [o] { return run_train_predictor(*o); };
+}
+
+}  // namespace butler::cli

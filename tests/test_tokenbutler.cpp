@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: MIT
+// The TokenButler predictor: forward against a float64 forward written here; the training loss against a float64
+// loss written here and its gradient against central differences of that loss; training lowers the loss on a
+// fixture model; predictor files round-trip and a foreign one is refused; neighbour fetching on hand-worked
+// examples; the prediction interval inside the pipeline (fresh selections and predictor runs counted; exact mode
+// still equals the plain runtime).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <set>
+
+#include "offload/pipeline.h"
+#include "predictor/token_selector.h"
+#include "predictor/tokenbutler.h"
+#include "predictor/train.h"
+#include "runtime/hparams.h"
+#include "runtime/model.h"
+#include "runtime/session.h"
+#include "runtime/status.h"
+#include "tests/fixtures.h"
+
+using namespace butler;
+using namespace butler::test;
+
+namespace {
+
+// --- float64 reference -----------------------------------------------------------------------------------------
+
+std::vector<double> ref_query(const TokenButlerPredictor& p, int32_t producer, const float* x) {
+    const PredictorShape& s                  = p.shape();
+    const TokenButlerPredictor::Producer& pr = p.producers()[size_t(producer / s.group)];
+    const size_t E = size_t(s.n_embd), I = size_t(s.intdim);
+    double mean = 0;
+    for (size_t j = 0; j < E; ++j) mean += x[j];
+    mean /= double(E);
+    double var = 0;
+    for (size_t j = 0; j < E; ++j) var += (x[j] - mean) * (x[j] - mean);
+    var /= double(E);
+    std::vector<double> y(E), a(I), out(size_t(s.q_width()));
+    for (size_t j = 0; j < E; ++j) y[j] = (x[j] - mean) / std::sqrt(var + 1e-5) * pr.ln_w[j] + pr.ln_b[j];
+    for (size_t i = 0; i < I; ++i) {
+        double z = 0;
+        for (size_t j = 0; j < E; ++j) z += double(pr.w1[i * E + j]) * y[j];
+        a[i] = z / (1.0 + std::exp(-z));
+    }
+    for (size_t r = 0; r < out.size(); ++r) {
+        double v = 0;
+        for (size_t i = 0; i < I; ++i) v += double(pr.w2[r * I + i]) * a[i];
+        out[r] = v;
+    }
+    return out;
+}
+
+std::vector<double> ref_key(const TokenButlerPredictor& p, int32_t layer, int32_t g, const float* k) {
+    const PredictorShape& s = p.shape();
+    std::vector<double> out(size_t(s.d_dash), 0.0);
+    const float* w = p.key_proj(layer, g);
+    for (int32_t e = 0; e < s.d_dash; ++e)
+        for (int32_t d = 0; d < s.head_dim; ++d) out[size_t(e)] += double(w[e * s.head_dim + d]) * k[d];
+    return out;
+}
+
+// The training loss of TOKENBUTLER.md §3.2 (cross-entropy to the model's attention softmax), mean over
+// (consumer layer, query head, row); keys causal and, on sliding-window layers, within the window.
+double ref_loss(const TokenButlerPredictor& p, const HParams& hp, const TrainSample& smp) {
+    const PredictorShape& s = p.shape();
+    const int64_t R = int64_t(smp.rows.size()), n = smp.n_tok, H = s.n_head, Hkv = s.n_head_kv, D = s.head_dim;
+    const int64_t ng = H / Hkv;
+    double total = 0;
+    int64_t count = 0;
+    for (int32_t l = 1; l < s.n_layer; ++l) {
+        const int32_t prod = PredictorShape::producer_of(l, s.group), slot = (l - 1) % s.group;
+        for (int64_t r = 0; r < R; ++r) {
+            const std::vector<double> qp =
+                ref_query(p, prod, smp.x.data() + (int64_t(prod / s.group) * R + r) * s.n_embd);
+            const int64_t pos = smp.rows[size_t(r)];
+            const int64_t lo  = hp.is_swa(l) ? std::max<int64_t>(0, pos - hp.n_swa + 1) : 0;
+            for (int64_t h = 0; h < H; ++h) {
+                const int64_t g = h / ng;
+                std::vector<double> t, st;
+                for (int64_t j = lo; j <= pos; ++j) {
+                    const float* k = smp.k.data() + ((int64_t(l) * n + j) * Hkv + g) * D;
+                    const float* q = smp.q.data() + ((int64_t(l) * R + r) * H + h) * D;
+                    double tl = 0;
+                    for (int64_t d = 0; d < D; ++d) tl += double(q[d]) * k[d];
+                    const std::vector<double> kp = ref_key(p, l, int32_t(g), k);
+                    double sl                    = 0;
+                    for (int32_t e = 0; e < s.d_dash; ++e) sl += qp[size_t((slot * H + h) * s.d_dash + e)] * kp[size_t(e)];
+                    t.push_back(tl);
+                    st.push_back(sl / std::sqrt(double(s.d_dash)));
+                }
+                const double tm = *std::max_element(t.begin(), t.end()), sm = *std::max_element(st.begin(), st.end());
+                double tz = 0, sz = 0;
+                for (size_t j = 0; j < t.size(); ++j) {
+                    tz += std::exp(t[j] - tm);
+                    sz += std::exp(st[j] - sm);
+                }
+                for (size_t j = 0; j < t.size(); ++j) total -= std::exp(t[j] - tm) / tz * (st[j] - sm - std::log(sz));
+                ++count;
+            }
+        }
+    }
+    return total / double(count);
+}
+
+// A small predictor problem: 4 layers (layer 2 global, the others with a 5-token window), 2 producers (0, 2).
+struct Problem {
+    PredictorShape shape;
+    HParams hp;
+    BaseModelIdentity base;
+    TrainSample sample;
+    Problem() {
+        shape.n_layer = 4, shape.n_embd = 12, shape.n_head = 4, shape.n_head_kv = 2, shape.head_dim = 8;
+        shape.group = 2, shape.d_dash = 4, shape.intdim = 6;
+        hp.n_layer      = 4;
+        hp.n_swa        = 5;
+        hp.layer_is_swa = {1, 1, 0, 1};
+        base.arch = "test", base.n_layer = 4, base.n_embd = 12, base.n_head = 4, base.n_head_kv = 2, base.head_dim = 8;
+        std::mt19937_64 rng(5);
+        sample.n_tok = 16;
+        sample.rows  = {8, 11, 13, 15};
+        sample.x     = gaussian(rng, size_t(shape.n_producers() * 4 * shape.n_embd), 1.0f);
+        sample.q     = gaussian(rng, size_t(shape.n_layer * 4 * shape.n_head * shape.head_dim), 0.6f);
+        sample.k     = gaussian(rng, size_t(shape.n_layer * 16 * shape.n_head_kv * shape.head_dim), 0.6f);
+    }
+};
+
+}  // namespace
+
+TEST_SUITE("tokenbutler") {
+    TEST_CASE("predictor forward equals a float64 forward; parameter count") {
+        Problem pb;
+        TokenButlerPredictor p(pb.shape, pb.base, 3);
+        std::mt19937_64 rng(9);
+        for (auto& pr : p.producers()) {  // non-trivial LayerNorm affine
+            pr.ln_w = uniform(rng, pr.ln_w.size(), 0.5f, 1.5f);
+            pr.ln_b = gaussian(rng, pr.ln_b.size(), 0.2f);
+        }
+        std::vector<float> out(size_t(pb.shape.q_width())), scratch(size_t(pb.shape.n_embd + pb.shape.intdim));
+        for (int32_t prod : {0, 2}) {
+            const std::vector<float> x = gaussian(rng, size_t(pb.shape.n_embd), 2.0f);
+            p.query(prod, x.data(), out.data(), scratch.data());
+            const std::vector<double> want = ref_query(p, prod, x.data());
+            for (size_t i = 0; i < out.size(); ++i) CHECK(std::fabs(out[i] - want[i]) <= 1e-4 * (1 + std::fabs(want[i])));
+        }
+        const std::vector<float> k = gaussian(rng, size_t(pb.shape.head_dim), 1.0f);
+        std::vector<float> kp(size_t(pb.shape.d_dash));
+        p.project_key(3, 1, k.data(), kp.data());
+        const std::vector<double> want = ref_key(p, 3, 1, k.data());
+        for (size_t i = 0; i < kp.size(); ++i) CHECK(std::fabs(kp[i] - want[i]) <= 1e-5 * (1 + std::fabs(want[i])));
+        // 2 producers x (2E + E*I + (G*H*d')*I) + layers * KV heads * head_dim * d'
+        CHECK(pb.shape.n_params() == 2u * (24 + 72 + 32 * 6) + 4u * 2 * 8 * 4);
+        CHECK(pb.shape.n_producers() == 2);
+        CHECK(PredictorShape::producer_of(5, 4) == 4);
+        CHECK(PredictorShape::producer_of(11, 4) == 8);
+        CHECK(PredictorShape::producer_of(17, 4) == 16);
+        CHECK(PredictorShape::producer_of(1, 4) == 0);
+    }
+
+    TEST_CASE("training loss equals a float64 loss; gradient equals central differences") {
+        Problem pb;
+        TokenButlerPredictor p(pb.shape, pb.base, 11);
+        std::vector<std::vector<float>*> params = predictor_params(p);
+        std::vector<std::vector<float>> grads(params.size());
+        for (size_t i = 0; i < params.size(); ++i) grads[i].assign(params[i]->size(), 0.0f);
+        const double loss = predictor_loss(p, pb.hp, pb.sample, LossKind::CrossEntropy, &grads);
+        const double want = ref_loss(p, pb.hp, pb.sample);
+        CHECK(loss == doctest::Approx(want).epsilon(1e-5));
+        std::mt19937_64 rng(1);
+        for (size_t i = 0; i < params.size(); ++i) {
+            std::vector<float>& w = *params[i];
+            double gmax = 1e-12;
+            for (float g : grads[i]) gmax = std::max(gmax, double(std::fabs(g)));
+            for (int probe = 0; probe < 6; ++probe) {
+                const size_t j  = size_t(rng() % w.size());
+                const float w0  = w[j];
+                const float wp  = w0 + 1e-3f * std::max(1.0f, std::fabs(w0)), wm = w0 - 1e-3f * std::max(1.0f, std::fabs(w0));
+                w[j]            = wp;
+                const double lp = ref_loss(p, pb.hp, pb.sample);
+                w[j]            = wm;
+                const double lm = ref_loss(p, pb.hp, pb.sample);
+                w[j]            = w0;
+                const double fd = (lp - lm) / (double(wp) - double(wm));
+                CAPTURE(i);
+                CAPTURE(j);
+                CHECK(std::fabs(double(grads[i][j]) - fd) <= 2e-3 * gmax + 1e-6);
+            }
+        }
+        // The MSE option: its gradient also matches its own loss's finite differences (through predictor_loss).
+        for (size_t i = 0; i < params.size(); ++i) grads[i].assign(params[i]->size(), 0.0f);
+        predictor_loss(p, pb.hp, pb.sample, LossKind::LogitMse, &grads);
+        std::vector<float>& w2 = *params[3];
+        const float w0         = w2[5];
+        w2[5]                  = w0 + 1e-2f;
+        const double lp        = predictor_loss(p, pb.hp, pb.sample, LossKind::LogitMse, nullptr);
+        w2[5]                  = w0 - 1e-2f;
+        const double lm        = predictor_loss(p, pb.hp, pb.sample, LossKind::LogitMse, nullptr);
+        w2[5]                  = w0;
+        CHECK(grads[3][5] == doctest::Approx((lp - lm) / 2e-2).epsilon(2e-2));
+    }
+
+    TEST_CASE("rows are sampled from the second half, unique, with the last row") {
+        const std::vector<int32_t> rows = sample_rows(100, 20, 0.5, 3);
+        CHECK(rows.size() == 20);
+        CHECK(std::is_sorted(rows.begin(), rows.end()));
+        CHECK(std::set<int32_t>(rows.begin(), rows.end()).size() == rows.size());
+        CHECK(rows.front() >= 50);
+        CHECK(rows.back() == 99);
+        CHECK(sample_rows(10, 50, 0.5, 1).size() == 5);  // only 5 positions in the second half
+    }
+
+    TEST_CASE("learning-rate schedule: linear warm-up, cosine to zero") {
+        CHECK(lr_at(0, 100, 1.0f, 0.1f) == doctest::Approx(0.1));
+        CHECK(lr_at(9, 100, 1.0f, 0.1f) == doctest::Approx(1.0));
+        CHECK(lr_at(10, 100, 1.0f, 0.1f) == doctest::Approx(1.0));
+        CHECK(lr_at(55, 100, 1.0f, 0.1f) == doctest::Approx(0.5));
+        CHECK(lr_at(99, 100, 1.0f, 0.1f) < 0.01);
+    }
+
+    TEST_CASE("training a few steps on a fixture model lowers the loss; files round-trip") {
+        TinyGemma3Spec spec;
+        TempFile mf;
+        mf.write(tiny_gemma3_gguf(make_tiny_gemma3(spec, 21)));
+        auto model        = Model::load(mf.path());
+        const HParams& hp = model->hparams();
+        PredictorShape shape;
+        shape.n_layer = hp.n_layer, shape.n_embd = hp.n_embd, shape.n_head = hp.n_head, shape.n_head_kv = hp.n_head_kv;
+        shape.head_dim = hp.head_dim, shape.group = 2, shape.d_dash = 8, shape.intdim = 32;
+        TokenButlerPredictor p(shape, BaseModelIdentity::of(*model), 1);
+        std::vector<std::vector<int32_t>> seqs;
+        for (int s = 0; s < 3; ++s) {
+            std::vector<int32_t> t{model->tokenizer().bos()};
+            for (int i = 1; i < 48; ++i) t.push_back((i * (7 + s) + s * 13) % hp.n_vocab);
+            seqs.push_back(t);
+        }
+        SessionParams sp;
+        sp.n_ctx = 48, sp.n_ubatch = 16, sp.kv_type = DType::F32;  // 3 chunks: the tap sees every one
+        Session session(model, sp);
+        TrainSample fixed;
+        collect_sample(session, seqs[0], sample_rows(48, 12, 0.5, 99), shape, fixed);
+        // The tap saw what the model computed: the keys of the last layer are not all zero at every position.
+        for (int64_t t = 0; t < 48; t += 47) {
+            const float* k = fixed.k.data() + ((int64_t(hp.n_layer - 1) * 48 + t) * hp.n_head_kv) * hp.head_dim;
+            CHECK(std::any_of(k, k + hp.head_dim, [](float v) { return v != 0.0f; }));
+        }
+        const double before = predictor_loss(p, hp, fixed, LossKind::CrossEntropy, nullptr);
+        TempFile out(".gguf");
+        TrainOptions o;
+        o.seq_len          = 48;
+        o.rows             = 12;
+        o.epochs           = 10;
+        o.lr               = 1e-2f;
+        o.progress         = false;
+        o.checkpoint_every = 7;
+        const TrainReport r = train_predictor(p, session, seqs, {seqs[2]}, o, out.path());
+        const double after  = predictor_loss(p, hp, fixed, LossKind::CrossEntropy, nullptr);
+        CHECK(r.steps == 30);
+        CHECK(after < 0.9 * before);
+        CHECK(r.last_loss < r.first_loss);
+        CHECK(r.eval_loss > 0);
+
+        const BaseModelIdentity id = BaseModelIdentity::of(*model);
+        auto back                  = TokenButlerPredictor::load(out.path(), &id);
+        CHECK(back->shape().d_dash == 8);
+        CHECK(back->key_proj_all() == p.key_proj_all());
+        CHECK(back->producers()[1].w2 == p.producers()[1].w2);
+    }
+
+    TEST_CASE("a predictor made for another model is refused, naming both") {
+        TinyGemma3Spec a_spec, b_spec;
+        b_spec.n_layer = 12;
+        TempFile fa, fb, pf(".gguf");
+        fa.write(tiny_gemma3_gguf(make_tiny_gemma3(a_spec, 1)));
+        fb.write(tiny_gemma3_gguf(make_tiny_gemma3(b_spec, 1)));
+        auto a = Model::load(fa.path()), b = Model::load(fb.path());
+        PredictorShape shape;
+        shape.n_layer = 6, shape.n_embd = 64, shape.n_head = 4, shape.n_head_kv = 2, shape.head_dim = 32;
+        shape.d_dash = 8, shape.intdim = 16;
+        TokenButlerPredictor(shape, BaseModelIdentity::of(*a), 1).save(pf.path());
+        const BaseModelIdentity ib = BaseModelIdentity::of(*b);
+        try {
+            TokenButlerPredictor::load(pf.path(), &ib);
+            FAIL("a foreign predictor was accepted");
+        } catch (const Error& e) {
+            CHECK(e.status() == Status::Format);
+            const std::string msg = e.what();
+            CHECK(msg.find("6 layers") != std::string::npos);
+            CHECK(msg.find("12 layers") != std::string::npos);
+        }
+        // Through the CLI: exit code 1 (bad input) and one line naming the predictor.
+        const CliResult r = run_cli({"generate", "-m", fb.path(), "-p", "hello", "-n", "2", "--selector",
+                                     "tokenbutler:" + pf.path(), "--budget", "8"});
+        CHECK(r.exit_code == 1);
+        CHECK(r.err.find(pf.path()) != std::string::npos);
+        // A model file is not a predictor.
+        const CliResult r2 = run_cli({"generate", "-m", fb.path(), "-p", "hello", "-n", "2", "--selector",
+                                      "tokenbutler:" + fa.path(), "--budget", "8"});
+        CHECK(r2.exit_code == 1);
+        CHECK(r2.err.find("not a TokenButler predictor") != std::string::npos);
+    }
+
+    TEST_CASE("neighbour fetching: hand-worked examples") {
+        // 20 tokens, 2 sinks, a window of 3, budget 11: 6 picks from the candidates [2, 17).
+        SelectionRequest r;
+        r.n_tok = 20, r.budget = 11, r.sinks = 2, r.window = 3, r.neighbours = true;
+        std::vector<float> score(20);
+        for (int t = 0; t < 20; ++t) score[size_t(t)] = -0.01f * float(t);
+        std::vector<int32_t> idx, out;
+        idx.reserve(20), out.reserve(20);
+        // Top 3 = {5, 6, 10}: the run 5-6 (length 2) brings 7, 8; the run 10 brings 11.
+        score[5] = 9, score[6] = 8, score[10] = 7, score[16] = 6, score[15] = 5;
+        select_top(r, score.data(), idx, out);
+        CHECK(out == std::vector<int32_t>{0, 1, 5, 6, 7, 8, 10, 11, 17, 18, 19});
+        // Top 3 = {15, 16, 3}: 15-16 would bring 17, 18, but they are the window's (clamped); 3 brings 4. Two picks
+        // short: the best remaining candidates, 2 and then 5 (4 is in already).
+        for (int t = 0; t < 20; ++t) score[size_t(t)] = -0.01f * float(t);
+        score[15] = 9, score[16] = 8, score[3] = 7;
+        select_top(r, score.data(), idx, out);
+        CHECK(out == std::vector<int32_t>{0, 1, 2, 3, 4, 5, 15, 16, 17, 18, 19});
+        // Without neighbours, the first scores give the plain top 6: 5, 6, 10, 16, 15 and then 2.
+        for (int t = 0; t < 20; ++t) score[size_t(t)] = -0.01f * float(t);
+        score[5] = 9, score[6] = 8, score[10] = 7, score[16] = 6, score[15] = 5;
+        r.neighbours = false;
+        select_top(r, score.data(), idx, out);
+        CHECK(out == std::vector<int32_t>{0, 1, 2, 5, 6, 10, 15, 16, 17, 18, 19});
+    }
+
+    TEST_CASE("prediction interval in the pipeline: fresh selections, predictor runs, exact mode equals plain") {
+        TinyGemma3Spec spec;
+        spec.n_layer = 12;  // global layers 5 and 11, served by producers 4 and 8 (G = 4)
+        TempFile mf;
+        mf.write(tiny_gemma3_gguf(make_tiny_gemma3(spec, 77)));
+        auto model = Model::load(mf.path());
+        const HParams& hp = model->hparams();
+        PredictorShape shape;
+        shape.n_layer = hp.n_layer, shape.n_embd = hp.n_embd, shape.n_head = hp.n_head, shape.n_head_kv = hp.n_head_kv;
+        shape.head_dim = hp.head_dim, shape.d_dash = 8, shape.intdim = 16;
+        auto pred = std::make_shared<const TokenButlerPredictor>(shape, BaseModelIdentity::of(*model), 5);
+        std::vector<TokenId> tokens;
+        for (int i = 0; i < 70; ++i) tokens.push_back((i * 53 + 7) % hp.n_vocab);
+
+        auto run = [&](SessionParams sp, OffloadStats* stats) {
+            Session s(model, sp);
+            std::vector<float> logits(size_t(hp.n_vocab));
+            std::vector<std::vector<float>> out;
+            s.eval_last(std::span(tokens).first(60), logits.data());
+            for (size_t i = 60; i < tokens.size(); ++i) {
+                s.eval_last(std::span(tokens).subspan(i, 1), logits.data());
+                out.push_back(logits);
+            }
+            if (stats) *stats = s.offload()->stats();
+            return out;
+        };
+        SessionParams plain;
+        plain.n_ctx     = 128;
+        plain.n_ubatch  = 32;
+        const auto want = run(plain, nullptr);
+        for (int interval : {1, 3}) {
+            for (bool neighbours : {false, true}) {
+                CAPTURE(interval);
+                CAPTURE(neighbours);
+                SessionParams sp         = plain;
+                sp.offload.enabled       = true;
+                sp.offload.device        = "emu:delay_us=100,seed=2";
+                sp.offload.selector      = "tokenbutler";
+                sp.offload.predictor     = pred;
+                sp.offload.budget_tokens = 24;
+                sp.offload.window        = 4;
+                sp.offload.interval      = interval;
+                sp.offload.neighbours    = neighbours;
+                sp.offload.attn          = AttnMode::Exact;
+                OffloadStats st;
+                const auto got = run(sp, &st);
+                // Positions 60 (the first decode token, dense) .. 69: 9 sparse steps, fresh at steps 1, 1+i, ...
+                const uint64_t fresh = uint64_t((9 + interval - 1) / interval);
+                CHECK(st.sparse_steps == 2 * 9);
+                CHECK(st.fresh_selections == 2 * fresh);
+                CHECK(st.predictor_runs == 2 * fresh);  // producers 4 and 8
+                CHECK(st.prefetches >= 9);               // layer 5 fetched while layer 4 computes, each step
+                for (size_t i = 0; i < got.size(); ++i) {
+                    double err = 0, norm = 0;
+                    for (size_t j = 0; j < got[i].size(); ++j) {
+                        err  = std::max(err, std::fabs(double(got[i][j]) - want[i][j]));
+                        norm = std::max(norm, std::fabs(double(want[i][j])));
+                    }
+                    CHECK(err / norm < 1e-4);
+                }
+            }
+        }
+    }
+}
