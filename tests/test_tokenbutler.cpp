@@ -392,3 +392,15 @@ TEST_SUITE("tokenbutler") {
         }
     }
 }
+
+TEST_SUITE("model") {
+    TEST_CASE("default model: the shipped predictor loads by default and decodes through the pipeline") {
+        const std::string path = default_model_or_skip();
+        if (path.empty()) return;
+        const CliResult r = run_cli({"generate", "-m", path, "-p", "The capital of France is", "-n", "8", "--selector",
+                                     "tokenbutler", "--budget", "4", "--window", "2", "--sinks", "1", "--json"});
+        CHECK(r.exit_code == 0);
+        CHECK(r.out.find("\"predictor_runs\"") != std::string::npos);
+        CHECK(r.out.find("\"predictor_runs\": 0") == std::string::npos);
+    }
+}
