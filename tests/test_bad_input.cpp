@@ -5,7 +5,6 @@
 // result across a failing document, a write that fails midway and a kill. Cases already covered elsewhere with
 // the same checks (Ctrl-C in test_summarize.cpp) are not repeated.
 #include <doctest/doctest.h>
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -17,7 +16,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <set>
 #include <sstream>
 #include <thread>
 
@@ -33,37 +31,20 @@ using nlohmann::json;
 
 namespace {
 
-// A scratch directory removed at the end; entries() lists what a run left in it.
-struct ScratchDir {
-    fs::path path;
-    ScratchDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() / fmt::format("butler-bad-{}-{}", ::getpid(), counter++);
-        fs::create_directories(path);
-    }
-    ~ScratchDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name) const { return (path / name).string(); }
-    std::set<std::string> entries() const {
-        std::set<std::string> s;
-        for (const auto& e : fs::directory_iterator(path)) s.insert(e.path().filename().string());
-        return s;
-    }
-    void write(const std::string& name, const std::string& bytes) const {
-        std::ofstream out(file(name), std::ios::binary | std::ios::trunc);
-        out << bytes;
-        REQUIRE(out.good());
-    }
-    void write(const std::string& name, const std::vector<uint8_t>& bytes) const {
-        write(name, std::string(bytes.begin(), bytes.end()));
-    }
-    std::string read(const std::string& name) const {
-        std::ifstream in(file(name), std::ios::binary);
-        return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    }
-};
+void write_file(const std::string& path, const std::string& bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes;
+    REQUIRE(out.good());
+}
+
+void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
+    write_file(path, std::string(bytes.begin(), bytes.end()));
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
 
 std::vector<std::string> lines_of(const std::string& s) {
     std::vector<std::string> v;
@@ -93,14 +74,6 @@ CliResult run_cli_env(const char* name, const std::string& value, const std::vec
     return r;
 }
 
-std::string words(size_t n_words, uint64_t seed) {
-    const char* vocab[] = {"the", "a", "cat", "sat", "hat", "as", "at", "tea"};
-    std::mt19937_64 rng(seed);
-    std::string s;
-    for (size_t i = 0; i < n_words; ++i) s += std::string(vocab[rng() % 8]) + ((i % 11 == 10) ? ".\n" : " ");
-    return s;
-}
-
 std::vector<uint8_t> tiny_model_bytes(uint64_t seed) {
     return tiny_gemma3_gguf(make_tiny_gemma3(TinyGemma3Spec{}, seed));
 }
@@ -109,9 +82,9 @@ std::vector<uint8_t> tiny_model_bytes(uint64_t seed) {
 
 TEST_SUITE("cli") {
     TEST_CASE("bad-input corpus: models") {
-        ScratchDir dir;
+        TempDir dir;
         const std::vector<uint8_t> good = tiny_model_bytes(31);
-        dir.write("doc.txt", words(40, 1));
+        write_file(dir.file("doc.txt"), random_words(40, 1));
         auto summarize_to = [&](const std::string& model) {
             return run_cli({"summarize", "-m", model, dir.file("doc.txt"), "--max-tokens", "2", "-o",
                             dir.file("out.txt")});
@@ -119,7 +92,7 @@ TEST_SUITE("cli") {
         // Truncated: every cut refuses with the file named, exit 1.
         for (size_t cut : {size_t(0), size_t(4), size_t(23), size_t(100), good.size() / 2, good.size() - 1}) {
             CAPTURE(cut);
-            dir.write("cut.gguf", std::vector<uint8_t>(good.begin(), good.begin() + long(cut)));
+            write_file(dir.file("cut.gguf"), std::vector<uint8_t>(good.begin(), good.begin() + long(cut)));
             check_refused(summarize_to(dir.file("cut.gguf")), 1, "cut.gguf");
         }
         // Unknown architecture (same-length rename of the value of general.architecture).
@@ -128,11 +101,11 @@ TEST_SUITE("cli") {
         auto at = std::search(other.begin(), other.end(), arch.begin(), arch.end());
         REQUIRE(at != other.end());
         at[5] = 'Z';
-        dir.write("other.gguf", other);
+        write_file(dir.file("other.gguf"), other);
         check_refused(summarize_to(dir.file("other.gguf")), 1, "architecture 'gemmaZ' is not supported");
         // A document is not a model.
         check_refused(summarize_to(dir.file("doc.txt")), 1, "not a GGUF file");
-        CHECK(dir.entries() == std::set<std::string>{"cut.gguf", "doc.txt", "other.gguf"});
+        CHECK(dir.entries() == std::vector<std::string>{"cut.gguf", "doc.txt", "other.gguf"});
     }
 
     TEST_CASE("bad-input corpus: bit-flipped models load or are refused, never crash") {
@@ -158,11 +131,11 @@ TEST_SUITE("cli") {
         }
         MESSAGE(n_refused, " flips refused, ", n_loaded, " loaded");
         CHECK(n_refused > 100);  // most header bytes are lengths, counts, types and names
-        ScratchDir dir;
+        TempDir dir;
         for (int k = 0; k < 8; ++k) {
             std::vector<uint8_t> b = good;
             b[size_t(rng() % data_offset)] ^= uint8_t(1u << (rng() % 8));
-            dir.write("flip.gguf", b);
+            write_file(dir.file("flip.gguf"), b);
             const CliResult r = run_cli({"generate", "-m", dir.file("flip.gguf"), "-p", "the cat", "-n", "2"});
             CAPTURE(r.err);
             CHECK((r.exit_code == 0 || r.exit_code == 1));
@@ -171,8 +144,8 @@ TEST_SUITE("cli") {
     }
 
     TEST_CASE("bad-input corpus: documents") {
-        ScratchDir dir;
-        dir.write("model.gguf", tiny_model_bytes(33));
+        TempDir dir;
+        write_file(dir.file("model.gguf"), tiny_model_bytes(33));
         const std::string out = dir.file("out.txt");
         auto summarize = [&](const std::string& doc, std::vector<std::string> extra = {}) {
             std::vector<std::string> args = {"summarize", "-m", dir.file("model.gguf"), doc, "--max-tokens", "2",
@@ -180,34 +153,35 @@ TEST_SUITE("cli") {
             args.insert(args.end(), extra.begin(), extra.end());
             return run_cli(args);
         };
-        dir.write("empty.txt", std::string());
+        write_file(dir.file("empty.txt"), std::string());
         check_refused(summarize(dir.file("empty.txt")), 1, "empty.txt' is empty");
-        dir.write("blank.md", std::string(" \n\t\r\n"));
+        write_file(dir.file("blank.md"), std::string(" \n\t\r\n"));
         check_refused(summarize(dir.file("blank.md")), 1, "blank.md' is empty");
         std::string binary(2048, '\0');
         std::mt19937_64 rng(3);
         for (char& c : binary) c = char(rng());
-        dir.write("blob.dat", binary);
+        write_file(dir.file("blob.dat"), binary);
         check_refused(summarize(dir.file("blob.dat")), 1, "blob.dat' looks like a binary file");
-        dir.write("latin1.txt", "na\xEFve caf\xE9 " + words(20, 2));
+        write_file(dir.file("latin1.txt"), "na\xEFve caf\xE9 " + random_words(20, 2));
         check_refused(summarize(dir.file("latin1.txt"), {"--strict-utf8"}), 1, "latin1.txt' is not valid UTF-8");
-        dir.write("long.txt", words(500, 4));
+        write_file(dir.file("long.txt"), random_words(500, 4));
         check_refused(summarize(dir.file("long.txt"), {"--no-chunk", "-c", "128"}), 1, "context limit of 128 tokens");
         check_refused(summarize(dir.file("missing.txt")), 1, "missing.txt");
-        CHECK(dir.entries() == std::set<std::string>{"blank.md", "blob.dat", "empty.txt", "latin1.txt", "long.txt",
+        CHECK(dir.entries() == std::vector<std::string>{"blank.md", "blob.dat", "empty.txt", "latin1.txt", "long.txt",
                                                      "model.gguf"});
         // Ill-formed UTF-8 without --strict-utf8: replaced with U+FFFD, counted in one warning, summarized.
         const CliResult ok = summarize(dir.file("latin1.txt"));
         REQUIRE_MESSAGE(ok.exit_code == 0, ok.err);
         CHECK(ok.err.find("warning: '" + dir.file("latin1.txt") + "': 2 ill-formed UTF-8 sequence(s) replaced") !=
               std::string::npos);
-        CHECK(dir.entries().count("out.txt") == 1);
+        CHECK(dir.entries() == std::vector<std::string>{"blank.md", "blob.dat", "empty.txt", "latin1.txt", "long.txt",
+                                                        "model.gguf", "out.txt"});
     }
 
     TEST_CASE("bad-input corpus: outputs and resources") {
-        ScratchDir dir;
-        dir.write("model.gguf", tiny_model_bytes(34));
-        dir.write("doc.txt", words(40, 5));
+        TempDir dir;
+        write_file(dir.file("model.gguf"), tiny_model_bytes(34));
+        write_file(dir.file("doc.txt"), random_words(40, 5));
         const std::string model = dir.file("model.gguf"), doc = dir.file("doc.txt");
         // -o in a missing directory.
         check_refused(run_cli({"summarize", "-m", model, doc, "-o", dir.file("no/such/dir/out.txt")}), 1,
@@ -220,15 +194,16 @@ TEST_SUITE("cli") {
         check_refused(run_cli({"generate", "-m", model, "-p", "the cat", "-n", "2", "--device", "emu",
                                "--device-memory", "64"}),
                       3, "--device-memory");
-        CHECK(dir.entries() == std::set<std::string>{"doc.txt", "model.gguf"});
+        CHECK(dir.entries() == std::vector<std::string>{"doc.txt", "model.gguf"});
     }
 
     TEST_CASE("bad-input corpus: batch results survive a failing document, a failed write and a kill") {
-        ScratchDir dir;
-        dir.write("model.gguf", tiny_model_bytes(35));
+        TempDir dir;
+        write_file(dir.file("model.gguf"), tiny_model_bytes(35));
         fs::create_directories(dir.path / "docs");
-        for (int i = 0; i < 4; ++i) dir.write(fmt::format("docs/d{}.txt", i), words(30, 40 + uint64_t(i)));
-        dir.write("docs/c-binary.txt", std::string("\0\1\2\3 binary", 12));
+        for (int i = 0; i < 4; ++i)
+            write_file(dir.file(fmt::format("docs/d{}.txt", i)), random_words(30, 40 + uint64_t(i)));
+        write_file(dir.file("docs/c-binary.txt"), std::string("\0\1\2\3 binary", 12));
         const std::string results = dir.file("results.jsonl");
         const std::vector<std::string> args = {"summarize", "-m",      dir.file("model.gguf"), "--max-tokens", "3",
                                                "--batch",   dir.file("docs"), "--out", results};
@@ -236,7 +211,7 @@ TEST_SUITE("cli") {
         const CliResult clean = run_cli(args);
         REQUIRE_MESSAGE(clean.exit_code == 0, clean.err);
         std::map<std::string, json> expect;
-        for (const std::string& line : lines_of(dir.read("results.jsonl"))) {
+        for (const std::string& line : lines_of(read_file(results))) {
             const json j = json::parse(line);
             expect[j["id"]] = j;
         }
@@ -253,7 +228,7 @@ TEST_SUITE("cli") {
             const CliResult again = run_cli(args);
             REQUIRE_MESSAGE(again.exit_code == 0, again.err);
             std::map<std::string, int> count;
-            for (const std::string& line : lines_of(dir.read("results.jsonl"))) {
+            for (const std::string& line : lines_of(read_file(results))) {
                 const json j = json::parse(line, nullptr, false);
                 if (j.is_discarded()) continue;  // the torn line of the failed run
                 ++count[j["id"]];
@@ -269,35 +244,24 @@ TEST_SUITE("cli") {
         CAPTURE(full.err);
         CHECK(full.exit_code == 3);
         CHECK(full.err.find("No space left on device") != std::string::npos);
-        const std::vector<std::string> partial = lines_of(dir.read("results.jsonl"));
+        const std::vector<std::string> partial = lines_of(read_file(results));
         REQUIRE(partial.size() == 2);
         CHECK(same_result(json::parse(partial[0])));
         CHECK(json::parse(partial[1], nullptr, false).is_discarded());
         check_resumed();
         // SIGKILL once the first result is on disk: whatever was flushed stays whole, the run resumes.
         fs::remove(results);
-        const pid_t pid = fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            const int devnull = open("/dev/null", O_WRONLY);
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-            std::vector<char*> argv = {const_cast<char*>(BUTLER_CLI_PATH)};
-            for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-            argv.push_back(nullptr);
-            execv(BUTLER_CLI_PATH, argv.data());
-            _exit(127);
-        }
+        const pid_t pid = spawn_cli(args);
         bool first = false;
         for (int i = 0; i < 1000 && !first; ++i) {
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
-            first = dir.read("results.jsonl").find('\n') != std::string::npos;
+            first = read_file(results).find('\n') != std::string::npos;
         }
         kill(pid, SIGKILL);
         int status = 0;
         waitpid(pid, &status, 0);
         CHECK(first);
-        const std::vector<std::string> killed = lines_of(dir.read("results.jsonl"));
+        const std::vector<std::string> killed = lines_of(read_file(results));
         REQUIRE(!killed.empty());
         CHECK(same_result(json::parse(killed[0])));
         check_resumed();
