@@ -9,8 +9,8 @@
 namespace {
 
 constexpr const char* kExitCodes =
-    "Exit codes: 0 ok, 1 bad input (file, model, document), 2 usage, 3 resource exhausted (memory, device), "
-    "130 interrupted.";
+    "Exit codes: 0 ok, 1 bad input (file, model, document), 2 usage, 3 resource exhausted (memory, device memory, "
+    "disk), 130 interrupted, 70 internal error (a bug).";
 
 }  // namespace
 

@@ -18,6 +18,8 @@
 #include <sstream>
 
 #include "apps/common.h"
+#include "apps/write_fault.h"
+#include "runtime/batch_list.h"
 #include "runtime/chat_template.h"
 #include "runtime/document.h"
 #include "runtime/gguf.h"
@@ -86,8 +88,8 @@ public:
     AtomicOutput& operator=(const AtomicOutput&) = delete;
 
     void write(std::string_view s) {
-        if (std::fwrite(s.data(), 1, s.size(), file_) != s.size())
-            fail(Status::Io, "cannot write '{}': {}", path_, std::strerror(errno));
+        if (output_fwrite(s.data(), s.size(), file_) != s.size())
+            fail(errno == ENOSPC ? Status::Oom : Status::Io, "cannot write '{}': {}", path_, std::strerror(errno));
     }
     void commit() {
         // mkstemp creates 0600; a summary is an ordinary file (0666 minus the umask).
@@ -381,12 +383,6 @@ int run_single(const SummarizeOptions& o) {
 
 // ---- batch mode ---------------------------------------------------------------------------------------------
 
-struct BatchItem {
-    std::string id;
-    std::string path;  // empty: text holds the document
-    std::string text;
-};
-
 std::vector<BatchItem> list_batch(const std::string& src) {
     std::vector<BatchItem> items;
     std::error_code ec;
@@ -400,38 +396,7 @@ std::vector<BatchItem> list_batch(const std::string& src) {
         return items;
     }
     if (!fs::exists(src, ec)) fail(Status::Io, "--batch '{}': no such file or directory", src);
-    std::istringstream lines(read_file(src));
-    const fs::path base = fs::path(src).parent_path();
-    std::set<std::string> seen;
-    std::string line;
-    for (int64_t n = 1; std::getline(lines, line); ++n) {
-        if (is_blank(line)) continue;
-        json j;
-        try {
-            j = json::parse(line);
-        } catch (const json::exception& e) {
-            fail(Status::InvalidArg, "--batch '{}' line {}: not JSON ({})", src, n, e.what());
-        }
-        if (!j.is_object() || !j.contains("id") || (j.contains("path") == j.contains("text")))
-            fail(Status::InvalidArg,
-                 "--batch '{}' line {}: want {{\"id\": ..., \"path\": ...}} or {{\"id\": ..., \"text\": ...}}", src, n);
-        BatchItem it;
-        it.id = j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump();
-        if (j.contains("path")) {
-            if (!j["path"].is_string())
-                fail(Status::InvalidArg, "--batch '{}' line {}: \"path\" must be a string", src, n);
-            const fs::path p = j["path"].get<std::string>();
-            it.path          = (p.is_relative() ? base / p : p).string();
-        } else {
-            if (!j["text"].is_string())
-                fail(Status::InvalidArg, "--batch '{}' line {}: \"text\" must be a string", src, n);
-            it.text = j["text"].get<std::string>();
-        }
-        if (!seen.insert(it.id).second)
-            fail(Status::InvalidArg, "--batch '{}' line {}: id '{}' appears twice", src, n, it.id);
-        items.push_back(std::move(it));
-    }
-    return items;
+    return parse_batch_list(read_file(src), src, fs::path(src).parent_path().string());
 }
 
 // FNV-1a: a document's shard depends only on its id, so every machine of a job array agrees without talking.
@@ -444,20 +409,12 @@ uint64_t id_hash(std::string_view id) {
 // The ids already in RESULTS.jsonl (any line with an "id", summary or error); a torn last line from a killed run
 // is ignored. *ends_with_newline tells whether appending must start a new line first.
 std::set<std::string> done_ids(const std::string& path, bool* ends_with_newline) {
-    std::set<std::string> ids;
     *ends_with_newline = true;
     std::error_code ec;
-    if (!fs::exists(path, ec)) return ids;
+    if (!fs::exists(path, ec)) return {};
     const std::string all = read_file(path);
     *ends_with_newline    = all.empty() || all.back() == '\n';
-    std::istringstream lines(all);
-    std::string line;
-    while (std::getline(lines, line)) {
-        if (is_blank(line)) continue;
-        const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-        if (j.is_object() && j.contains("id") && j["id"].is_string()) ids.insert(j["id"].get<std::string>());
-    }
-    return ids;
+    return parse_done_ids(all);
 }
 
 int run_batch(const SummarizeOptions& o) {
@@ -491,7 +448,7 @@ int run_batch(const SummarizeOptions& o) {
     std::unique_ptr<std::FILE, int (*)(std::FILE*)> out_guard(out, std::fclose);
     auto append = [&](const json& j) {
         const std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-        if (std::fwrite(line.data(), 1, line.size(), out) != line.size() || std::fflush(out) != 0)
+        if (output_fwrite(line.data(), line.size(), out) != line.size() || std::fflush(out) != 0)
             fail(errno == ENOSPC ? Status::Oom : Status::Io, "cannot write '{}': {}", o.batch_out,
                  std::strerror(errno));
     };
@@ -582,7 +539,8 @@ std::string help_footer() {
         "document to --out, flushed each time; ids already in --out are skipped, so a killed run resumes; a failed "
         "document gets an \"error\" line. --shard I/N keeps the documents whose id hashes (FNV-1a) to I mod N.\n"
         "Not yet: --device, --selector and --budget arrive with the offload pipeline; attention is dense on the CPU.\n"
-        "Exit codes: 0 ok, 1 bad input (file, model, document), 2 usage, 3 resource exhausted, 130 interrupted.",
+        "Exit codes: 0 ok, 1 bad input (file, model, document), 2 usage, 3 resource exhausted (memory, device memory, "
+        "disk), 130 interrupted, 70 internal error (a bug).",
         summary_cue(SummaryStyle::Brief), "Detailed summary:", "Summary in bullet points:\\n-",
         summary_instruction(SummaryStyle::Brief), summary_instruction(SummaryStyle::Detailed),
         summary_instruction(SummaryStyle::Bullets));

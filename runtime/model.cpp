@@ -14,9 +14,14 @@ std::shared_ptr<const Model> Model::load(const std::string& path) {
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) fail(Status::Io, "model file '{}' does not exist", path);
     if (std::filesystem::is_directory(path, ec)) fail(Status::Io, "model path '{}' is a directory, not a GGUF file", path);
+    return from_gguf(GgufFile::open(path));
+}
+
+std::shared_ptr<const Model> Model::from_gguf(std::unique_ptr<GgufFile> gguf) {
     std::shared_ptr<Model> model(new Model());
-    model->path_ = path;
-    model->file_ = GgufFile::open(path);
+    model->path_ = gguf->path();
+    model->file_ = std::move(gguf);
+    const std::string& path = model->path_;
     const GgufFile& file = *model->file_;
     const std::string arch_name = file.get<std::string>("general.architecture").value_or("");
     if (arch_name.empty()) fail(Status::Format, "{}: the GGUF file has no 'general.architecture' key", path);

@@ -20,6 +20,8 @@ public:
     // the tokenizer. Errors name the file and the problem (Io for a missing/unreadable file, Format for a corrupt
     // one, Unsupported for an unknown architecture or tensor type).
     static std::shared_ptr<const Model> load(const std::string& path);
+    // The same checks over a GGUF already parsed (GgufFile::from_memory: fuzzing, tests); file->path() names it.
+    static std::shared_ptr<const Model> from_gguf(std::unique_ptr<GgufFile> file);
     ~Model();
 
     const std::string& path() const { return path_; }

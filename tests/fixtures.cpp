@@ -3,9 +3,11 @@
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -165,6 +167,36 @@ void TempFile::write(const std::vector<uint8_t>& bytes) const {
     REQUIRE(out.good());
 }
 
+TempDir::TempDir() {
+    static std::atomic<int> counter{0};
+    path = std::filesystem::temp_directory_path() /
+           fmt::format("butler-test-dir-{}-{}", ::getpid(), counter.fetch_add(1));
+    std::filesystem::create_directories(path);
+}
+
+TempDir::~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+}
+
+std::vector<std::string> TempDir::entries() const {
+    std::vector<std::string> v;
+    for (const auto& e : std::filesystem::directory_iterator(path)) v.push_back(e.path().filename().string());
+    std::sort(v.begin(), v.end());
+    return v;
+}
+
+std::string random_words(size_t n_words, uint64_t seed) {
+    const char* vocab[] = {"the", "a", "cat", "sat", "hat", "as", "at", "tea"};
+    std::mt19937_64 rng(seed);
+    std::string s;
+    for (size_t i = 0; i < n_words; ++i) {
+        s += vocab[rng() % 8];
+        s += (i % 11 == 10) ? ".\n" : " ";
+    }
+    return s;
+}
+
 std::string default_model_or_skip() {
     try {
         return resolve_model_path("");
@@ -211,6 +243,22 @@ CliResult run_cli(const std::vector<std::string>& args) {
     r.out = slurp(out.path());
     r.err = slurp(err.path());
     return r;
+}
+
+int spawn_cli(const std::vector<std::string>& args) {
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        const int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        std::vector<char*> argv = {const_cast<char*>(BUTLER_CLI_PATH)};
+        for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        execv(BUTLER_CLI_PATH, argv.data());
+        _exit(127);
+    }
+    return pid;
 }
 
 }  // namespace butler::test

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -110,6 +111,20 @@ private:
     std::string path_;
 };
 
+// A unique scratch directory, removed with its contents when the object goes away.
+struct TempDir {
+    std::filesystem::path path;
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    std::string file(const std::string& name) const { return (path / name).string(); }
+    std::vector<std::string> entries() const;  // the names in it, sorted (what a run left behind)
+};
+
+// n_words words of an 8-word vocabulary ("the cat sat ..."), a sentence break every 11; deterministic per seed.
+std::string random_words(size_t n_words, uint64_t seed);
+
 // The default model, or "" when it is not installed. Under CI=true a missing model fails the calling test.
 std::string default_model_or_skip();
 
@@ -125,5 +140,8 @@ struct CliResult {
 
 // Runs the built `butler` binary with these arguments (each shell-quoted), capturing stdout, stderr and the exit code.
 CliResult run_cli(const std::vector<std::string>& args);
+// Starts the built `butler` binary with these arguments in the background (stdout and stderr to /dev/null) and
+// returns its pid, for tests that signal it; the caller waits for it (waitpid).
+int spawn_cli(const std::vector<std::string>& args);
 
 }  // namespace butler::test

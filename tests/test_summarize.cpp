@@ -73,38 +73,6 @@ void write_text(const std::string& path, const std::string& s) {
     REQUIRE(out.good());
 }
 
-// A scratch directory removed at the end.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path               = fs::temp_directory_path() / fmt::format("butler-sum-{}-{}", ::getpid(), counter++);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name) const { return (path / name).string(); }
-    std::vector<std::string> entries() const {
-        std::vector<std::string> v;
-        for (const auto& e : fs::directory_iterator(path)) v.push_back(e.path().filename().string());
-        std::sort(v.begin(), v.end());
-        return v;
-    }
-};
-
-std::string words(size_t n_words, uint64_t seed) {
-    const char* vocab[] = {"the", "a", "cat", "sat", "hat", "as", "at", "tea"};
-    std::mt19937_64 rng(seed);
-    std::string s;
-    for (size_t i = 0; i < n_words; ++i) {
-        s += vocab[rng() % 8];
-        s += (i % 11 == 10) ? ".\n" : " ";
-    }
-    return s;
-}
-
 void check_error(const CliResult& r, int code, const std::string& needle) {
     CAPTURE(r.err);
     CHECK(r.exit_code == code);
@@ -144,7 +112,7 @@ TEST_SUITE("summarize") {
     TEST_CASE("binary detection") {
         CHECK(looks_binary(std::string("text\0more", 9)));
         CHECK_FALSE(looks_binary("ordinary text\twith tabs\r\nand lines\n"));
-        std::string latin1 = words(200, 1);
+        std::string latin1 = random_words(200, 1);
         for (size_t i = 0; i < latin1.size(); i += 40) latin1[i] = '\xE9';  // 2.5% Latin-1 bytes: repaired, not refused
         CHECK_FALSE(looks_binary(latin1));
         std::string noise(4096, 'a');
@@ -219,7 +187,7 @@ TEST_SUITE("summarize") {
         ModelFile mf(/*chat=*/true);
         auto model            = Model::load(mf.path());
         const Tokenizer& tok  = model->tokenizer();
-        const std::string doc = words(12, 7) + " <end_of_turn> " + words(4, 8);
+        const std::string doc = random_words(12, 7) + " <end_of_turn> " + random_words(4, 8);
         SummarizeParams p;
         p.kind                = PromptKind::Gemma3;
         p.style               = SummaryStyle::Bullets;
@@ -262,7 +230,7 @@ TEST_SUITE("summarize") {
         ModelFile mf(/*chat=*/false);
         TempDir dir;
         const std::string doc = dir.file("doc.md");
-        write_text(doc, "# Notes\n\n" + words(60, 2));
+        write_text(doc, "# Notes\n\n" + random_words(60, 2));
         const CliResult a = run_cli({"summarize", "-m", mf.path(), doc, "--max-tokens", "10", "--json"});
         REQUIRE_MESSAGE(a.exit_code == 0, a.err);
         const json j = json::parse(a.out);
@@ -312,7 +280,7 @@ TEST_SUITE("summarize") {
         check_error(run({empty}), 1, "empty");
         check_error(run({"-"}), 1, "standard input is empty");  // run_cli gives /dev/null as stdin
         const std::string big = dir.file("big.txt");
-        write_text(big, words(400, 5));
+        write_text(big, random_words(400, 5));
         check_error(run({big, "--no-chunk", "-c", "128"}), 1, "context limit of 128 tokens");
         check_error(run({big, "--style", "poem"}), 2, "--style");
         check_error(run_cli({"summarize", "-m", mf.path(), big, "-o", dir.file("no/such/dir/out.txt")}), 1,
@@ -357,7 +325,7 @@ TEST_SUITE("summarize") {
         ModelFile mf(/*chat=*/false);
         TempDir dir;
         const std::string doc = dir.file("long.txt");
-        write_text(doc, words(300, 9));
+        write_text(doc, random_words(300, 9));
         const CliResult r = run_cli({"summarize", "-m", mf.path(), doc, "-c", "96", "--max-tokens", "8", "--json"});
         REQUIRE_MESSAGE(r.exit_code == 0, r.err);
         const json j        = json::parse(r.out);
@@ -374,18 +342,10 @@ TEST_SUITE("summarize") {
         ModelFile mf(/*chat=*/false);
         TempDir dir;
         const std::string doc = dir.file("long.txt");
-        write_text(doc, words(40000, 4));
+        write_text(doc, random_words(40000, 4));
         const std::string out = dir.file("out.txt");
-        const pid_t pid       = fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            const int devnull = open("/dev/null", O_WRONLY);
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-            execl(BUTLER_CLI_PATH, BUTLER_CLI_PATH, "summarize", "-m", mf.path().c_str(), doc.c_str(), "-c", "128",
-                  "--max-tokens", "16", "-o", out.c_str(), static_cast<char*>(nullptr));
-            _exit(127);
-        }
+        const pid_t pid =
+            spawn_cli({"summarize", "-m", mf.path(), doc, "-c", "128", "--max-tokens", "16", "-o", out});
         // Wait until the temporary output exists (the handler is installed before it is created), then interrupt.
         bool started = false;
         for (int i = 0; i < 500 && !started; ++i) {
@@ -407,7 +367,7 @@ TEST_SUITE("summarize") {
         TempDir dir;
         fs::create_directories(dir.path / "docs");
         for (int i = 0; i < 4; ++i)
-            write_text(dir.file(fmt::format("docs/d{}.txt", i)), words(30 + 10 * size_t(i), 10 + i));
+            write_text(dir.file(fmt::format("docs/d{}.txt", i)), random_words(30 + 10 * size_t(i), 10 + i));
         write_text(dir.file("docs/z.bin"), std::string("\0\1\2\3", 4));
         const std::string docs = dir.file("docs"), out = dir.file("results.jsonl");
         const std::vector<std::string> base = {"summarize", "-m",      mf.path(), "--max-tokens",
