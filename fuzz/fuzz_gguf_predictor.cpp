@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// libFuzzer: arbitrary bytes as a predictor file. The predictor's own reader (predictor/) has not landed, so this
-// drives the generic GGUF reader the way a side file is read: every metadata key looked up with every typed
+// libFuzzer: arbitrary bytes as a predictor file: the TokenButler predictor reader (TokenButlerPredictor::load, with
+// and without a base-model identity to check against), and the generic GGUF reader the way a side file is read:
+// every metadata key looked up with every typed
 // get<T> (each either converts or throws Error(Format)), every tensor looked up by name and its bytes read end to
 // end (they must lie inside the image), and the shape/element counts consistent with the byte size.
 #include <cstddef>
@@ -13,6 +14,7 @@
 #include "runtime/dtype.h"
 #include "runtime/gguf.h"
 #include "runtime/status.h"
+#include "predictor/tokenbutler.h"
 
 namespace {
 
@@ -37,6 +39,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t n) {
     } catch (const Error& e) {
         FUZZ_CHECK(e.status() == Status::Format || e.status() == Status::Unsupported);
         return 0;
+    }
+    for (const bool with_base : {false, true}) {
+        BaseModelIdentity base;
+        base.arch = "gemma3", base.n_layer = 18, base.n_embd = 640, base.n_head = 4, base.n_head_kv = 1;
+        base.head_dim = 256;
+        try {
+            const auto p = TokenButlerPredictor::load(*f, with_base ? &base : nullptr);
+            FUZZ_CHECK(p->shape().n_producers() >= 1);
+            g_sink = g_sink + p->key_proj_all().size();
+        } catch (const Error& e) {
+            FUZZ_CHECK(e.status() == Status::Format || e.status() == Status::Unsupported);
+        }
     }
     for (const auto& [key, value] : f->metadata()) {
         FUZZ_CHECK(f->find(key) != nullptr);

@@ -7,11 +7,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "fuzz/fuzz_common.h"
+#include "predictor/tokenbutler.h"
 #include "runtime/gguf.h"
 
 namespace {
@@ -115,6 +117,20 @@ int main(int argc, char** argv) {
 
     const fs::path pred = root / "fuzz_gguf_predictor";
     put_with_variants(pred, "predictor.gguf", predictor_like(), 7);
+    {  // a real TokenButler predictor file (small shape), and its near-valid variants
+        PredictorShape shape;
+        shape.n_layer = 6, shape.n_embd = 16, shape.n_head = 4, shape.n_head_kv = 1, shape.head_dim = 8;
+        shape.group = 2, shape.d_dash = 4, shape.intdim = 8;
+        BaseModelIdentity base;
+        base.arch = "gemma3", base.n_layer = 6, base.n_embd = 16, base.n_head = 4, base.n_head_kv = 1, base.head_dim = 8;
+        const fs::path tmp = pred / "tokenbutler.tmp";
+        fs::create_directories(pred);
+        TokenButlerPredictor(shape, base, 1).save(tmp.string());
+        std::ifstream in(tmp, std::ios::binary);
+        const Bytes bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        fs::remove(tmp);
+        put_with_variants(pred, "tokenbutler.gguf", bytes, 8);
+    }
     put(pred, "empty-v3.gguf", Bytes{'G', 'G', 'U', 'F', 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
 
     // The tokenizer target: first byte = flags (1 BPE, 2 add_special, 4 parse_special), then the text.

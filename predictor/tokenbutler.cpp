@@ -169,7 +169,12 @@ void TokenButlerPredictor::save(const std::string& path) const {
 
 std::unique_ptr<TokenButlerPredictor> TokenButlerPredictor::load(const std::string& path,
                                                                  const BaseModelIdentity* base) {
-    const std::unique_ptr<GgufFile> f = GgufFile::open(path);
+    return load(*GgufFile::open(path), base);
+}
+
+std::unique_ptr<TokenButlerPredictor> TokenButlerPredictor::load(const GgufFile& file, const BaseModelIdentity* base) {
+    const GgufFile* f       = &file;
+    const std::string& path = file.path();
     const std::string arch = f->get<std::string>("general.architecture").value_or("");
     if (arch != kArch)
         fail(Status::Format, "{} is not a TokenButler predictor (general.architecture '{}', expected '{}')", path, arch,

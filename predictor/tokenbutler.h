@@ -27,6 +27,7 @@
 
 namespace butler {
 
+class GgufFile;
 class Model;
 struct HParams;
 
@@ -66,6 +67,8 @@ public:
     // Loads a predictor file. Error(Io) for a missing file, Error(Format) for a corrupt one or one that is not a
     // predictor; with `base`, Error(InvalidArg) when it was made for another model (the message names both).
     static std::unique_ptr<TokenButlerPredictor> load(const std::string& path, const BaseModelIdentity* base);
+    // The same from a parsed GGUF (fuzzing, tests); messages name f.path().
+    static std::unique_ptr<TokenButlerPredictor> load(const GgufFile& f, const BaseModelIdentity* base);
     // Writes atomically (temporary file, then rename).
     void save(const std::string& path) const;
 
