@@ -7,6 +7,10 @@
 // truncation: with allow_chunking off, a document over the context is an Error(InvalidArg) naming the token
 // count and the limit.
 //
+// Offload: with params.offload enabled, every pass runs through the Session's offload pipeline (prefill and the
+// first decode token dense, later tokens through the selector at the budget); SummaryResult::offload sums the
+// pipeline's counters over the passes of one run().
+//
 // Threading: one caller thread. Memory: the Session is created for the context the first document needs (at most
 // n_ctx_max) and reused; it grows only when a later document needs more.
 #pragma once

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <filesystem>
@@ -120,6 +121,23 @@ std::vector<json> read_jsonl(const std::string& path) {
     while (std::getline(in, line))
         if (!line.empty()) v.push_back(json::parse(line));
     return v;
+}
+
+// Starts the CLI with args in a child process, its output to /dev/null; the caller signals and reaps it.
+pid_t spawn_cli(const std::vector<std::string>& args) {
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        const int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        std::vector<const char*> argv = {BUTLER_CLI_PATH};
+        for (const std::string& a : args) argv.push_back(a.c_str());
+        argv.push_back(nullptr);
+        execv(BUTLER_CLI_PATH, const_cast<char* const*>(argv.data()));
+        _exit(127);
+    }
+    return pid;
 }
 
 }  // namespace
@@ -456,16 +474,7 @@ TEST_SUITE("summarize") {
         const std::string doc = dir.file("long.txt");
         write_text(doc, words(40000, 4));
         const std::string out = dir.file("out.txt");
-        const pid_t pid       = fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            const int devnull = open("/dev/null", O_WRONLY);
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-            execl(BUTLER_CLI_PATH, BUTLER_CLI_PATH, "summarize", "-m", mf.path().c_str(), doc.c_str(), "-c", "128",
-                  "--max-tokens", "16", "-o", out.c_str(), static_cast<char*>(nullptr));
-            _exit(127);
-        }
+        const pid_t pid = spawn_cli({"summarize", "-m", mf.path(), doc, "-c", "128", "--max-tokens", "16", "-o", out});
         // Wait until the temporary output exists (the handler is installed before it is created), then interrupt.
         bool started = false;
         for (int i = 0; i < 500 && !started; ++i) {
@@ -480,6 +489,65 @@ TEST_SUITE("summarize") {
         CHECK(WIFEXITED(status));
         CHECK(WEXITSTATUS(status) == 130);
         CHECK(dir.entries() == std::vector<std::string>{"long.txt"});
+    }
+
+    TEST_CASE("CLI: a batch killed with SIGKILL mid-run resumes; every document ends up summarized once") {
+        ModelFile mf(/*chat=*/false);
+        TempDir dir;
+        fs::create_directories(dir.path / "docs");
+        constexpr int kDocs = 10;
+        // Documents long enough for map-reduce at -c 128, so the run takes a while and the kill lands inside it.
+        for (int i = 0; i < kDocs; ++i) write_text(dir.file(fmt::format("docs/d{:02}.txt", i)), words(2500, 40 + i));
+        const std::string docs = dir.file("docs"), out = dir.file("out.jsonl"), ref = dir.file("ref.jsonl");
+        const std::vector<std::string> args = {"summarize",    "-m", mf.path(), "-c", "128",
+                                               "--max-tokens", "8",  "--batch", docs};
+        std::vector<std::string> first      = args;
+        first.insert(first.end(), {"--out", out});
+        const pid_t pid = spawn_cli(first);
+        // Kill as soon as the first line is out, without warning (no handler runs, nothing is cleaned up).
+        size_t n_at_kill = 0;
+        for (int i = 0; i < 3000 && n_at_kill == 0; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            const std::string s = slurp(out);
+            n_at_kill           = static_cast<size_t>(std::count(s.begin(), s.end(), '\n'));
+        }
+        kill(pid, SIGKILL);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        REQUIRE(WIFSIGNALED(status));
+        const std::vector<std::string> killed_lines = [&] {
+            std::vector<std::string> v;
+            std::istringstream in(slurp(out));
+            for (std::string line; std::getline(in, line);) v.push_back(line);
+            return v;
+        }();
+        CAPTURE(killed_lines.size());
+        CHECK(n_at_kill >= 1);
+        CHECK(killed_lines.size() < size_t(kDocs));  // killed mid-run, else the resume below would test nothing
+        // Resume, and an uninterrupted run for reference.
+        std::vector<std::string> resume = args, full = args;
+        resume.insert(resume.end(), {"--out", out});
+        full.insert(full.end(), {"--out", ref});
+        const CliResult r = run_cli(resume);
+        REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+        const auto n_whole = std::count_if(killed_lines.begin(), killed_lines.end(), [](const std::string& l) {
+            return !json::parse(l, nullptr, false).is_discarded();
+        });
+        CHECK(r.err.find(fmt::format("{} already in", n_whole)) != std::string::npos);
+        REQUIRE(run_cli(full).exit_code == 0);
+        std::map<std::string, json> expect;
+        for (const json& j : read_jsonl(ref)) expect[j["id"]] = j;
+        REQUIRE(expect.size() == size_t(kDocs));
+        std::map<std::string, int> seen;
+        std::istringstream lines(slurp(out));
+        for (std::string line; std::getline(lines, line);) {
+            const json j = json::parse(line, nullptr, false);
+            if (j.is_discarded()) continue;  // a line torn by the kill
+            ++seen[j["id"]];
+            CHECK(j["summary"] == expect[j["id"]]["summary"]);
+        }
+        CHECK(seen.size() == size_t(kDocs));
+        for (const auto& [id, count] : seen) CHECK_MESSAGE(count == 1, id);
     }
 
     TEST_CASE("CLI: batch appends one line per document, resumes, and shards") {
