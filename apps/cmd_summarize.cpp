@@ -20,6 +20,7 @@
 #include "apps/common.h"
 #include "apps/write_fault.h"
 #include "runtime/batch_list.h"
+#include "apps/offload_options.h"
 #include "runtime/chat_template.h"
 #include "runtime/document.h"
 #include "runtime/gguf.h"
@@ -121,6 +122,7 @@ struct SummarizeOptions {
     std::string tmpl    = "auto";
     std::string kv_type = "f16";
     SamplerParams sampler;
+    OffloadOptions offload;
     CLI::Option* temp_opt = nullptr;
     bool no_chunk         = false;
     bool strict_utf8      = false;
@@ -256,6 +258,7 @@ SummarizeParams make_params(const SummarizeOptions& o, PromptKind kind) {
     p.kv_type        = parse_kv_type(o.kv_type);
     p.allow_chunking = !o.no_chunk;
     p.sampler        = o.sampler;
+    p.offload        = offload_config(o.offload);
     // Greedy unless the user asked for a temperature: a summary should not change from run to run.
     if (o.temp_opt == nullptr || o.temp_opt->count() == 0) p.sampler.temperature = 0.0f;
     return p;
@@ -302,6 +305,16 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The "selector" and "budget" of --json and of the batch lines: what attention ran with ("dense" and null budget
+// without offload; the budget as given, "N" tokens or "P%").
+json selector_json(const SummarizeParams& p) {
+    return p.offload.enabled ? json(p.offload.selector) : json("dense");
+}
+json budget_json(const SummarizeOptions& o, const SummarizeParams& p) {
+    if (!p.offload.enabled) return nullptr;
+    return o.offload.budget.empty() ? std::string("100%") : o.offload.budget;
+}
+
 int run_single(const SummarizeOptions& o) {
     if (o.input.empty()) fail(Status::Usage, "give a FILE to summarize (or - for standard input), or --batch");
     if (!o.batch_out.empty() || !o.shard.empty()) fail(Status::Usage, "--out and --shard go with --batch");
@@ -312,8 +325,9 @@ int run_single(const SummarizeOptions& o) {
     const auto t0          = std::chrono::steady_clock::now();
     auto model             = load_model(o.common);
     check_interrupted();
-    const PromptChoice prompt = choose_prompt(*model, o.tmpl);
-    Summarizer summarizer(model, make_params(o, prompt.kind));
+    const PromptChoice prompt    = choose_prompt(*model, o.tmpl);
+    const SummarizeParams params = make_params(o, prompt.kind);
+    Summarizer summarizer(model, params);
 
     const bool stream = !o.common.json && !out;
     ProgressBar bar(show_progress(o.common));
@@ -354,10 +368,11 @@ int run_single(const SummarizeOptions& o) {
                         {"seconds", seconds},
                         {"prefill_tokens_per_second", prefill_tps},
                         {"generate_tokens_per_second", gen_tps},
-                        // Dense attention on the CPU until the offload pipeline lands: no selector, no budget.
-                        {"selector", "dense"},
-                        {"budget", nullptr},
-                        {"offload", nullptr}};
+                        {"selector", selector_json(params)},
+                        {"budget", budget_json(o, params)},
+                        {"offload", summarizer.offload_pipeline() != nullptr
+                                        ? offload_stats_json(*summarizer.offload_pipeline(), r.offload)
+                                        : json(nullptr)}};
         result       = j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
     } else if (!stream) {
         result = r.summary + "\n";
@@ -378,6 +393,8 @@ int run_single(const SummarizeOptions& o) {
                      static_cast<long long>(r.n_doc_tokens), prompt_kind_name(prompt.kind), prompt.reason.c_str(),
                      r.n_chunks, r.n_levels, static_cast<long long>(r.n_prompt_tokens), prefill_tps,
                      static_cast<long long>(r.n_generated_total), gen_tps, r.stop_reason.c_str(), seconds);
+    if (!o.common.json && summarizer.offload_pipeline() != nullptr)
+        print_offload_stats(*summarizer.offload_pipeline(), r.offload);
     return 0;
 }
 
@@ -439,8 +456,9 @@ int run_batch(const SummarizeOptions& o) {
 
     auto model = load_model(o.common);
     check_interrupted();
-    const PromptChoice prompt = choose_prompt(*model, o.tmpl);
-    Summarizer summarizer(model, make_params(o, prompt.kind));
+    const PromptChoice prompt    = choose_prompt(*model, o.tmpl);
+    const SummarizeParams params = make_params(o, prompt.kind);
+    Summarizer summarizer(model, params);
     const std::string model_name = fs::path(model->path()).filename().string();
 
     std::FILE* out = std::fopen(o.batch_out.c_str(), "ab");
@@ -492,8 +510,8 @@ int run_batch(const SummarizeOptions& o) {
                     {"tokens_out", r.n_generated},
                     {"seconds", seconds},
                     {"model", model_name},
-                    {"selector", "dense"},
-                    {"budget", nullptr},
+                    {"selector", selector_json(params)},
+                    {"budget", budget_json(o, params)},
                     {"chunks", r.n_chunks},
                     {"utf8_replaced", n_replaced}});
             ++n_done;
@@ -538,7 +556,10 @@ std::string help_footer() {
         "or {{\"id\": ..., \"text\": ...}}; relative paths are relative to the list) appends one JSON line per "
         "document to --out, flushed each time; ids already in --out are skipped, so a killed run resumes; a failed "
         "document gets an \"error\" line. --shard I/N keeps the documents whose id hashes (FNV-1a) to I mod N.\n"
-        "Not yet: --device, --selector and --budget arrive with the offload pipeline; attention is dense on the CPU.\n"
+        "Offload: any of --device, --selector, --budget, --attn, --device-memory runs every pass through the offload "
+        "pipeline (the global layers' KV cache in host memory, the selected rows copied to the device; device emu "
+        "unless given, selector dense, budget 100%, attn sparse); --json then has an \"offload\" object (bytes "
+        "copied, hit rate, selector, budget, ...) summed over all passes. Without them attention is dense on the CPU.\n"
         "Exit codes: 0 ok, 1 bad input (file, model, document), 2 usage, 3 resource exhausted (memory, device memory, "
         "disk), 130 interrupted, 70 internal error (a bug).",
         summary_cue(SummaryStyle::Brief), "Detailed summary:", "Summary in bullet points:\\n-",
@@ -574,6 +595,7 @@ Action register_summarize(CLI::App& sub) {
     sub.add_option("--batch", o->batch, "summarize every document of DIR or LIST.jsonl (see below)");
     sub.add_option("--out", o->batch_out, "batch results, one JSON line per document (appended)");
     sub.add_option("--shard", o->shard, "batch: only the documents of shard I of N (I/N, 0-based)");
+    add_offload_options(sub, o->offload);
     sub.footer(help_footer());
     return [o] { return run_summarize(*o); };
 }

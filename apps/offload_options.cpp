@@ -60,16 +60,19 @@ OffloadConfig offload_config(const OffloadOptions& o) {
 nlohmann::json offload_stats_json(Session& session) {
     OffloadPipeline* p = session.offload();
     if (!p) return nullptr;
-    const OffloadStats& s  = p->stats();
-    const OffloadConfig& c = p->config();
-    return {{"device", p->device().name()},
+    return offload_stats_json(*p, p->stats());
+}
+
+nlohmann::json offload_stats_json(OffloadPipeline& p, const OffloadStats& s) {
+    const OffloadConfig& c = p.config();
+    return {{"device", p.device().name()},
             {"selector", c.selector},
             {"attn", attn_mode_name(c.attn)},
             {"budget_tokens", c.budget_tokens},
             {"budget_fraction", c.budget_fraction},
             {"sinks", c.sinks},
             {"window", c.window},
-            {"slots_per_head", p->n_slots()},
+            {"slots_per_head", p.n_slots()},
             {"dense_steps", s.dense_steps},
             {"sparse_steps", s.sparse_steps},
             {"prefetches", s.prefetches},
@@ -87,18 +90,20 @@ nlohmann::json offload_stats_json(Session& session) {
             {"fresh_selections", s.fresh_selections},
             {"predictor_runs", s.predictor_runs},
             {"predict_ms", s.predict_ms},
-            {"device_allocations", p->device().n_allocs()}};
+            {"device_allocations", p.device().n_allocs()}};
 }
 
 void print_offload_stats(Session& session) {
     OffloadPipeline* p = session.offload();
-    if (!p) return;
-    const OffloadStats& s = p->stats();
+    if (p) print_offload_stats(*p, p->stats());
+}
+
+void print_offload_stats(OffloadPipeline& p, const OffloadStats& s) {
     std::fprintf(
         stderr,
         "offload: %s, selector %s, attn %s, %d slots/head; %llu sparse + %llu dense layer-steps; copied %.2f MiB "
         "in %llu runs, hit rate %.1f%%; select %.1f ms, cpu attention %.1f ms, waiting %.1f ms\n",
-        p->device().name().c_str(), p->config().selector.c_str(), attn_mode_name(p->config().attn), p->n_slots(),
+        p.device().name().c_str(), p.config().selector.c_str(), attn_mode_name(p.config().attn), p.n_slots(),
         static_cast<unsigned long long>(s.sparse_steps), static_cast<unsigned long long>(s.dense_steps),
         double(s.copy.bytes) / (1 << 20), static_cast<unsigned long long>(s.copy.runs), 100.0 * s.copy.hit_rate(),
         s.select_ms, s.cpu_attn_ms, s.wait_ms);

@@ -10,7 +10,9 @@
 
 namespace butler {
 class Session;
-}
+class OffloadPipeline;
+struct OffloadStats;
+}  // namespace butler
 
 namespace butler::cli {
 
@@ -32,6 +34,9 @@ void add_offload_options(CLI::App& sub, OffloadOptions& o);
 OffloadConfig offload_config(const OffloadOptions& o);
 // Offload stats as JSON (null without offload) and as one human line on stderr.
 nlohmann::json offload_stats_json(Session& session);
+// The same for stats summed elsewhere (summarize adds up its passes) on pipeline p's device and configuration.
+nlohmann::json offload_stats_json(OffloadPipeline& p, const OffloadStats& s);
 void print_offload_stats(Session& session);
+void print_offload_stats(OffloadPipeline& p, const OffloadStats& s);
 
 }  // namespace butler::cli

@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "butler/butler.h"
+#include "offload/pipeline.h"
+#include "runtime/device.h"
 #include "runtime/model.h"
 #include "runtime/sampler.h"
 #include "runtime/session.h"
@@ -117,6 +119,32 @@ butler::DType kv_dtype(int32_t t) {
     }
 }
 
+// The session's OffloadConfig from the C params (disabled when no offload field is set).
+butler::OffloadConfig offload_config(const butler_session_params& p) {
+    butler::OffloadConfig c;
+    c.enabled = p.device != nullptr || p.selector != nullptr || p.budget != nullptr || p.budget_tok != 0 ||
+                p.device_memory != 0;
+    if (!c.enabled) return c;
+    if (p.budget_tok < 0) butler::fail(Status::InvalidArg, "budget_tok {} is negative", p.budget_tok);
+    if (p.n_sink < 0) butler::fail(Status::InvalidArg, "n_sink {} is negative", p.n_sink);
+    if (p.n_recent < -1) butler::fail(Status::InvalidArg, "n_recent {} is below -1", p.n_recent);
+    if (p.page_tok <= 0) butler::fail(Status::InvalidArg, "page_tok {} is not positive", p.page_tok);
+    c.device   = p.device != nullptr ? p.device : "emu";
+    c.selector = p.selector != nullptr ? p.selector : "dense";
+    if (p.budget_tok > 0)
+        c.budget_tokens = p.budget_tok;
+    else
+        butler::parse_budget(p.budget != nullptr ? p.budget : "100%", c);
+    c.sinks         = p.n_sink;
+    c.window        = p.n_recent;
+    c.page_tok      = p.page_tok;
+    c.attn          = p.cpu_fallback != 0 ? butler::AttnMode::Exact : butler::AttnMode::Sparse;
+    c.device_memory = p.device_memory;
+    return c;
+}
+
+constexpr const char* kDeviceNames[] = {"cpu", "emu"};
+
 }  // namespace
 
 extern "C" {
@@ -140,16 +168,17 @@ BUTLER_API void butler_log_set(butler_log_fn fn, void* user) {
 }
 
 BUTLER_API int32_t butler_device_count(void) {
-    return 1;
+    return static_cast<int32_t>(std::size(kDeviceNames));
 }
 
 BUTLER_API butler_status butler_device_name(int32_t i, char* buf, size_t capacity, size_t* n_bytes) {
-    BUTLER_REQUIRE_ARG(i == 0, "only device 0 (cpu) exists in this build");
-    const char name[] = "cpu";
-    if (n_bytes != nullptr) *n_bytes = sizeof name - 1;
-    if (buf == nullptr || capacity < sizeof name)
+    BUTLER_REQUIRE_ARG(i >= 0 && i < butler_device_count(),
+                       fmt::format("no device {} (there are {})", i, butler_device_count()));
+    const size_t n = std::strlen(kDeviceNames[i]);
+    if (n_bytes != nullptr) *n_bytes = n;
+    if (buf == nullptr || capacity < n + 1)
         return set_error(BUTLER_ERR_BUFFER_TOO_SMALL, "butler_device_name: buffer too small");
-    std::memcpy(buf, name, sizeof name);
+    std::memcpy(buf, kDeviceNames[i], n + 1);
     return BUTLER_OK;
 }
 
@@ -242,20 +271,23 @@ BUTLER_API butler_status butler_detokenize(const butler_model* model, const butl
 
 BUTLER_API butler_session_params butler_session_default_params(void) {
     butler_session_params p;
-    p.n_ctx        = 4096;
-    p.n_ubatch     = 512;
-    p.kv_type      = BUTLER_KV_F16;
-    p.budget_tok   = 0;
-    p.n_sink       = 4;
-    p.n_recent     = 0;
-    p.page_tok     = 16;
-    p.selector     = nullptr;
-    p.cpu_fallback = 1;
-    p.temperature  = 0.0f;
-    p.top_k        = 40;
-    p.top_p        = 0.95f;
-    p.min_p        = 0.05f;
-    p.seed         = 0xB07713Bu;
+    p.n_ctx         = 4096;
+    p.n_ubatch      = 512;
+    p.kv_type       = BUTLER_KV_F16;
+    p.budget_tok    = 0;
+    p.n_sink        = 4;
+    p.n_recent      = -1;
+    p.page_tok      = 16;
+    p.selector      = nullptr;
+    p.cpu_fallback  = 0;
+    p.device        = nullptr;
+    p.budget        = nullptr;
+    p.device_memory = 0;
+    p.temperature   = 0.0f;
+    p.top_k         = 40;
+    p.top_p         = 0.95f;
+    p.min_p         = 0.05f;
+    p.seed          = 0xB07713Bu;
     return p;
 }
 
@@ -266,18 +298,11 @@ BUTLER_API butler_status butler_session_create(butler_model* model, const butler
     BUTLER_REQUIRE_ARG(model != nullptr, "model is NULL");
     return guarded(__func__, [&] {
         const butler_session_params p = params != nullptr ? *params : butler_session_default_params();
-        if (p.selector != nullptr && std::strcmp(p.selector, "dense") != 0)
-            butler::fail(Status::Unsupported,
-                         "selector '{}': only dense attention exists until the offload pipeline "
-                         "lands",
-                         p.selector);
-        if (p.budget_tok != 0)
-            butler::fail(Status::Unsupported, "budget_tok {}: sparse attention is not in this build (use 0)",
-                         p.budget_tok);
         butler::SessionParams sp;
         sp.n_ctx    = p.n_ctx > 0 ? p.n_ctx : model->model->hparams().n_ctx_train;
         sp.n_ubatch = p.n_ubatch;
         sp.kv_type  = kv_dtype(p.kv_type);
+        sp.offload  = offload_config(p);
         butler::SamplerParams smp;
         smp.temperature = p.temperature;
         smp.top_k       = p.top_k;
@@ -293,8 +318,11 @@ BUTLER_API butler_status butler_session_create(butler_model* model, const butler
         s->session = std::make_unique<butler::Session>(s->model, sp);
         s->sampler = std::make_unique<butler::Sampler>(smp, s->model->hparams().n_vocab);
         s->logits.resize(static_cast<size_t>(s->model->hparams().n_vocab));
-        log(BUTLER_LOG_INFO, fmt::format("session: {} positions, KV cache {:.1f} MiB", sp.n_ctx,
-                                         double(s->session->kv_bytes()) / (1 << 20)));
+        log(BUTLER_LOG_INFO, fmt::format("session: {} positions, KV cache {:.1f} MiB{}", sp.n_ctx,
+                                         double(s->session->kv_bytes()) / (1 << 20),
+                                         sp.offload.enabled ? fmt::format(", offload: device {}, selector {}",
+                                                                          sp.offload.device, sp.offload.selector)
+                                                            : std::string()));
         *out = s.release();
         return BUTLER_OK;
     });
@@ -376,7 +404,19 @@ BUTLER_API butler_status butler_session_stats(const butler_session* s, butler_st
     st.decode_ms        = s->decode_ms;
     st.kv_bytes         = s->session->kv_bytes();
     st.hit_rate         = 1.0;
-    *out                = st;
+    if (const butler::OffloadPipeline* p = s->session->offload()) {
+        const butler::OffloadStats& o = p->stats();
+        st.offload                    = 1;
+        st.bytes_copied               = o.copy.bytes;
+        st.copy_runs                  = o.copy.runs;
+        st.hit_rate                   = o.copy.hit_rate();
+        st.sparse_steps               = o.sparse_steps;
+        st.dense_steps                = o.dense_steps;
+        st.select_ms                  = o.select_ms;
+        st.cpu_attn_ms                = o.cpu_attn_ms;
+        st.device_attn_ms             = o.wait_ms;
+    }
+    *out = st;
     return BUTLER_OK;
 }
 

@@ -23,6 +23,23 @@ std::string trim(std::string_view s) {
     return repair_utf8(s.substr(b, s.find_last_not_of(ws) - b + 1)).text;
 }
 
+// a += b, field by field (each pass runs on a fresh or reset pipeline whose stats are then cleared).
+void accumulate(OffloadStats& a, const OffloadStats& b) {
+    a.dense_steps += b.dense_steps;
+    a.sparse_steps += b.sparse_steps;
+    a.prefetches += b.prefetches;
+    a.device_tokens += b.device_tokens;
+    a.cpu_tokens += b.cpu_tokens;
+    a.select_ms += b.select_ms;
+    a.cpu_attn_ms += b.cpu_attn_ms;
+    a.wait_ms += b.wait_ms;
+    a.copy.bytes += b.copy.bytes;
+    a.copy.runs += b.copy.runs;
+    a.copy.copies += b.copy.copies;
+    a.copy.hits += b.copy.hits;
+    a.copy.misses += b.copy.misses;
+}
+
 constexpr const char* kReduceIntro =
     "The text below joins the summaries of consecutive parts of one long document, in order.";
 
@@ -112,10 +129,16 @@ Session& Summarizer::session_for(int64_t n_tokens) {
         sp.n_ctx    = static_cast<int32_t>(n_tokens);
         sp.n_ubatch = params_.n_ubatch;
         sp.kv_type  = params_.kv_type;
+        sp.offload  = params_.offload;
         session_    = std::make_unique<Session>(model_, sp);
     }
     session_->reset();
+    if (OffloadPipeline* p = session_->offload()) p->reset_stats();
     return *session_;
+}
+
+OffloadPipeline* Summarizer::offload_pipeline() {
+    return session_ ? session_->offload() : nullptr;
 }
 
 Summarizer::Pass Summarizer::generate(const PromptFrame& frame, std::span<const TokenId> doc, bool stream,
@@ -178,6 +201,7 @@ Summarizer::Pass Summarizer::generate(const PromptFrame& frame, std::span<const 
     }
     pass.generate_s  = seconds_since(t1);
     pass.n_generated = static_cast<int64_t>(generated_.size());
+    if (OffloadPipeline* p = session.offload()) accumulate(offload_total_, p->stats());
     return pass;
 }
 
@@ -189,6 +213,7 @@ SummaryResult Summarizer::run(std::string_view document, const SummarizeCallback
     r.n_doc_tokens     = static_cast<int64_t>(doc.size());
     prefill_s_total_   = 0;
     prefill_tok_total_ = 0;
+    offload_total_     = {};
 
     for (int32_t level = 0;; ++level) {
         const PromptFrame& frame = level == 0 ? first_frame_ : reduce_frame_;
@@ -208,6 +233,7 @@ SummaryResult Summarizer::run(std::string_view document, const SummarizeCallback
             r.stop_reason = pass.stop_reason;
             r.n_levels    = level + 1;
             r.n_ctx       = session_->params().n_ctx;
+            r.offload     = offload_total_;
             return r;
         }
         if (!params_.allow_chunking)
@@ -250,6 +276,7 @@ SummaryResult Summarizer::run(std::string_view document, const SummarizeCallback
             r.stop_reason = "eos";
             r.n_levels    = level + 1;
             r.n_ctx       = session_->params().n_ctx;
+            r.offload     = offload_total_;
             return r;
         }
         if (next.size() >= doc.size())

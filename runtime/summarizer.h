@@ -7,6 +7,10 @@
 // truncation: with allow_chunking off, a document over the context is an Error(InvalidArg) naming the token
 // count and the limit.
 //
+// Offload: with params.offload enabled, every pass runs through the Session's offload pipeline (prefill and the
+// first decode token dense, later tokens through the selector at the budget); SummaryResult::offload sums the
+// pipeline's counters over the passes of one run().
+//
 // Threading: one caller thread. Memory: the Session is created for the context the first document needs (at most
 // n_ctx_max) and reused; it grows only when a later document needs more.
 #pragma once
@@ -19,6 +23,8 @@
 #include <string_view>
 #include <vector>
 
+#include "offload/budget.h"
+#include "offload/pipeline.h"
 #include "runtime/chat_template.h"
 #include "runtime/dtype.h"
 #include "runtime/model.h"
@@ -44,6 +50,7 @@ struct SummarizeParams {
     DType kv_type       = DType::F16;
     bool allow_chunking = true;  // false: a document over the context is refused
     SamplerParams sampler;       // temperature <= 0: greedy
+    OffloadConfig offload;       // enabled: every pass runs through the offload pipeline (device, selector, budget)
 };
 
 struct SummarizeProgress {
@@ -74,6 +81,7 @@ struct SummaryResult {
     double prefill_seconds    = 0;
     double generate_seconds   = 0;
     std::string stop_reason;  // of the final pass: "eos", "max_tokens", "repetition"
+    OffloadStats offload;     // summed over all passes (zero without offload)
 };
 
 class Summarizer {
@@ -90,6 +98,9 @@ public:
 
     const SummarizeParams& params() const { return params_; }
     int32_t n_ctx_max() const { return n_ctx_max_; }
+    // The pipeline of the session used last (nullptr without offload or before the first run): its device and
+    // configuration, for reports. Its own stats() cover only the current pass; SummaryResult::offload has the sum.
+    OffloadPipeline* offload_pipeline();
 
 private:
     struct Pass {
@@ -113,6 +124,7 @@ private:
     std::vector<TokenId> generated_;
     double prefill_s_total_    = 0;
     int64_t prefill_tok_total_ = 0;
+    OffloadStats offload_total_;  // of the current run()
 };
 
 // True when the tail of `ids` is one block repeated: period p (1..64) seen max(4, ceil(16/p)) times in a row.

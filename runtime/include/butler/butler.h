@@ -32,7 +32,8 @@
 extern "C" {
 #endif
 
-#define BUTLER_API_VERSION 1
+/* 2: offload in the session params (device, selector, budget, device_memory) and its counters in butler_stats. */
+#define BUTLER_API_VERSION 2
 
 typedef enum butler_status {
     BUTLER_OK = 0,
@@ -53,7 +54,8 @@ typedef struct butler_session butler_session;
 typedef enum butler_kv_type { BUTLER_KV_F16 = 0, BUTLER_KV_BF16 = 1, BUTLER_KV_F32 = 2 } butler_kv_type;
 
 typedef struct butler_model_params {
-    const char* device; /* "cpu" (or NULL). "emu" and "cuda:N" come with the offload pipeline: UNSUPPORTED now */
+    const char* device; /* where the weights run: "cpu" (or NULL), the only one for now (else UNSUPPORTED). The
+                           offload device of a session's KV cache is butler_session_params.device */
     int32_t n_threads;  /* CPU threads for this model's sessions; 0: all cores */
     int32_t use_mmap;   /* 1: map the file (the only mode for now) */
 } butler_model_params;
@@ -62,14 +64,20 @@ typedef struct butler_session_params {
     int32_t n_ctx;          /* positions the session holds; 0: the model's training context */
     int32_t n_ubatch;       /* tokens per prefill chunk */
     int32_t kv_type;        /* a butler_kv_type */
-    /* Offload (DESIGN.md "Budget"). Until the offload pipeline lands only dense attention exists: budget_tok must
-       be 0 and selector NULL or "dense", else BUTLER_ERR_UNSUPPORTED. */
-    int32_t budget_tok;     /* tokens attention may read per (layer, KV head); 0: all (dense) */
-    int32_t n_sink;
-    int32_t n_recent;
-    int32_t page_tok;
-    const char* selector;   /* NULL or "dense" */
-    int32_t cpu_fallback;
+    /* Offload (DESIGN.md "Budget"): the global-attention layers' K/V live in host memory and each decode step
+       copies the rows the selector picks to the device, as `butler generate --device --selector --budget`. It is
+       on when any of device, selector, budget is non-NULL or budget_tok or device_memory is non-zero; off, every
+       layer attends densely on the CPU. An unknown device, selector or budget string: BUTLER_ERR_INVALID_ARG; a
+       device this build lacks ("cuda:N"): BUTLER_ERR_UNSUPPORTED; slots over device_memory: BUTLER_ERR_OOM. */
+    int32_t budget_tok;     /* tokens attention may read per (layer, KV head); 0: budget, else 100% (all) */
+    int32_t n_sink;         /* attention-sink tokens always kept */
+    int32_t n_recent;       /* recent tokens always kept; -1: max(16, budget / 8) */
+    int32_t page_tok;       /* host store page in tokens (Quest's page) */
+    const char* selector;   /* "dense", "oracle", "streamingllm", "h2o", "snapkv", "quest", ...; NULL: "dense" */
+    int32_t cpu_fallback;   /* 1: the CPU attends over the rows not selected (equals dense); 0: sparse */
+    const char* device;     /* "emu", "emu:mem=64MiB,pcie_gbps=8,..." or "cpu"; NULL: "emu" */
+    const char* budget;     /* "512" (tokens) or "10%" (of the current context); used when budget_tok is 0 */
+    uint64_t device_memory; /* the device memory cap in bytes (the emulated device's "VRAM"); 0: the device's own */
     /* Sampling (butler_sample, butler_decode). */
     float temperature;      /* <= 0: greedy */
     int32_t top_k;          /* <= 0: off */
@@ -85,10 +93,16 @@ typedef struct butler_stats {
     double prefill_ms;
     double decode_ms;
     uint64_t kv_bytes;          /* the session's KV cache */
-    uint64_t bytes_copied;      /* host->device KV traffic (0 without offload) */
-    double hit_rate;            /* resident share of selected KV rows (1 without offload) */
-    double cpu_attn_ms;         /* attention on the CPU over non-resident rows (0 without offload) */
-    double device_attn_ms;      /* attention on the device (0 without offload) */
+    /* Offload counters since the session was created (all 0 without offload, hit_rate 1). */
+    int32_t offload;            /* 1 when the session runs through the offload pipeline */
+    uint64_t bytes_copied;      /* host->device KV traffic */
+    uint64_t copy_runs;         /* coalesced copy runs */
+    double hit_rate;            /* share of selected KV rows already resident on the device */
+    uint64_t sparse_steps;      /* (layer, decode step) pairs attended through the selector */
+    uint64_t dense_steps;       /* (layer, chunk) pairs attended densely: prefill and the first decode token */
+    double select_ms;           /* host time choosing tokens */
+    double cpu_attn_ms;         /* attention on the CPU over the rows not selected (cpu_fallback) */
+    double device_attn_ms;      /* host time blocked on the device's attention and the copies it waits for */
 } butler_stats;
 
 /* Log levels of the callback. */
@@ -103,8 +117,9 @@ BUTLER_API const char* butler_last_error(void);
    that uses the library, so it must be thread-safe. */
 BUTLER_API void butler_log_set(butler_log_fn fn, void* user);
 
+/* The offload devices this build has: "cpu" and "emu" (an emulated GPU on the CPU). */
 BUTLER_API int32_t butler_device_count(void);
-/* Name of device i (0 <= i < butler_device_count()) into buf (NUL-terminated). */
+/* Name of device i (0 <= i < butler_device_count()) into buf (NUL-terminated); *n_bytes gets its length. */
 BUTLER_API butler_status butler_device_name(int32_t i, char* buf, size_t capacity, size_t* n_bytes);
 
 BUTLER_API butler_model_params butler_model_default_params(void);
@@ -151,6 +166,7 @@ BUTLER_API butler_status butler_decode(butler_session* session, butler_token tok
 BUTLER_API butler_status butler_sample(butler_session* session, butler_token* out);
 /* Copies the current logits (n_vocab floats). */
 BUTLER_API butler_status butler_session_logits(const butler_session* session, float* logits, size_t capacity);
+/* Counters of the session since it was created (butler_session_reset keeps them). */
 BUTLER_API butler_status butler_session_stats(const butler_session* session, butler_stats* out);
 
 #ifdef __cplusplus
