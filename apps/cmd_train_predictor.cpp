@@ -51,15 +51,7 @@ int run_train_predictor(TrainPredictorOptions& o) {
     if (train.empty())
         fail(Status::InvalidArg, "the training text holds no sequence of {} tokens", o.train.seq_len);
 
-    PredictorShape shape;
-    shape.n_layer   = hp.n_layer;
-    shape.n_embd    = hp.n_embd;
-    shape.n_head    = hp.n_head;
-    shape.n_head_kv = hp.n_head_kv;
-    shape.head_dim  = hp.head_dim;
-    shape.group     = o.group;
-    shape.d_dash    = o.d_dash;
-    shape.intdim    = o.intdim;
+    const PredictorShape shape = PredictorShape::of(hp, o.group, o.d_dash, o.intdim);
     TokenButlerPredictor pred(shape, BaseModelIdentity::of(*model), o.train.seed);
     pred.provenance = fmt::format("butler train-predictor --seq-len {} --rows {} --epochs {} --lr {} --loss {} -G {} "
                                   "--d-dash {} --intdim {} on {} sequences ({} tokens)", o.train.seq_len, o.train.rows,

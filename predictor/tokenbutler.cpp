@@ -8,6 +8,7 @@
 #include <random>
 
 #include "runtime/gguf.h"
+#include "runtime/hparams.h"
 #include "runtime/model.h"
 #include "runtime/status.h"
 
@@ -68,6 +69,19 @@ bool BaseModelIdentity::matches(const BaseModelIdentity& o) const {
 std::string BaseModelIdentity::describe() const {
     return fmt::format("'{}' ({}, {} layers, {} wide, {}/{} heads x {}, tensor shapes {:016x})", name, arch, n_layer,
                        n_embd, n_head, n_head_kv, head_dim, shape_hash);
+}
+
+PredictorShape PredictorShape::of(const HParams& hp, int32_t group, int32_t d_dash, int32_t intdim) {
+    PredictorShape s;
+    s.n_layer   = hp.n_layer;
+    s.n_embd    = hp.n_embd;
+    s.n_head    = hp.n_head;
+    s.n_head_kv = hp.n_head_kv;
+    s.head_dim  = hp.head_dim;
+    s.group     = group;
+    s.d_dash    = d_dash;
+    s.intdim    = intdim;
+    return s;
 }
 
 uint64_t PredictorShape::n_params() const {

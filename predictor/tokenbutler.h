@@ -49,6 +49,8 @@ struct PredictorShape {
     int32_t d_dash = 16;   // d': importance dimension
     int32_t intdim = 512;  // I: the query MLP's hidden width
 
+    // The model's layer, width and head counts with the given predictor hyperparameters.
+    static PredictorShape of(const HParams& hp, int32_t group, int32_t d_dash, int32_t intdim);
     int32_t n_producers() const { return (n_layer - 2) / group + 1; }  // producers of layers 1 .. n_layer-1
     static int32_t producer_of(int32_t layer, int32_t group) { return ((layer - 1) / group) * group; }
     int32_t producer_index(int32_t layer) const { return (layer - 1) / group; }  // layer >= 1

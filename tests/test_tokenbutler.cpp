@@ -226,9 +226,7 @@ TEST_SUITE("tokenbutler") {
         mf.write(tiny_gemma3_gguf(make_tiny_gemma3(spec, 21)));
         auto model        = Model::load(mf.path());
         const HParams& hp = model->hparams();
-        PredictorShape shape;
-        shape.n_layer = hp.n_layer, shape.n_embd = hp.n_embd, shape.n_head = hp.n_head, shape.n_head_kv = hp.n_head_kv;
-        shape.head_dim = hp.head_dim, shape.group = 2, shape.d_dash = 8, shape.intdim = 32;
+        const PredictorShape shape = PredictorShape::of(hp, 2, 8, 32);
         TokenButlerPredictor p(shape, BaseModelIdentity::of(*model), 1);
         std::vector<std::vector<int32_t>> seqs;
         for (int s = 0; s < 3; ++s) {
@@ -335,9 +333,7 @@ TEST_SUITE("tokenbutler") {
         mf.write(tiny_gemma3_gguf(make_tiny_gemma3(spec, 77)));
         auto model = Model::load(mf.path());
         const HParams& hp = model->hparams();
-        PredictorShape shape;
-        shape.n_layer = hp.n_layer, shape.n_embd = hp.n_embd, shape.n_head = hp.n_head, shape.n_head_kv = hp.n_head_kv;
-        shape.head_dim = hp.head_dim, shape.d_dash = 8, shape.intdim = 16;
+        const PredictorShape shape = PredictorShape::of(hp, 4, 8, 16);
         auto pred = std::make_shared<const TokenButlerPredictor>(shape, BaseModelIdentity::of(*model), 5);
         std::vector<TokenId> tokens;
         for (int i = 0; i < 70; ++i) tokens.push_back((i * 53 + 7) % hp.n_vocab);
