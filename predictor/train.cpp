@@ -319,6 +319,7 @@ TrainReport train_predictor(TokenButlerPredictor& p, Session& session, const std
     TrainSample sample;
     const auto t0    = std::chrono::steady_clock::now();
     int64_t tokens   = 0;
+    const int64_t first_step = adam.step;  // > 0 after --resume: the rate and ETA count this run's steps only
     const float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
     for (int64_t step = adam.step; step < n_steps; ++step) {
         const std::vector<int32_t>& seq = train[size_t(step % int64_t(train.size()))];
@@ -352,7 +353,7 @@ TrainReport train_predictor(TokenButlerPredictor& p, Session& session, const std
         if (o.progress) {
             const double recent = std::accumulate(losses.end() - std::min<int64_t>(10, int64_t(losses.size())),
                                                   losses.end(), 0.0) / double(std::min<size_t>(10, losses.size()));
-            const double eta = secs / double(step + 1 - (o.resume ? 0 : 0)) * double(n_steps - step - 1);
+            const double eta = secs / double(step + 1 - first_step) * double(n_steps - step - 1);
             std::fprintf(stderr, "\rstep %lld/%lld  loss %.4f (last 10: %.4f)  lr %.2e  |g| %.2f  %.0f tok/s  ETA %.0f s   ",
                          static_cast<long long>(step + 1), static_cast<long long>(n_steps), loss, recent, double(lr),
                          norm, double(tokens) / secs, eta);
