@@ -14,6 +14,8 @@
 
 #include "apps/common.h"
 #include "apps/offload_options.h"
+#include "predictor/simulate.h"
+#include "predictor/tokenbutler.h"
 #include "runtime/session.h"
 #include "runtime/status.h"
 
@@ -52,10 +54,23 @@ int run_perplexity(const PerplexityOptions& o) {
     sp.kv_type = parse_kv_type(o.kv_type);
     sp.offload = offload_config(o.offload);
     const std::string view = !o.view.empty() ? o.view : sp.offload.enabled ? "decode" : "plain";
-    if (view == "simulate")
-        fail(Status::Unsupported, "--view simulate (the masked-prefill simulation) is not implemented yet");
     if (sp.n_ctx > hp.n_ctx_train) fail(Status::InvalidArg, "-c {} exceeds the model's training context {}", n_ctx, hp.n_ctx_train);
+    // The simulate view: each window in one masked prefill (predictor/simulate.h), --budget as the share kept.
+    std::unique_ptr<MaskedPrefillSimulator> sim;
+    if (view == "simulate") {
+        if (!sp.offload.enabled || sp.offload.budget_fraction <= 0)
+            fail(Status::Usage, "--view simulate needs --selector and a --budget given as a share kept (e.g. 50%)");
+        SimulateParams simp;
+        simp.selector = sp.offload.selector;
+        simp.keep     = sp.offload.budget_fraction;
+        simp.sinks    = sp.offload.sinks;
+        if (is_tokenbutler_selector(simp.selector)) simp.predictor = load_predictor_for(simp.selector, *model);
+        sim         = std::make_unique<MaskedPrefillSimulator>(hp, simp, n_ctx);
+        sp.offload  = OffloadConfig{};
+        sp.n_ubatch = static_cast<int32_t>(n_ctx);
+    }
     Session session(model, sp);
+    if (sim) session.set_attention_override([&sim](const LayerAttentionIo& io) { return sim->attend(io); });
 
     const int64_t first = n_ctx / 2;
     const int64_t n_scored = n_ctx - 1 - first;
@@ -132,12 +147,14 @@ int run_perplexity(const PerplexityOptions& o) {
                             {"ppl", ppl},               {"ppl_stderr", stderr_ppl}, {"chunk_ppl", chunks},
                             {"seconds", seconds},       {"kv_type", o.kv_type},
                             {"view", view},             {"offload", offload_stats_json(session)},
+                            {"masked_share", sim ? nlohmann::json(sim->masked_share()) : nlohmann::json()},
                             {"top1_agreement", dense ? nlohmann::json(double(n_agree) / double(count)) : nlohmann::json()},
                             {"convention", "llama-perplexity: non-overlapping windows, BOS first, second half scored"}};
         std::printf("%s\n", j.dump(2).c_str());
     } else {
         std::printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", ppl, stderr_ppl);
         if (dense) std::printf("Top-1 agreement with dense attention: %.4f\n", double(n_agree) / double(count));
+        if (sim) std::fprintf(stderr, "simulate: %.1f%% of the causal keys masked in layers >= 1\n", 100.0 * sim->masked_share());
         std::fprintf(stderr, "perplexity: %.1f s (%.1f tokens/s)\n", seconds, double(n_chunk * n_ctx) / seconds);
         print_offload_stats(session);
     }
@@ -160,7 +177,7 @@ Action register_perplexity(CLI::App& sub) {
     sub.add_option("--ubatch", o->n_ubatch, "tokens per forward chunk")->check(CLI::PositiveNumber);
     sub.add_option("--kv-type", o->kv_type, "KV cache type: f16, bf16, f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
     sub.add_option("--view", o->view, "decode (first half prefilled, second half decoded token by token; the default "
-                                      "with offload) or simulate")
+                                      "with offload) or simulate (one masked prefill, every layer >= 1 sparsified; --budget P% kept)")
         ->check(CLI::IsMember({"decode", "simulate"}));
     sub.add_flag("--top1", o->top1, "also evaluate each window densely and report top-1 agreement with it");
     add_offload_options(sub, o->offload);

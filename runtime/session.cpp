@@ -227,7 +227,10 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
         const KvLayerView kv{kv_type, cache.k.data(), cache.v.data(), hp.n_head_kv, cache.cap,
                              int32_t(hd),  int32_t(hdv),   elem};
         const int64_t n_swa = cache.swa ? hp.n_swa : 0;
-        if (cache.cap == 0) {
+        if (attention_override_ && attention_override_(LayerAttentionIo{l, pos0, n_tok, n_swa, xn_.data(), q_.data(),
+                                                                        k_.data(), v_.data(), attn_.data()})) {
+            // the override wrote attn_
+        } else if (cache.cap == 0) {
             offload_->attend(l, q_.data(), n_tok, pos0, attn_.data());
         } else if (n_tok >= kBlockedAttnMinTokens) {
             attend_chunk(q_.data(), n_tok, pos0, hp.n_head, kv, n_swa, attn_.data(), chunk_attn_);
@@ -311,6 +314,75 @@ void Session::target_logprobs(const float* hidden, int64_t n_rows, const TokenId
         }
         for (int64_t r = 0; r < nr; ++r)
             out[r0 + r] = target_logit[size_t(r)] - (max_logit[size_t(r)] + std::log(sum_exp[size_t(r)]));
+    }
+}
+
+void Session::compare_rows(const float* hidden, const float* hidden_ref, int64_t n_rows, const TokenId* targets,
+                           RowComparison* out) {
+    const HParams& hp = model_->hparams();
+    const WeightMatrix& wout = model_->weights().output;
+    const float cap = hp.final_logit_softcap;
+    // Per row and run: running max, sum of exp(l - max), the target's logit; for the reference also
+    // sum exp(l_ref - max_ref) * (l_ref - l), which gives KL = that / sum_ref - lse_ref + lse.
+    struct Running {
+        double max = -std::numeric_limits<double>::infinity(), sum = 0, target = 0;
+        TokenId argmax = -1;
+    };
+    std::vector<Running> run(static_cast<size_t>(kLogitRows)), ref(static_cast<size_t>(kLogitRows));  // outside any decode loop
+    std::vector<double> cross(static_cast<size_t>(kLogitRows));
+    std::vector<float> ref_tile(logits_tile_.size());
+    for (int64_t r0 = 0; r0 < n_rows; r0 += kLogitRows) {
+        const int64_t nr = std::min(kLogitRows, n_rows - r0);
+        std::fill(run.begin(), run.end(), Running{});
+        std::fill(ref.begin(), ref.end(), Running{});
+        std::fill(cross.begin(), cross.end(), 0.0);
+        for (int64_t v0 = 0; v0 < wout.n_rows; v0 += kVocabTile) {
+            const int64_t nv = std::min(kVocabTile, wout.n_rows - v0);
+            dequantize_rows(wout, v0, nv, mm_.tile.data());
+            sgemm_nt(nr, nv, hp.n_embd, hidden + r0 * hp.n_embd, hp.n_embd, mm_.tile.data(), hp.n_embd,
+                     logits_tile_.data(), nv);
+            sgemm_nt(nr, nv, hp.n_embd, hidden_ref + r0 * hp.n_embd, hp.n_embd, mm_.tile.data(), hp.n_embd,
+                     ref_tile.data(), nv);
+#pragma omp parallel for schedule(static)
+            for (int64_t r = 0; r < nr; ++r) {
+                const float* l  = logits_tile_.data() + r * nv;
+                const float* lr = ref_tile.data() + r * nv;
+                Running& a = run[size_t(r)];
+                Running& b = ref[size_t(r)];
+                double ma = a.max, mb = b.max;
+                for (int64_t j = 0; j < nv; ++j) {
+                    const double x = softcap(l[j], cap), y = softcap(lr[j], cap);
+                    if (x > ma) { ma = x; a.argmax = TokenId(v0 + j); }
+                    if (y > mb) { mb = y; b.argmax = TokenId(v0 + j); }
+                }
+                double sa = a.sum * std::exp(a.max - ma), sb = b.sum * std::exp(b.max - mb);
+                double c = cross[size_t(r)] * std::exp(b.max - mb);
+                for (int64_t j = 0; j < nv; ++j) {
+                    const double x = softcap(l[j], cap), y = softcap(lr[j], cap);
+                    const double eb = std::exp(y - mb);
+                    sa += std::exp(x - ma);
+                    sb += eb;
+                    c += eb * (y - x);
+                }
+                a.max = ma, a.sum = sa, b.max = mb, b.sum = sb, cross[size_t(r)] = c;
+                const int64_t t = targets[r0 + r];
+                if (t >= v0 && t < v0 + nv) {
+                    a.target = softcap(l[t - v0], cap);
+                    b.target = softcap(lr[t - v0], cap);
+                }
+            }
+        }
+        for (int64_t r = 0; r < nr; ++r) {
+            const Running& a = run[size_t(r)];
+            const Running& b = ref[size_t(r)];
+            const double lse = a.max + std::log(a.sum), lse_ref = b.max + std::log(b.sum);
+            RowComparison& o = out[r0 + r];
+            o.logprob     = a.target - lse;
+            o.logprob_ref = b.target - lse_ref;
+            o.kl          = std::max(0.0, cross[size_t(r)] / b.sum - lse_ref + lse);
+            o.argmax      = a.argmax;
+            o.argmax_ref  = b.argmax;
+        }
     }
 }
 

@@ -39,6 +39,26 @@ struct LayerTap {
     const float* k;  // (n_tok, n_head_kv, head_dim) post-RoPE keys
 };
 
+// One layer's attention inputs of a chunk, shown to an attention override (the masked-prefill simulation), which
+// writes the attention output itself. Rows are the chunk's n_tok tokens at positions pos0 .. pos0 + n_tok - 1.
+struct LayerAttentionIo {
+    int32_t layer;
+    int64_t pos0, n_tok;
+    int64_t n_swa;   // the layer's sliding window (0: global attention)
+    const float* x;  // (n_tok, n_embd) the attention input (after the layer's input RMSNorm)
+    const float* q;  // (n_tok, n_head, head_dim) post-RoPE queries, already scaled by attn_scale
+    const float* k;  // (n_tok, n_head_kv, head_dim) post-RoPE keys
+    const float* v;  // (n_tok, n_head_kv, head_dim_v)
+    float* out;      // (n_tok, n_head, head_dim_v) the attention output, written when the override returns true
+};
+
+// A scored row compared with a reference row (sparse vs dense): log-probabilities of the target under both,
+// KL(reference || this) over the whole vocabulary, and both argmaxes.
+struct RowComparison {
+    double logprob = 0, logprob_ref = 0, kl = 0;
+    TokenId argmax = -1, argmax_ref = -1;
+};
+
 class Session {
 public:
     // Error(InvalidArg) for a context over the model's training context or a bad parameter, Error(Oom) when the
@@ -74,11 +94,23 @@ public:
     void target_logprobs(const float* hidden, int64_t n_rows, const TokenId* targets, double* out,
                          TokenId* argmax_out = nullptr);
 
+    // The same for rows of two runs at once (hidden and hidden_ref, (n_rows, n_embd) each): one pass over the
+    // output matrix computes both distributions, so KL(ref || this) is exact without storing logits.
+    void compare_rows(const float* hidden, const float* hidden_ref, int64_t n_rows, const TokenId* targets,
+                      RowComparison* out);
+
     // Convenience for generation: eval(tokens) and the logits of the last one into logits (n_vocab).
     void eval_last(std::span<const TokenId> tokens, float* logits);
 
     // Calls `tap` for every layer of every later chunk, after RoPE and before attention (nullptr: none).
     void set_tap(std::function<void(const LayerTap&)> tap) { tap_ = std::move(tap); }
+
+    // Lets `attend` replace the attention of any layer of later chunks (nullptr: none): called after RoPE (and after
+    // the tap), it returns true when it wrote io.out, false to leave the layer to the session. The K/V of the chunk
+    // are stored in the cache either way.
+    void set_attention_override(std::function<bool(const LayerAttentionIo&)> attend) {
+        attention_override_ = std::move(attend);
+    }
 
     // The offload pipeline (nullptr unless params.offload.enabled).
     OffloadPipeline* offload() { return offload_.get(); }
@@ -104,6 +136,7 @@ private:
     int32_t n_threads_ = 1;
     std::unique_ptr<OffloadPipeline> offload_;
     std::function<void(const LayerTap&)> tap_;
+    std::function<bool(const LayerAttentionIo&)> attention_override_;
 };
 
 }  // namespace butler

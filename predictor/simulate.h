@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: MIT
+// The masked-prefill simulation (TOKENBUTLER.md §2.2, DESIGN.md's `simulate` evaluation view): the whole sequence in
+// one forward pass, every layer >= 1 sparsified row by row, so selectors are compared the way the paper's tables
+// compare them. Layer 0 stays dense.
+//
+// For layer l >= 1, KV head g and query row i (0-based, positions from 0):
+//   valid keys   j in [lo_i, i], lo_i = max(0, i - n_swa + 1) on a sliding-window layer, else 0; n_i = i - lo_i + 1.
+//   budget       K_i = min(ceil(n_i * keep), n_i): the share `keep` of the row's valid keys (global layers: of the
+//                causal prefix, as the paper; sliding-window layers: of their window).
+//   selection    the selector's K_i keys of the row (below), then the sinks j < `sinks` (those valid) in addition.
+//   attention    softmax(q.k) over the selected keys, times V, for each query head of the group.
+// Selection is per KV head (one set for the group's query heads, as the runtime gathers one set per KV head);
+// scores that are per query head are reduced by max over the group.
+//   oracle        top K_i by the true logit q.k.
+//   tokenbutler   top K_i by the predictor's q'.k'/sqrt(d'), q' from the layer's producer at row i, k' = K W_K.
+//   streamingllm  the K_i most recent keys (the sinks come on top).
+//   quest         pages of `page` keys scored by Quest's bound sum_d max(q_d min_d, q_d max_d) over the page's valid
+//                 keys; each key takes its page's score, the top K_i keys (whole pages, the last one cut).
+//   quest-tb      the TokenButler code's Quest (§4): score sum_d |q_d| max_d, max_d over the whole page (future keys
+//                 of the row's own page included).
+//   h2o           H2O decoded row by row: an active set; row i joins it, then while it is over K_i the active key
+//                 with the lowest accumulated attention, outside the most recent K_i / 2, is evicted for good; the
+//                 row attends to the set (and sinks) and adds its probabilities (summed over the group) to the
+//                 accumulators.
+//   h2o-tb        the TokenButler code's H2O (§4): the set starts {0}; budget B_i = max(4, floor(n_i * keep)); row
+//                 i joins when the set is under B_i, else replaces the member of lowest current logit q_i.k_j when
+//                 its own logit q_i.k_i is higher; the row attends to the set and the sinks (not always to itself).
+//   snapkv        SnapKV with row i as the end of the prompt: the last 32 rows (i-31 .. i) vote for the older keys
+//                 with their full causal softmax (summed over the window and the group), avg-pooled (kernel 5); the
+//                 observation rows themselves rank first, then the top voted keys, K_i in all.
+//   snapkv-tb     the TokenButler code's SnapKV (§4): h2o-tb's greedy rule with importance = max_pool(kernel 7) of
+//                 the summed softmax rows i-31 .. i; the joining token's importance is pooled[i].
+//   dense         every valid key (keep ignored).
+// On sliding-window layers keys that leave the window leave the greedy sets too.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace butler {
+
+class TokenButlerPredictor;
+struct HParams;
+struct LayerAttentionIo;
+
+struct SimulateParams {
+    std::string selector = "oracle";
+    double keep          = 1.0;  // (0, 1]
+    int32_t sinks        = 4;
+    int32_t page         = 16;   // quest, quest-tb
+    std::shared_ptr<const TokenButlerPredictor> predictor;  // required by tokenbutler
+};
+
+// The selectors the simulation knows, comma-separated (messages).
+const char* simulate_selector_names();
+
+class MaskedPrefillSimulator {
+public:
+    // Error(Usage) for an unknown selector or keep outside (0, 1]; Error(InvalidArg) for tokenbutler without a
+    // predictor. max_tok: the longest sequence attend() will see (scratch is sized for it).
+    MaskedPrefillSimulator(const HParams& hp, SimulateParams params, int64_t max_tok);
+    ~MaskedPrefillSimulator();
+
+    // The Session attention override (Session::set_attention_override): layer 0 returns false (dense, done by the
+    // session); every other layer writes io.out and returns true. The sequence must come in one chunk from
+    // position 0 (n_ubatch >= its length), else Error(InvalidArg).
+    bool attend(const LayerAttentionIo& io);
+
+    // The share of causally valid keys masked, averaged over rows, KV heads and sparsified layers since construction
+    // (the paper's true_token_sparsity without its layer-0 zero).
+    double masked_share() const { return n_masked_rows_ > 0 ? masked_sum_ / double(n_masked_rows_) : 0.0; }
+    void reset_stats() { masked_sum_ = 0, n_masked_rows_ = 0; }
+
+    // Exposed for tests: the selection of one (layer, KV head) for every row, as a row-major (n, n) 0/1 mask.
+    //   q (n, n_group, hd) scaled queries of the group; k (n, hd); imp (n, n) importance for tokenbutler (else
+    //   ignored, may be null). Writes mask[i * n + j] = 1 for the keys row i attends to.
+    void select_layer(int64_t n, int32_t n_group, int32_t hd, int64_t n_swa, const float* q, const float* k,
+                      const float* imp, uint8_t* mask);
+
+private:
+    void produce_importance_queries(const LayerAttentionIo& io);
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+    double masked_sum_     = 0;
+    int64_t n_masked_rows_ = 0;
+};
+
+}  // namespace butler

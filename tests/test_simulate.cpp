@@ -1,0 +1,303 @@
+// SPDX-License-Identifier: MIT
+// The masked-prefill simulation (predictor/simulate.h) against a float64 re-implementation of its rules written
+// here (TOKENBUTLER.md §2.2 and §4): the masks of the ranked selectors and of a greedy one, the attention output given
+// the masks, sliding windows, and at model level: keeping everything equals the plain forward, keeping less does not.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "predictor/simulate.h"
+#include "runtime/hparams.h"
+#include "runtime/model.h"
+#include "runtime/session.h"
+#include "runtime/status.h"
+#include "tests/fixtures.h"
+
+using namespace butler;
+using namespace butler::test;
+
+namespace {
+
+using Mask = std::vector<uint8_t>;
+
+struct Problem {
+    int64_t n;
+    int32_t n_group, hd;
+    std::vector<float> q, k, v;  // q (n, n_group, hd); k, v (n, hd)
+};
+
+Problem make_problem(int64_t n, int32_t n_group, int32_t hd, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    return {n, n_group, hd, gaussian(rng, size_t(n * n_group * hd), 1.0f), gaussian(rng, size_t(n * hd), 1.0f),
+            gaussian(rng, size_t(n * hd), 1.0f)};
+}
+
+double logit64(const Problem& p, int64_t i, int32_t h, int64_t j) {
+    double s = 0;
+    for (int32_t d = 0; d < p.hd; ++d) s += double(p.q[size_t((i * p.n_group + h) * p.hd + d)]) * p.k[size_t(j * p.hd + d)];
+    return s;
+}
+
+int64_t lo_of(int64_t i, int64_t n_swa) { return n_swa > 0 ? std::max<int64_t>(0, i - n_swa + 1) : 0; }
+
+// The reference rules, written from the spec: ranked selectors keep the top ceil(n_i * keep) by their score, then the
+// sinks; h2o-tb is the greedy set of §4.
+Mask reference_mask(const std::string& sel, const Problem& p, double keep, int64_t sinks, int64_t n_swa, int page) {
+    const int64_t n = p.n;
+    Mask m(size_t(n * n), 0);
+    std::vector<int64_t> active{0};
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t lo = lo_of(i, n_swa), n_valid = i - lo + 1;
+        uint8_t* row = m.data() + i * n;
+        if (sel == "h2o-tb") {
+            std::erase_if(active, [lo](int64_t j) { return j < lo; });
+            auto imp = [&](int64_t j) {
+                double b = -1e300;
+                for (int32_t h = 0; h < p.n_group; ++h) b = std::max(b, logit64(p, i, h, j));
+                return b;
+            };
+            const int64_t budget = std::max<int64_t>(4, int64_t(std::floor(double(n_valid) * keep + 1e-9)));
+            if (std::find(active.begin(), active.end(), i) == active.end()) {
+                if (int64_t(active.size()) < budget) {
+                    active.push_back(i);
+                } else {
+                    auto victim = std::min_element(active.begin(), active.end(),
+                                                   [&](int64_t a, int64_t b) { return imp(a) < imp(b); });
+                    if (imp(i) > imp(*victim)) *victim = i;
+                }
+            }
+            for (int64_t j : active) row[j] = 1;
+        } else {
+            std::vector<double> score(static_cast<size_t>(n), 0.0);
+            for (int64_t j = lo; j <= i; ++j) {
+                if (sel == "oracle") {
+                    double b = -1e300;
+                    for (int32_t h = 0; h < p.n_group; ++h) b = std::max(b, logit64(p, i, h, j));
+                    score[size_t(j)] = b;
+                } else if (sel == "streamingllm") {
+                    score[size_t(j)] = double(j);
+                } else if (sel == "quest-tb") {
+                    // sum_d |q_d| * (max over the whole page of k_d), max over the group
+                    const int64_t a = (j / page) * page, b_end = std::min<int64_t>(n, a + page);
+                    double best = -1e300;
+                    for (int32_t h = 0; h < p.n_group; ++h) {
+                        double s = 0;
+                        for (int32_t d = 0; d < p.hd; ++d) {
+                            double mx = -1e300;
+                            for (int64_t t = a; t < b_end; ++t) mx = std::max(mx, double(p.k[size_t(t * p.hd + d)]));
+                            s += std::fabs(double(p.q[size_t((i * p.n_group + h) * p.hd + d)])) * mx;
+                        }
+                        best = std::max(best, s);
+                    }
+                    score[size_t(j)] = best;
+                }
+            }
+            std::vector<int64_t> order;
+            for (int64_t j = lo; j <= i; ++j) order.push_back(j);
+            std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return score[size_t(a)] > score[size_t(b)]; });
+            const int64_t k_i = std::min<int64_t>(n_valid, int64_t(std::ceil(double(n_valid) * keep - 1e-9)));
+            for (int64_t t = 0; t < k_i; ++t) row[order[size_t(t)]] = 1;
+        }
+        for (int64_t j = lo; j < std::min<int64_t>(sinks, i + 1); ++j) row[j] = 1;
+    }
+    return m;
+}
+
+HParams tiny_hparams(int32_t n_group, int32_t hd) {
+    HParams hp;
+    hp.n_layer = 2, hp.n_embd = 16, hp.n_head = n_group, hp.n_head_kv = 1, hp.head_dim = hd, hp.head_dim_v = hd;
+    hp.layer_is_swa.assign(2, 0);
+    return hp;
+}
+
+}  // namespace
+
+TEST_SUITE("simulate") {
+    TEST_CASE("ranked selectors' masks equal the float64 rules, with and without a sliding window") {
+        const Problem p = make_problem(70, 2, 8, 5);
+        const HParams hp = tiny_hparams(2, 8);
+        for (const std::string sel : {"oracle", "streamingllm", "quest-tb", "h2o-tb"}) {
+            for (const double keep : {0.9, 0.5, 0.2}) {
+                for (const int64_t n_swa : {int64_t(0), int64_t(24)}) {
+                    CAPTURE(sel);
+                    CAPTURE(keep);
+                    CAPTURE(n_swa);
+                    SimulateParams sp;
+                    sp.selector = sel, sp.keep = keep, sp.sinks = 3, sp.page = 8;
+                    MaskedPrefillSimulator sim(hp, sp, p.n);
+                    Mask got(size_t(p.n * p.n));
+                    sim.select_layer(p.n, p.n_group, p.hd, n_swa, p.q.data(), p.k.data(), nullptr, got.data());
+                    const Mask want = reference_mask(sel, p, keep, 3, n_swa, 8);
+                    int64_t diff = 0;
+                    for (size_t t = 0; t < got.size(); ++t) diff += got[t] != want[t];
+                    CHECK(diff == 0);
+                }
+            }
+        }
+    }
+
+    TEST_CASE("every selector keeps about the share asked for, never a future key, always the sinks") {
+        const Problem p = make_problem(96, 2, 8, 9);
+        const HParams hp = tiny_hparams(2, 8);
+        for (const std::string sel : {"oracle", "streamingllm", "quest", "quest-tb", "h2o", "h2o-tb", "snapkv", "snapkv-tb"}) {
+            CAPTURE(sel);
+            SimulateParams sp;
+            sp.selector = sel, sp.keep = 0.5, sp.sinks = 4;
+            MaskedPrefillSimulator sim(hp, sp, p.n);
+            Mask m(size_t(p.n * p.n));
+            sim.select_layer(p.n, p.n_group, p.hd, 0, p.q.data(), p.k.data(), nullptr, m.data());
+            double share = 0;
+            for (int64_t i = 0; i < p.n; ++i) {
+                int64_t kept = 0;
+                for (int64_t j = 0; j < p.n; ++j) {
+                    if (j > i) CHECK(m[size_t(i * p.n + j)] == 0);
+                    kept += m[size_t(i * p.n + j)];
+                }
+                for (int64_t j = 0; j < std::min<int64_t>(4, i + 1); ++j) CHECK(m[size_t(i * p.n + j)] == 1);
+                share += double(kept) / double(i + 1);
+            }
+            share /= double(p.n);
+            CHECK(share > 0.45);
+            CHECK(share < 0.70);  // K_i plus up to 4 sinks: 4 / (i + 1) more on the short rows
+        }
+    }
+
+    TEST_CASE("the layer output is softmax over the kept keys times V (float64), per query head") {
+        const int32_t n_group = 2, hd = 8;
+        const Problem p = make_problem(40, n_group, hd, 13);
+        const HParams hp = tiny_hparams(n_group, hd);
+        SimulateParams sp;
+        sp.selector = "oracle", sp.keep = 0.3, sp.sinks = 2;
+        MaskedPrefillSimulator sim(hp, sp, p.n);
+        std::vector<float> out(static_cast<size_t>(p.n * n_group * hd));
+        std::vector<float> x(static_cast<size_t>(p.n * hp.n_embd), 0.0f);
+        const LayerAttentionIo io{1, 0, p.n, 0, x.data(), p.q.data(), p.k.data(), p.v.data(), out.data()};
+        REQUIRE(sim.attend(io));
+        const Mask m = reference_mask("oracle", p, 0.3, 2, 0, 16);
+        double max_err = 0, max_ref = 0;
+        for (int64_t i = 0; i < p.n; ++i)
+            for (int32_t h = 0; h < n_group; ++h) {
+                double mx = -1e300, sum = 0;
+                for (int64_t j = 0; j <= i; ++j)
+                    if (m[size_t(i * p.n + j)]) mx = std::max(mx, logit64(p, i, h, j));
+                std::vector<double> o(static_cast<size_t>(hd), 0.0);
+                for (int64_t j = 0; j <= i; ++j) {
+                    if (!m[size_t(i * p.n + j)]) continue;
+                    const double w = std::exp(logit64(p, i, h, j) - mx);
+                    sum += w;
+                    for (int32_t d = 0; d < hd; ++d) o[size_t(d)] += w * p.v[size_t(j * hd + d)];
+                }
+                for (int32_t d = 0; d < hd; ++d) {
+                    const double ref = o[size_t(d)] / sum;
+                    max_ref = std::max(max_ref, std::fabs(ref));
+                    max_err = std::max(max_err, std::fabs(ref - out[size_t((i * n_group + h) * hd + d)]));
+                }
+            }
+        CHECK(max_err < 1e-4 * max_ref);
+        CHECK(sim.masked_share() > 0.5);  // 30% kept (+2 sinks): most keys masked
+        // Layer 0 stays dense: the session attends itself.
+        const LayerAttentionIo io0{0, 0, p.n, 0, x.data(), p.q.data(), p.k.data(), p.v.data(), out.data()};
+        CHECK_FALSE(sim.attend(io0));
+    }
+
+    TEST_CASE("model level: keeping every key equals the plain forward; keeping half changes it") {
+        TinyGemma3Spec spec;
+        TempFile mf;
+        mf.write(tiny_gemma3_gguf(make_tiny_gemma3(spec, 31)));
+        auto model        = Model::load(mf.path());
+        const HParams& hp = model->hparams();
+        std::vector<TokenId> tokens{model->tokenizer().bos()};
+        for (int i = 1; i < 40; ++i) tokens.push_back((i * 11 + 3) % hp.n_vocab);
+        std::vector<int32_t> rows(20);
+        std::iota(rows.begin(), rows.end(), 20);
+        SessionParams sp;
+        sp.n_ctx = 40, sp.n_ubatch = 40, sp.kv_type = DType::F32;
+        auto run = [&](const char* sel, double keep, double* masked) {
+            Session s(model, sp);
+            std::unique_ptr<MaskedPrefillSimulator> sim;
+            if (sel) {
+                SimulateParams p;
+                p.selector = sel, p.keep = keep;
+                sim = std::make_unique<MaskedPrefillSimulator>(hp, p, 40);
+                s.set_attention_override([&sim](const LayerAttentionIo& io) { return sim->attend(io); });
+            }
+            std::vector<float> hidden(rows.size() * size_t(hp.n_embd));
+            s.eval(tokens, rows, hidden.data());
+            if (masked) *masked = sim->masked_share();
+            return hidden;
+        };
+        const std::vector<float> plain = run(nullptr, 1, nullptr);
+        auto rel = [&](const std::vector<float>& a) {
+            double e = 0, r = 0;
+            for (size_t t = 0; t < a.size(); ++t) e = std::max(e, double(std::fabs(a[t] - plain[t]))), r = std::max(r, double(std::fabs(plain[t])));
+            return e / r;
+        };
+        double masked = -1;
+        CHECK(rel(run("oracle", 1.0, &masked)) < 1e-4);
+        CHECK(masked == 0.0);
+        CHECK(rel(run("dense", 0.3, &masked)) < 1e-4);
+        CHECK(rel(run("streamingllm", 0.5, &masked)) > 1e-3);
+        CHECK(masked > 0.3);
+    }
+
+    TEST_CASE("compare_rows: log-probabilities, KL(ref || this) and argmaxes equal float64 over the tied output") {
+        TinyGemma3Spec spec;
+        const TinyGemma3 tiny = make_tiny_gemma3(spec, 41);
+        TempFile mf;
+        mf.write(tiny_gemma3_gguf(tiny));
+        auto model        = Model::load(mf.path());
+        const HParams& hp = model->hparams();
+        REQUIRE(hp.final_logit_softcap == 0.0f);
+        SessionParams sp;
+        sp.n_ctx = 8, sp.kv_type = DType::F32;
+        Session s(model, sp);
+        std::mt19937_64 rng(3);
+        const int64_t n_rows = 3, E = hp.n_embd, V = hp.n_vocab;
+        const std::vector<float> a = gaussian(rng, size_t(n_rows * E), 1.0f), b = gaussian(rng, size_t(n_rows * E), 1.0f);
+        const std::vector<TokenId> targets{1, 7, TokenId(V - 1)};
+        std::vector<RowComparison> got(static_cast<size_t>(n_rows));
+        s.compare_rows(a.data(), b.data(), n_rows, targets.data(), got.data());
+        for (int64_t r = 0; r < n_rows; ++r) {
+            // float64 logits against the tied embedding (tok_embd is the output matrix of this fixture)
+            auto log_softmax = [&](const std::vector<float>& h, TokenId* argmax) {
+                std::vector<double> l(static_cast<size_t>(V));
+                for (int64_t v = 0; v < V; ++v) {
+                    double z = 0;
+                    for (int64_t e = 0; e < E; ++e) z += double(h[size_t(r * E + e)]) * tiny.tok_embd[size_t(v * E + e)];
+                    l[size_t(v)] = z;
+                }
+                *argmax = TokenId(std::max_element(l.begin(), l.end()) - l.begin());
+                const double m = *std::max_element(l.begin(), l.end());
+                double sum = 0;
+                for (double z : l) sum += std::exp(z - m);
+                for (double& z : l) z -= m + std::log(sum);
+                return l;
+            };
+            TokenId am = -1, am_ref = -1;
+            const std::vector<double> la = log_softmax(a, &am), lb = log_softmax(b, &am_ref);
+            double kl = 0;
+            for (int64_t v = 0; v < V; ++v) kl += std::exp(lb[size_t(v)]) * (lb[size_t(v)] - la[size_t(v)]);
+            const RowComparison& c = got[size_t(r)];
+            CHECK(c.logprob == doctest::Approx(la[size_t(targets[size_t(r)])]).epsilon(1e-4));
+            CHECK(c.logprob_ref == doctest::Approx(lb[size_t(targets[size_t(r)])]).epsilon(1e-4));
+            CHECK(c.kl == doctest::Approx(kl).epsilon(1e-3));
+            CHECK(kl > 0.01);  // two random rows: the check is not vacuous
+            CHECK(c.argmax == am);
+            CHECK(c.argmax_ref == am_ref);
+        }
+    }
+
+    TEST_CASE("bad parameters are refused") {
+        const HParams hp = tiny_hparams(2, 8);
+        SimulateParams sp;
+        sp.selector = "nonesuch";
+        CHECK_THROWS_AS(MaskedPrefillSimulator(hp, sp, 8), Error);
+        sp.selector = "oracle", sp.keep = 0;
+        CHECK_THROWS_AS(MaskedPrefillSimulator(hp, sp, 8), Error);
+        sp.selector = "tokenbutler", sp.keep = 0.5;
+        CHECK_THROWS_AS(MaskedPrefillSimulator(hp, sp, 8), Error);
+    }
+}
