@@ -17,6 +17,7 @@
 #include <set>
 #include <sstream>
 
+#include "apps/atomic_output.h"
 #include "apps/common.h"
 #include "apps/write_fault.h"
 #include "runtime/batch_list.h"
@@ -60,56 +61,6 @@ private:
 void check_interrupted() {
     if (g_interrupted != 0) fail(Status::Interrupted, "interrupted");
 }
-
-// A file written through a temporary beside it and renamed over the target by commit(); without commit() (an
-// error, Ctrl-C) the temporary is removed and the target is untouched.
-class AtomicOutput {
-public:
-    explicit AtomicOutput(const std::string& path) : path_(path) {
-        const fs::path dir = fs::path(path).parent_path();
-        std::error_code ec;
-        if (!dir.empty() && !fs::is_directory(dir, ec))
-            fail(Status::Io, "cannot write '{}': the directory '{}' does not exist", path, dir.string());
-        if (fs::is_directory(path, ec)) fail(Status::Io, "cannot write '{}': it is a directory", path);
-        tmp_         = path + ".tmp.XXXXXX";
-        const int fd = ::mkstemp(tmp_.data());
-        if (fd < 0) fail(Status::Io, "cannot write '{}': {}", path, std::strerror(errno));
-        file_ = ::fdopen(fd, "wb");
-        if (file_ == nullptr) {
-            ::close(fd);
-            ::unlink(tmp_.c_str());
-            fail(Status::Io, "cannot write '{}': {}", path, std::strerror(errno));
-        }
-    }
-    ~AtomicOutput() {
-        if (file_ != nullptr) std::fclose(file_);
-        if (!committed_) ::unlink(tmp_.c_str());
-    }
-    AtomicOutput(const AtomicOutput&)            = delete;
-    AtomicOutput& operator=(const AtomicOutput&) = delete;
-
-    void write(std::string_view s) {
-        if (output_fwrite(s.data(), s.size(), file_) != s.size())
-            fail(errno == ENOSPC ? Status::Oom : Status::Io, "cannot write '{}': {}", path_, std::strerror(errno));
-    }
-    void commit() {
-        // mkstemp creates 0600; a summary is an ordinary file (0666 minus the umask).
-        const mode_t mask = ::umask(0);
-        ::umask(mask);
-        ::fchmod(::fileno(file_), 0666 & ~mask);
-        const bool ok = std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0;
-        std::fclose(file_);
-        file_ = nullptr;
-        if (!ok || std::rename(tmp_.c_str(), path_.c_str()) != 0)
-            fail(errno == ENOSPC ? Status::Oom : Status::Io, "cannot write '{}': {}", path_, std::strerror(errno));
-        committed_ = true;
-    }
-
-private:
-    std::string path_, tmp_;
-    std::FILE* file_ = nullptr;
-    bool committed_  = false;
-};
 
 struct SummarizeOptions {
     CommonOptions common;
