@@ -353,6 +353,8 @@ MaskedPrefillSimulator::MaskedPrefillSimulator(const HParams& hp, SimulateParams
 
 MaskedPrefillSimulator::~MaskedPrefillSimulator() = default;
 
+const uint8_t* MaskedPrefillSimulator::last_mask() const { return impl_->mask.data(); }
+
 void MaskedPrefillSimulator::select_layer(int64_t n, int32_t n_group, int32_t hd, int64_t n_swa, const float* q,
                                           const float* k, const float* imp, uint8_t* mask) {
     Impl& m = *impl_;

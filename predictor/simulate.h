@@ -79,6 +79,9 @@ public:
     void select_layer(int64_t n, int32_t n_group, int32_t hd, int64_t n_swa, const float* q, const float* k,
                       const float* imp, uint8_t* mask);
 
+    // Tests: the mask (n, n) that the last KV head of the last attend() used.
+    const uint8_t* last_mask() const;
+
 private:
     void produce_importance_queries(const LayerAttentionIo& io);
     struct Impl;

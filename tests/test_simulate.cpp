@@ -10,6 +10,7 @@
 #include <random>
 
 #include "predictor/simulate.h"
+#include "predictor/tokenbutler.h"
 #include "runtime/hparams.h"
 #include "runtime/model.h"
 #include "runtime/session.h"
@@ -287,6 +288,96 @@ TEST_SUITE("simulate") {
             CHECK(kl > 0.01);  // two random rows: the check is not vacuous
             CHECK(c.argmax == am);
             CHECK(c.argmax_ref == am_ref);
+        }
+    }
+
+    TEST_CASE("tokenbutler: each layer ranks keys by its producer's q' . k' (float64), layer G included") {
+        TinyGemma3Spec spec;  // 6 layers; G = 2: producers 0, 2, 4 serve layers 1-2, 3-4, 5
+        TempFile mf;
+        mf.write(tiny_gemma3_gguf(make_tiny_gemma3(spec, 17)));
+        auto model        = Model::load(mf.path());
+        const HParams& hp = model->hparams();
+        auto pred = std::make_shared<TokenButlerPredictor>(PredictorShape::of(hp, 2, 8, 24), BaseModelIdentity::of(*model), 5);
+        const PredictorShape& ps = pred->shape();
+        const int64_t n = 36;
+        std::vector<TokenId> tokens{model->tokenizer().bos()};
+        for (int i = 1; i < n; ++i) tokens.push_back((i * 13 + 5) % hp.n_vocab);
+        SessionParams sp;
+        sp.n_ctx = int32_t(n), sp.n_ubatch = int32_t(n), sp.kv_type = DType::F32;
+        Session s(model, sp);
+        SimulateParams p;
+        p.selector = "tokenbutler", p.keep = 0.4, p.sinks = 2, p.predictor = pred;
+        MaskedPrefillSimulator sim(hp, p, n);
+        std::vector<std::vector<float>> xs(size_t(hp.n_layer)), ks(size_t(hp.n_layer));
+        std::vector<Mask> masks(size_t(hp.n_layer));
+        s.set_attention_override([&](const LayerAttentionIo& io) {
+            xs[size_t(io.layer)].assign(io.x, io.x + n * hp.n_embd);
+            ks[size_t(io.layer)].assign(io.k, io.k + n * hp.n_head_kv * hp.head_dim);
+            const bool done = sim.attend(io);
+            if (done) masks[size_t(io.layer)].assign(sim.last_mask(), sim.last_mask() + n * n);
+            return done;
+        });
+        std::vector<float> hidden(static_cast<size_t>(hp.n_embd));
+        const int32_t last = int32_t(n - 1);
+        s.eval(tokens, std::span<const int32_t>(&last, 1), hidden.data());
+        const int32_t g = hp.n_head_kv - 1, n_group = hp.n_head / hp.n_head_kv, d = ps.d_dash, hd = hp.head_dim;
+        for (int32_t l = 1; l < hp.n_layer; ++l) {
+            CAPTURE(l);
+            const int32_t prod = ((l - 1) / 2) * 2, slot = (l - 1) % 2;
+            const auto& P = pred->producers()[size_t(prod / 2)];
+            // q' (n, n_group, d') of this group in float64
+            std::vector<double> qi(static_cast<size_t>(n * n_group * d));
+            for (int64_t i = 0; i < n; ++i) {
+                const float* x = xs[size_t(prod)].data() + i * hp.n_embd;
+                double mean = 0, var = 0;
+                for (int e = 0; e < hp.n_embd; ++e) mean += x[e];
+                mean /= hp.n_embd;
+                for (int e = 0; e < hp.n_embd; ++e) var += (x[e] - mean) * (x[e] - mean);
+                const double inv = 1.0 / std::sqrt(var / hp.n_embd + 1e-5);
+                std::vector<double> a(static_cast<size_t>(ps.intdim));
+                for (int r = 0; r < ps.intdim; ++r) {
+                    double z = 0;
+                    for (int e = 0; e < hp.n_embd; ++e)
+                        z += double(P.w1[size_t(r * hp.n_embd + e)]) * ((x[e] - mean) * inv * P.ln_w[size_t(e)] + P.ln_b[size_t(e)]);
+                    a[size_t(r)] = z / (1 + std::exp(-z));
+                }
+                for (int32_t h = 0; h < n_group; ++h)
+                    for (int32_t e = 0; e < d; ++e) {
+                        const int64_t row = (int64_t(slot) * hp.n_head + g * n_group + h) * d + e;
+                        double z = 0;
+                        for (int r = 0; r < ps.intdim; ++r) z += double(P.w2[size_t(row * ps.intdim + r)]) * a[size_t(r)];
+                        qi[size_t((i * n_group + h) * d + e)] = z;
+                    }
+            }
+            const float* wk = pred->key_proj(l, g);
+            const int64_t n_swa = hp.is_swa(l) ? hp.n_swa : 0;
+            Mask want(static_cast<size_t>(n * n), 0);
+            for (int64_t i = 0; i < n; ++i) {
+                const int64_t lo = lo_of(i, n_swa), n_valid = i - lo + 1;
+                std::vector<std::pair<double, int64_t>> sc;
+                for (int64_t j = lo; j <= i; ++j) {
+                    const float* k = ks[size_t(l)].data() + (j * hp.n_head_kv + g) * hd;
+                    double best = -1e300;
+                    for (int32_t h = 0; h < n_group; ++h) {
+                        double z = 0;
+                        for (int32_t e = 0; e < d; ++e) {
+                            double kp = 0;
+                            for (int32_t c = 0; c < hd; ++c) kp += double(wk[e * hd + c]) * k[c];
+                            z += qi[size_t((i * n_group + h) * d + e)] * kp;
+                        }
+                        best = std::max(best, z / std::sqrt(double(d)));
+                    }
+                    sc.push_back({-best, j});
+                }
+                std::sort(sc.begin(), sc.end());
+                const int64_t k_i = int64_t(std::ceil(double(n_valid) * 0.4 - 1e-9));
+                for (int64_t t = 0; t < k_i; ++t) want[size_t(i * n + sc[size_t(t)].second)] = 1;
+                for (int64_t j = lo; j < std::min<int64_t>(2, i + 1); ++j) want[size_t(i * n + j)] = 1;
+            }
+            REQUIRE(masks[size_t(l)].size() == want.size());
+            int64_t diff = 0;
+            for (size_t t = 0; t < want.size(); ++t) diff += masks[size_t(l)][t] != want[t];
+            CHECK(diff == 0);
         }
     }
 
