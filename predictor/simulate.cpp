@@ -51,8 +51,7 @@ struct MaskedPrefillSimulator::Impl {
     Kind kind;
     int64_t max_tok;
     std::vector<float> logits;    // (n_group, n, n) this KV head's logits, then probabilities
-    std::vector<float> imp;       // (n, n) tokenbutler importance
-    std::vector<float> row_tmp;   // (n, n) scratch for the per-head importance products
+    std::vector<float> imp;       // (n_group, n, n) tokenbutler importance logits q'.k'/sqrt(d') per query head
     std::vector<uint8_t> mask;    // (n, n)
     std::vector<float> q_imp;     // (n, G * n_head * d') the current producer's importance queries
     std::vector<float> k_imp;     // (n, d')
@@ -78,6 +77,22 @@ struct MaskedPrefillSimulator::Impl {
         float best = -std::numeric_limits<float>::infinity();
         for (int32_t h = 0; h < n_group; ++h) best = std::max(best, logits[size_t((h * n + i) * n + j)]);
         return best;
+    }
+
+    // Score of a key for a mask the group's query heads share: its attention mass summed over the heads,
+    // sum_h softmax_h(row i)[j] over [lo, i], from per-head logits l (n_group, n, n). (A max of raw logits over the
+    // heads would favour whichever head has the widest logit range.)
+    static void group_mass(const float* l, int64_t n, int32_t n_group, int64_t i, int64_t lo, float* score) {
+        for (int64_t j = lo; j <= i; ++j) score[j] = 0.0f;
+        for (int32_t h = 0; h < n_group; ++h) {
+            const float* row = l + (h * n + i) * n;
+            float m          = -std::numeric_limits<float>::infinity();
+            for (int64_t j = lo; j <= i; ++j) m = std::max(m, row[j]);
+            double sum = 0;
+            for (int64_t j = lo; j <= i; ++j) sum += std::exp(double(row[j] - m));
+            const double inv = 1.0 / sum;
+            for (int64_t j = lo; j <= i; ++j) score[j] += float(std::exp(double(row[j] - m)) * inv);
+        }
     }
 
     // The group-summed causal softmax of row i over [lo, i] into dst (n; zero elsewhere).
@@ -145,11 +160,13 @@ struct MaskedPrefillSimulator::Impl {
                 uint8_t* row     = mask_out + i * n;
                 for (int64_t j = lo; j <= i; ++j) {
                     switch (kind) {
-                    case Kind::Oracle: score[size_t(j)] = group_max(n, n_group, i, j); break;
-                    case Kind::TokenButler: score[size_t(j)] = imp[size_t(i * n + j)]; break;
+                    case Kind::Oracle:
+                    case Kind::TokenButler: break;
                     default: score[size_t(j)] = float(j); break;  // dense, streamingllm: recency
                     }
                 }
+                if (kind == Kind::Oracle) group_mass(logits.data(), n, n_group, i, lo, score.data());
+                if (kind == Kind::TokenButler) group_mass(imp.data(), n, n_group, i, lo, score.data());
                 mark_top(score.data(), lo, i, budget(n_valid), idx, row);
                 add_sinks(i, lo, row);
             }
@@ -342,8 +359,7 @@ MaskedPrefillSimulator::MaskedPrefillSimulator(const HParams& hp, SimulateParams
     impl_->mask.resize(n * n);
     if (impl_->kind == Kind::TokenButler) {
         const PredictorShape& s = p.predictor->shape();
-        impl_->imp.resize(n * n);
-        impl_->row_tmp.resize(n * n);
+        impl_->imp.resize(size_t(n_group) * n * n);
         impl_->q_imp.resize(n * size_t(s.q_width()));
         impl_->k_imp.resize(n * size_t(s.d_dash));
         impl_->ln.resize(n * size_t(s.n_embd));
@@ -363,7 +379,7 @@ void MaskedPrefillSimulator::select_layer(int64_t n, int32_t n_group, int32_t hd
         sgemm_nt(n, n, hd, q + int64_t(h) * hd, int64_t(n_group) * hd, k, hd, m.logits.data() + h * n * n, n);
     if (m.kind == Kind::TokenButler) {
         BUTLER_ASSERT(imp != nullptr, "tokenbutler select_layer without importance");
-        std::copy(imp, imp + n * n, m.imp.begin());
+        std::copy(imp, imp + n_group * n * n, m.imp.begin());
     }
     m.select(n, n_group, hd, n_swa, q, int64_t(n_group) * hd, k, hd, mask);
 }
@@ -423,12 +439,10 @@ bool MaskedPrefillSimulator::attend(const LayerAttentionIo& io) {
             const PredictorShape& s = pred.shape();
             const int32_t d = s.d_dash, slot = s.slot_of(io.layer);
             sgemm_nt(n, d, hd, kg, ldk, pred.key_proj(io.layer, g), hd, m.k_imp.data(), d);
-            std::fill(m.imp.begin(), m.imp.begin() + n * n, -std::numeric_limits<float>::infinity());
             for (int32_t h = 0; h < n_group; ++h) {
                 const float* qh = m.q_imp.data() + (int64_t(slot) * hp.n_head + g * n_group + h) * d;
                 sgemm('N', 'T', n, n, d, 1.0f / std::sqrt(float(d)), qh, s.q_width(), m.k_imp.data(), d, 0.0f,
-                      m.row_tmp.data(), n);
-                for (int64_t t = 0; t < n * n; ++t) m.imp[size_t(t)] = std::max(m.imp[size_t(t)], m.row_tmp[size_t(t)]);
+                      m.imp.data() + h * n * n, n);
             }
         }
         m.select(n, n_group, hd, io.n_swa, qg, ldq, kg, ldk, m.mask.data());

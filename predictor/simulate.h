@@ -9,10 +9,11 @@
 //                causal prefix, as the paper; sliding-window layers: of their window).
 //   selection    the selector's K_i keys of the row (below), then the sinks j < `sinks` (those valid) in addition.
 //   attention    softmax(q.k) over the selected keys, times V, for each query head of the group.
-// Selection is per KV head (one set for the group's query heads, as the runtime gathers one set per KV head);
-// scores that are per query head are reduced by max over the group.
-//   oracle        top K_i by the true logit q.k.
-//   tokenbutler   top K_i by the predictor's q'.k'/sqrt(d'), q' from the layer's producer at row i, k' = K W_K.
+// Selection is per KV head (one set for the group's query heads, as the runtime gathers one set per KV head).
+//   oracle        top K_i by the true attention mass of the group: sum over its query heads of softmax(q.k) of the
+//                 row (a max of raw logits over heads would follow the head with the widest logit range).
+//   tokenbutler   top K_i by the predicted mass: sum over the group of softmax(q'.k'/sqrt(d')) of the row, q' from
+//                 the layer's producer at row i, k' = K W_K.
 //   streamingllm  the K_i most recent keys (the sinks come on top).
 //   quest         pages of `page` keys scored by Quest's bound sum_d max(q_d min_d, q_d max_d) over the page's valid
 //                 keys; each key takes its page's score, the top K_i keys (whole pages, the last one cut).
@@ -74,8 +75,8 @@ public:
     void reset_stats() { masked_sum_ = 0, n_masked_rows_ = 0; }
 
     // Exposed for tests: the selection of one (layer, KV head) for every row, as a row-major (n, n) 0/1 mask.
-    //   q (n, n_group, hd) scaled queries of the group; k (n, hd); imp (n, n) importance for tokenbutler (else
-    //   ignored, may be null). Writes mask[i * n + j] = 1 for the keys row i attends to.
+    //   q (n, n_group, hd) scaled queries of the group; k (n, hd); imp (n_group, n, n) the importance logits of
+    //   each query head for tokenbutler (else ignored, may be null). Writes mask[i * n + j] = 1 for the keys row i attends to.
     void select_layer(int64_t n, int32_t n_group, int32_t hd, int64_t n_swa, const float* q, const float* k,
                       const float* imp, uint8_t* mask);
 

@@ -75,9 +75,13 @@ Mask reference_mask(const std::string& sel, const Problem& p, double keep, int64
             std::vector<double> score(static_cast<size_t>(n), 0.0);
             for (int64_t j = lo; j <= i; ++j) {
                 if (sel == "oracle") {
-                    double b = -1e300;
-                    for (int32_t h = 0; h < p.n_group; ++h) b = std::max(b, logit64(p, i, h, j));
-                    score[size_t(j)] = b;
+                    // attention mass summed over the group: sum_h softmax_h(row i)[j] over the valid keys
+                    for (int32_t h = 0; h < p.n_group; ++h) {
+                        double mx = -1e300, sum = 0;
+                        for (int64_t t = lo; t <= i; ++t) mx = std::max(mx, logit64(p, i, h, t));
+                        for (int64_t t = lo; t <= i; ++t) sum += std::exp(logit64(p, i, h, t) - mx);
+                        score[size_t(j)] += std::exp(logit64(p, i, h, j) - mx) / sum;
+                    }
                 } else if (sel == "streamingllm") {
                     score[size_t(j)] = double(j);
                 } else if (sel == "quest-tb") {
@@ -291,7 +295,7 @@ TEST_SUITE("simulate") {
         }
     }
 
-    TEST_CASE("tokenbutler: each layer ranks keys by its producer's q' . k' (float64), layer G included") {
+    TEST_CASE("tokenbutler: each layer ranks keys by its producer's q' . k' mass (float64), layer G included") {
         TinyGemma3Spec spec;  // 6 layers; G = 2: producers 0, 2, 4 serve layers 1-2, 3-4, 5
         TempFile mf;
         mf.write(tiny_gemma3_gguf(make_tiny_gemma3(spec, 17)));
@@ -354,22 +358,29 @@ TEST_SUITE("simulate") {
             Mask want(static_cast<size_t>(n * n), 0);
             for (int64_t i = 0; i < n; ++i) {
                 const int64_t lo = lo_of(i, n_swa), n_valid = i - lo + 1;
-                std::vector<std::pair<double, int64_t>> sc;
-                for (int64_t j = lo; j <= i; ++j) {
-                    const float* k = ks[size_t(l)].data() + (j * hp.n_head_kv + g) * hd;
-                    double best = -1e300;
-                    for (int32_t h = 0; h < n_group; ++h) {
-                        double z = 0;
+                // predicted logits z_h(j) = q'_h . k'_j / sqrt(d'); score = sum_h softmax_h(z)[j] over the valid keys
+                std::vector<std::vector<double>> z(static_cast<size_t>(n_group));
+                for (int32_t h = 0; h < n_group; ++h)
+                    for (int64_t j = lo; j <= i; ++j) {
+                        const float* k = ks[size_t(l)].data() + (j * hp.n_head_kv + g) * hd;
+                        double dot = 0;
                         for (int32_t e = 0; e < d; ++e) {
                             double kp = 0;
                             for (int32_t c = 0; c < hd; ++c) kp += double(wk[e * hd + c]) * k[c];
-                            z += qi[size_t((i * n_group + h) * d + e)] * kp;
+                            dot += qi[size_t((i * n_group + h) * d + e)] * kp;
                         }
-                        best = std::max(best, z / std::sqrt(double(d)));
+                        z[size_t(h)].push_back(dot / std::sqrt(double(d)));
                     }
-                    sc.push_back({-best, j});
+                std::vector<std::pair<double, int64_t>> sc;
+                for (int64_t j = lo; j <= i; ++j) sc.push_back({0.0, j});
+                for (int32_t h = 0; h < n_group; ++h) {
+                    const auto& zh = z[size_t(h)];
+                    const double mx = *std::max_element(zh.begin(), zh.end());
+                    double sum = 0;
+                    for (double v : zh) sum += std::exp(v - mx);
+                    for (size_t t = 0; t < zh.size(); ++t) sc[t].first -= std::exp(zh[t] - mx) / sum;
                 }
-                std::sort(sc.begin(), sc.end());
+                std::stable_sort(sc.begin(), sc.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
                 const int64_t k_i = int64_t(std::ceil(double(n_valid) * 0.4 - 1e-9));
                 for (int64_t t = 0; t < k_i; ++t) want[size_t(i * n + sc[size_t(t)].second)] = 1;
                 for (int64_t j = lo; j < std::min<int64_t>(2, i + 1); ++j) want[size_t(i * n + j)] = 1;
