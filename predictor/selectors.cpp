@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // The baseline selectors, each as its paper defines it, under DESIGN.md's budget (sinks + recent window + picks):
 //   dense         every token (budget ignored).
-//   oracle        top by the true q.K of the current step, max over the group's query heads (the ceiling).
+//   oracle        top by the true attention of the current step: softmax(q.K) over the context, summed over the
+//                 group's query heads (the ceiling for a mask the group shares; a max of raw logits over heads would
+//                 follow whichever head has the widest logit range).
 //   streamingllm  attention sinks + the most recent tokens, nothing else (Xiao et al. 2023): window = budget - sinks.
 //   quest         Quest (Tang et al. 2024): pages scored by the upper bound sum_d max(q_d min_d, q_d max_d) of the
 //                 page's per-dimension key bounds, max over the group's heads; whole pages taken in score order
@@ -98,15 +100,16 @@ void select_top(const SelectionRequest& r, const float* score, std::vector<int32
     for (int64_t t = hi; t < r.n_tok; ++t) out.push_back(int32_t(t));
 }
 
-namespace {
-
-float group_dot(const SelectionRequest& r, const PagedKvView& kv, int64_t t) {
-    const uint8_t* k = kv.k_row(r.g, t);
-    float best       = -std::numeric_limits<float>::infinity();
-    for (int32_t h = 0; h < r.n_group; ++h)
-        best = std::max(best, dot_kv_row(kv.type, k, r.q + h * kv.head_dim, kv.head_dim));
-    return best;
+void add_softmax(const float* logit, int64_t n, float* acc) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t t = 0; t < n; ++t) m = std::max(m, logit[t]);
+    double sum = 0;
+    for (int64_t t = 0; t < n; ++t) sum += std::exp(double(logit[t] - m));
+    const double inv = 1.0 / sum;
+    for (int64_t t = 0; t < n; ++t) acc[t] += float(std::exp(double(logit[t] - m)) * inv);
 }
+
+namespace {
 
 class DenseSelector final : public TokenSelector {
 public:
@@ -134,18 +137,25 @@ public:
 
 class OracleSelector final : public TokenSelector {
 public:
-    explicit OracleSelector(int64_t max_tok) : score_(size_t(max_tok)) { idx_.reserve(size_t(max_tok)); }
+    explicit OracleSelector(int64_t max_tok) : score_(size_t(max_tok)), logit_(size_t(max_tok)) {
+        idx_.reserve(size_t(max_tok));
+    }
     const char* name() const override { return "oracle"; }
     bool needs_query() const override { return true; }
     void select(const SelectionRequest& r, std::vector<int32_t>& out) override {
         const PagedKvView kv = r.store->view(r.layer);
+        std::fill(score_.begin(), score_.begin() + r.n_tok, 0.0f);
+        for (int32_t h = 0; h < r.n_group; ++h) {
+            const float* q = r.q + int64_t(h) * kv.head_dim;
 #pragma omp parallel for schedule(static) if (r.n_tok > 4096)
-        for (int64_t t = 0; t < r.n_tok; ++t) score_[size_t(t)] = group_dot(r, kv, t);
+            for (int64_t t = 0; t < r.n_tok; ++t) logit_[size_t(t)] = dot_kv_row(kv.type, kv.k_row(r.g, t), q, kv.head_dim);
+            add_softmax(logit_.data(), r.n_tok, score_.data());
+        }
         select_top(r, score_.data(), idx_, out);
     }
 
 private:
-    std::vector<float> score_;
+    std::vector<float> score_, logit_;
     std::vector<int32_t> idx_;
 };
 

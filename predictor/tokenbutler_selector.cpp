@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The TokenButler selector: score = max over the group's query heads of q'.k'/sqrt(d'), top picks outside sinks and
+// The TokenButler selector: score = the predicted attention mass summed over the group's query heads,
+// sum_h softmax(q'_h.k'/sqrt(d')) over the candidates, top picks outside sinks and
 // the recent window (TOKENBUTLER.md §2.4). The importance keys k' = K . W_K are cached per (stored layer, KV head,
 // token) and appended as tokens leave the recent window (before that the window covers them), so each key is
 // projected once; the importance queries come in the request, made by the layer's producer.
@@ -23,6 +24,7 @@ public:
         keys_.resize(size_t(int64_t(n_layer) * n_head_kv * max_tok * d_));
         projected_.assign(size_t(n_layer) * size_t(n_head_kv), 0);
         score_.resize(size_t(max_tok));
+        logit_.resize(size_t(max_tok));
         idx_.reserve(size_t(max_tok));
     }
     const char* name() const override { return "tokenbutler"; }
@@ -46,17 +48,20 @@ public:
             for (int32_t e = 0; e < d_; ++e) keys[t * d_ + e] = dot_kv_row(kv.type, k, wk + int64_t(e) * hd, hd);
         }
         done               = std::max(done, hi);
-        const float scale  = 1.0f / std::sqrt(float(d_));
-        for (int64_t t = sw.sinks; t < hi; ++t) {
-            const float* k = keys + t * d_;
-            float best     = -std::numeric_limits<float>::infinity();
-            for (int32_t h = 0; h < r.n_group; ++h) {
-                const float* q = r.imp_q + int64_t(h) * d_;
+        // Predicted attention mass of each candidate, summed over the group's query heads (softmax over the
+        // candidates: the sinks and window are kept anyway).
+        const float scale = 1.0f / std::sqrt(float(d_));
+        const int64_t n_cand = std::max<int64_t>(0, hi - sw.sinks);
+        std::fill(score_.begin(), score_.begin() + hi, 0.0f);
+        for (int32_t h = 0; h < r.n_group && n_cand > 0; ++h) {
+            const float* q = r.imp_q + int64_t(h) * d_;
+            for (int64_t t = sw.sinks; t < hi; ++t) {
+                const float* k = keys + t * d_;
                 float s        = 0;
                 for (int32_t e = 0; e < d_; ++e) s += q[e] * k[e];
-                best = std::max(best, s);
+                logit_[size_t(t)] = s * scale;
             }
-            score_[size_t(t)] = best * scale;
+            add_softmax(logit_.data() + sw.sinks, n_cand, score_.data() + sw.sinks);
         }
         select_top(r, score_.data(), idx_, out);
     }
@@ -69,6 +74,7 @@ private:
     std::vector<float> keys_;         // (n_layer, n_head_kv, max_tok, d')
     std::vector<int64_t> projected_;  // (n_layer, n_head_kv) tokens whose k' is cached
     std::vector<float> score_;        // (max_tok)
+    std::vector<float> logit_;        // (max_tok) one head's predicted logits
     std::vector<int32_t> idx_;
 };
 
