@@ -46,6 +46,7 @@ Action register_perplexity(CLI::App& sub);
 Action register_make_model(CLI::App& sub);
 Action register_summarize(CLI::App& sub);
 Action register_train_predictor(CLI::App& sub);
+Action register_eval(CLI::App& sub);
 
 
 }  // namespace butler::cli

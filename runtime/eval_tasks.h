@@ -10,7 +10,8 @@
 //           for the code; the answer is " <digits>".
 //   coref   The paper's co-reference format (TOKENBUTLER.md §5.1): blocks "{intro} {name}. {philosophy}. {food}.
 //           {math}." each introducing an invented place name; the question is the tie-back question of the FIRST
-//           block followed by ":", the answer " {name}" of that block. Later blocks (other names) push the first
+//           block followed by "? The place is:" (the paper ends it with ":" alone; repeating the intro's cue makes it
+//           a retrieval test a small base model can pass densely), the answer " {name}" of that block. Later blocks (other names) push the first
 //           one back, so with enough blocks the answer lies beyond a 512-token sliding window. Names, intros,
 //           tie-backs and filler sentences are generated here from syllable and template lists (no external data).
 #pragma once
