@@ -342,7 +342,7 @@ int run_eval(const EvalOptions& o) {
             probe.predictor = predictor;
             const MaskedPrefillSimulator check(hp, probe, 1);
         } else {
-            make_selector(sel, 1, hp.n_head_kv, 1, hp.head_dim, predictor);
+            make_selector(sel, 1, hp.n_head_kv, 1, hp.head_dim, predictor, hp.n_head / hp.n_head_kv);
         }
     }
 

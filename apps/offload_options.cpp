@@ -12,7 +12,7 @@ namespace butler::cli {
 void add_offload_options(CLI::App& sub, OffloadOptions& o) {
     sub.add_option("--device", o.device, "offload the global layers' KV cache through a device: cpu, emu[:opts]");
     sub.add_option("--selector", o.selector,
-                   "token selector: dense, oracle, streamingllm, h2o, snapkv, quest, quest-tb, tokenbutler[:PATH] "
+                   "token selector: dense, oracle, streamingllm, h2o, h2o-tb, snapkv, snapkv-tb, quest, quest-tb, tokenbutler[:PATH] "
                    "(PATH: a predictor file; default: the one shipped for the model)");
     sub.add_option("--budget", o.budget, "tokens attention may read per layer and KV head: N or P% of the context");
     sub.add_option("--sinks", o.sinks, "attention-sink tokens always kept (default 4)");

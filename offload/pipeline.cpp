@@ -53,7 +53,8 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
             fail(Status::Usage, "--device-memory caps only the emulated device (got --device {})", spec);
         spec += fmt::format("{}mem={}", spec == "emu" ? ":" : ",", config_.device_memory);
     }
-    selector_ = make_selector(config_.selector, n_stored, hp.n_head_kv, n_ctx, hp.head_dim, config_.predictor);
+    selector_ = make_selector(config_.selector, n_stored, hp.n_head_kv, n_ctx, hp.head_dim, config_.predictor,
+                              hp.n_head / hp.n_head_kv);
     for (int32_t l = 0; l < hp.n_layer; ++l)
         if (store_index_[size_t(l)] >= 0) stored_model_layer_.push_back(l);
     if (const TokenButlerPredictor* pred = selector_->predictor()) {

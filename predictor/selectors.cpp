@@ -14,6 +14,7 @@
 //                 lowest accumulated score is evicted for good. Accumulation starts at the first sparse step with
 //                 that step's full attention (the dense prefill does not report its attention matrix), then adds
 //                 each step's probabilities over the attended set.
+//   h2o-tb, snapkv-tb  the TokenButler code's variants (TOKENBUTLER.md §4), in selectors_tb.cpp.
 //   snapkv        SnapKV (Li et al. 2024): once per sequence, the prompt's last kObsWindow queries (the observation
 //                 window) vote for the keys before the window with their attention weights (softmax over each
 //                 query's causal keys, summed over the window and the group's heads), the votes are smoothed by
@@ -356,12 +357,12 @@ private:
 }  // namespace
 
 const char* selector_names() {
-    return "dense, oracle, streamingllm, h2o, snapkv, quest, quest-tb, tokenbutler[:PATH]";
+    return "dense, oracle, streamingllm, h2o, h2o-tb, snapkv, snapkv-tb, quest, quest-tb, tokenbutler[:PATH]";
 }
 
 std::unique_ptr<TokenSelector> make_selector(const std::string& name, int32_t n_layer, int32_t n_head_kv,
                                              int64_t max_tok, int32_t head_dim,
-                                             std::shared_ptr<const TokenButlerPredictor> predictor) {
+                                             std::shared_ptr<const TokenButlerPredictor> predictor, int32_t n_group) {
     if (name == "tokenbutler" || name.rfind("tokenbutler:", 0) == 0) {
         if (!predictor) fail(Status::Usage, "selector '{}' needs a loaded predictor", name);
         return make_tokenbutler_selector(std::move(predictor), n_layer, n_head_kv, max_tok);
@@ -373,6 +374,8 @@ std::unique_ptr<TokenSelector> make_selector(const std::string& name, int32_t n_
     if (name == "quest-tb") return std::make_unique<QuestSelector>(max_tok, true);
     if (name == "h2o") return std::make_unique<H2oSelector>(n_layer, n_head_kv, max_tok);
     if (name == "snapkv") return std::make_unique<SnapKvSelector>(n_layer, n_head_kv, max_tok);
+    if (name == "h2o-tb") return make_h2o_tb_selector(n_layer, n_head_kv, max_tok);
+    if (name == "snapkv-tb") return make_snapkv_tb_selector(n_layer, n_head_kv, max_tok, head_dim, n_group);
     fail(Status::Usage, "unknown selector '{}' (known: {})", name, selector_names());
 }
 

@@ -58,13 +58,20 @@ public:
     virtual const TokenButlerPredictor* predictor() const { return nullptr; }
 };
 
-// "dense", "oracle", "streamingllm", "h2o", "snapkv", "quest", "quest-tb", "tokenbutler[:PATH]". Error(Usage)
+// "dense", "oracle", "streamingllm", "h2o", "h2o-tb", "snapkv", "snapkv-tb", "quest", "quest-tb",
+// "tokenbutler[:PATH]". Error(Usage)
 // naming the known ones otherwise.
 //   n_layer, n_head_kv, max_tok: the shape of the store, for selectors that keep per-token state.
 //   predictor: the loaded predictor, required by "tokenbutler" (Error(Usage) without one).
+//   n_group: query heads per KV head (snapkv-tb keeps its last queries).
 std::unique_ptr<TokenSelector> make_selector(const std::string& name, int32_t n_layer, int32_t n_head_kv,
                                              int64_t max_tok, int32_t head_dim,
-                                             std::shared_ptr<const TokenButlerPredictor> predictor = nullptr);
+                                             std::shared_ptr<const TokenButlerPredictor> predictor = nullptr,
+                                             int32_t n_group = 1);
+// The TokenButler code's H2O / SnapKV variants (predictor/selectors_tb.cpp).
+std::unique_ptr<TokenSelector> make_h2o_tb_selector(int32_t n_layer, int32_t n_head_kv, int64_t max_tok);
+std::unique_ptr<TokenSelector> make_snapkv_tb_selector(int32_t n_layer, int32_t n_head_kv, int64_t max_tok,
+                                                       int32_t head_dim, int32_t n_group);
 std::unique_ptr<TokenSelector> make_tokenbutler_selector(std::shared_ptr<const TokenButlerPredictor> predictor,
                                                          int32_t n_layer, int32_t n_head_kv, int64_t max_tok);
 const char* selector_names();

@@ -74,7 +74,8 @@ TEST_SUITE("pipeline") {
             plain.n_ubatch  = 32;
             plain.kv_type   = kv;
             const auto want = run(tiny.model, plain, tiny.tokens, 60);
-            for (const char* sel : {"dense", "oracle", "streamingllm", "h2o", "snapkv", "quest", "quest-tb"}) {
+            for (const char* sel :
+                 {"dense", "oracle", "streamingllm", "h2o", "h2o-tb", "snapkv", "snapkv-tb", "quest", "quest-tb"}) {
                 CAPTURE(sel);
                 CAPTURE(dtype_name(kv));
                 SessionParams sp         = plain;

@@ -38,7 +38,7 @@ struct World {
     }
 };
 
-const char* kNames[] = {"oracle", "streamingllm", "h2o", "snapkv", "quest", "quest-tb"};
+const char* kNames[] = {"oracle", "streamingllm", "h2o", "h2o-tb", "snapkv", "snapkv-tb", "quest", "quest-tb"};
 
 void check_contract(const SelectionRequest& r, const std::vector<int32_t>& out) {
     CHECK(int64_t(out.size()) <= std::min(r.budget, r.n_tok));
@@ -60,8 +60,8 @@ TEST_SUITE("selectors") {
         std::normal_distribution<float> g(0.f, 1.f);
         for (const char* name : kNames) {
             CAPTURE(name);
-            auto a = make_selector(name, 1, 2, w.max_tok, kHd);
-            auto b = make_selector(name, 1, 2, w.max_tok, kHd);
+            auto a = make_selector(name, 1, 2, w.max_tok, kHd, nullptr, kGroup);
+            auto b = make_selector(name, 1, 2, w.max_tok, kHd, nullptr, kGroup);
             std::vector<int32_t> out_a, out_b;
             out_a.reserve(size_t(w.max_tok));
             out_b.reserve(size_t(w.max_tok));
@@ -99,6 +99,72 @@ TEST_SUITE("selectors") {
         } catch (const Error& e) {
             CHECK(e.status() == Status::Usage);
             CHECK(std::string(e.what()).find("oracle") != std::string::npos);
+        }
+    }
+
+    TEST_CASE("h2o-tb and snapkv-tb keep the greedy set of TOKENBUTLER.md §4 (float64 re-implementation)") {
+        World w(200, 11);
+        std::mt19937 rng(4);
+        std::normal_distribution<float> g(0.f, 1.f);
+        for (const std::string name : {"h2o-tb", "snapkv-tb"}) {
+            CAPTURE(name);
+            auto sel = make_selector(name, 1, 2, w.max_tok, kHd, nullptr, kGroup);
+            std::vector<int32_t> out;
+            out.reserve(200);
+            std::vector<int64_t> set;                       // the reference set
+            std::vector<std::pair<std::vector<float>, int64_t>> past;  // snapkv-tb: the last 32 queries, keys seen
+            const int32_t grp = 1;
+            for (int64_t n = 60; n <= 140; ++n) {
+                std::vector<float> q(kGroup * kHd);
+                for (auto& x : q) x = g(rng);
+                SelectionRequest r;
+                r.g = grp, r.n_tok = n, r.q = q.data(), r.n_group = kGroup, r.store = w.store.get();
+                r.budget = 40, r.sinks = 4, r.window = 16;
+                sel->select(r, out);
+                auto logit = [&](const std::vector<float>& qq, int h, int64_t t) {
+                    double d = 0;
+                    for (int c = 0; c < kHd; ++c) d += double(qq[size_t(h * kHd + c)]) * w.k[size_t((grp * w.max_tok + t) * kHd + c)];
+                    return d;
+                };
+                std::vector<double> imp(static_cast<size_t>(n));
+                if (name == "h2o-tb") {
+                    for (int64_t t = 0; t < n; ++t) imp[size_t(t)] = std::max(logit(q, 0, t), logit(q, 1, t));
+                } else {
+                    past.push_back({q, n});
+                    if (past.size() > 32) past.erase(past.begin());
+                    std::vector<double> sum(static_cast<size_t>(n), 0.0);
+                    for (const auto& [qq, nk] : past)
+                        for (int h = 0; h < kGroup; ++h) {
+                            double mx = -1e300, z = 0;
+                            for (int64_t t = 0; t < nk; ++t) mx = std::max(mx, logit(qq, h, t));
+                            for (int64_t t = 0; t < nk; ++t) z += std::exp(logit(qq, h, t) - mx);
+                            for (int64_t t = 0; t < nk; ++t) sum[size_t(t)] += std::exp(logit(qq, h, t) - mx) / z;
+                        }
+                    for (int64_t t = 0; t < n; ++t) {
+                        double m = -1e300;
+                        for (int64_t u = std::max<int64_t>(0, t - 3); u <= std::min<int64_t>(n - 1, t + 3); ++u) m = std::max(m, sum[size_t(u)]);
+                        imp[size_t(t)] = m;
+                    }
+                }
+                const int64_t hi = n - 16;
+                if (n == 60) {  // the first step: the 20 most important of [4, hi)
+                    std::vector<int64_t> c;
+                    for (int64_t t = 4; t < hi; ++t) c.push_back(t);
+                    std::stable_sort(c.begin(), c.end(), [&](int64_t a, int64_t b) { return imp[size_t(a)] > imp[size_t(b)]; });
+                    set.assign(c.begin(), c.begin() + 20);
+                } else {  // token hi - 1 left the window
+                    const int64_t t = hi - 1;
+                    auto victim = std::min_element(set.begin(), set.end(), [&](int64_t a, int64_t b) { return imp[size_t(a)] < imp[size_t(b)]; });
+                    if (imp[size_t(t)] > imp[size_t(*victim)]) *victim = t;
+                }
+                std::vector<int32_t> want{0, 1, 2, 3};
+                std::vector<int64_t> sorted = set;
+                std::sort(sorted.begin(), sorted.end());
+                for (int64_t t : sorted) want.push_back(int32_t(t));
+                for (int64_t t = hi; t < n; ++t) want.push_back(int32_t(t));
+                CAPTURE(n);
+                REQUIRE(out == want);
+            }
         }
     }
 
