@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "cpu_kernels/matmul.h"
+#include "predictor/token_selector.h"
 #include "predictor/tokenbutler.h"
 #include "runtime/hparams.h"
 #include "runtime/session.h"
@@ -83,29 +84,14 @@ struct MaskedPrefillSimulator::Impl {
     // sum_h softmax_h(row i)[j] over [lo, i], from per-head logits l (n_group, n, n). (A max of raw logits over the
     // heads would favour whichever head has the widest logit range.)
     static void group_mass(const float* l, int64_t n, int32_t n_group, int64_t i, int64_t lo, float* score) {
-        for (int64_t j = lo; j <= i; ++j) score[j] = 0.0f;
-        for (int32_t h = 0; h < n_group; ++h) {
-            const float* row = l + (h * n + i) * n;
-            float m          = -std::numeric_limits<float>::infinity();
-            for (int64_t j = lo; j <= i; ++j) m = std::max(m, row[j]);
-            double sum = 0;
-            for (int64_t j = lo; j <= i; ++j) sum += std::exp(double(row[j] - m));
-            const double inv = 1.0 / sum;
-            for (int64_t j = lo; j <= i; ++j) score[j] += float(std::exp(double(row[j] - m)) * inv);
-        }
+        std::fill(score + lo, score + i + 1, 0.0f);
+        for (int32_t h = 0; h < n_group; ++h) add_softmax(l + (h * n + i) * n + lo, i - lo + 1, score + lo);
     }
 
     // The group-summed causal softmax of row i over [lo, i] into dst (n; zero elsewhere).
     void row_probs(int64_t n, int32_t n_group, int64_t i, int64_t lo, float* dst) const {
         std::fill(dst, dst + n, 0.0f);
-        for (int32_t h = 0; h < n_group; ++h) {
-            const float* l = logits.data() + (h * n + i) * n;
-            float m        = -std::numeric_limits<float>::infinity();
-            for (int64_t j = lo; j <= i; ++j) m = std::max(m, l[j]);
-            double s = 0;
-            for (int64_t j = lo; j <= i; ++j) s += std::exp(double(l[j] - m));
-            for (int64_t j = lo; j <= i; ++j) dst[j] += float(std::exp(double(l[j] - m)) / s);
-        }
+        group_mass(logits.data(), n, n_group, i, lo, dst);
     }
 
     // Marks the top `count` keys of [lo, hi] by score (ties to the lower id) in mask_row. idx: scratch (n).
