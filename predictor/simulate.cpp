@@ -311,8 +311,9 @@ struct MaskedPrefillSimulator::Impl {
         idx.reserve(size_t(n));
         for (int64_t i = 0; i < n; ++i) {
             const int64_t lo = row_lo(i, n_swa), n_valid = i - lo + 1;
-            advance_window_sum(n, n_group, n_swa, i);
-            const int64_t w0 = std::max(lo, i - kObsWindow + 1);  // the observation rows' own keys [w0, i]
+            // Row i is the first generated token after a prompt of rows 0 .. i-1: the votes (in acc) are those of
+            // rows i-32 .. i-1, whose keys [w0, i) are the observation window; row i itself is kept as the newest.
+            const int64_t w0 = std::max(lo, i - kObsWindow);
             const int64_t keep = budget(n_valid);
             uint8_t* row = mask_out + i * n;
             // The observation window first (most recent first), then the votes for [lo, w0).
@@ -328,6 +329,7 @@ struct MaskedPrefillSimulator::Impl {
                 mark_top(pooled.data(), lo, w0 - 1, rest, idx, row);
             }
             add_sinks(i, lo, row);
+            advance_window_sum(n, n_group, n_swa, i);  // row i votes for the rows after it
         }
     }
 };

@@ -26,11 +26,13 @@
 //   h2o-tb        the TokenButler code's H2O (§4): the set starts {0}; budget B_i = max(4, floor(n_i * keep)); row
 //                 i joins when the set is under B_i, else replaces the member of lowest current logit q_i.k_j when
 //                 its own logit q_i.k_i is higher; the row attends to the set and the sinks (not always to itself).
-//   snapkv        SnapKV with row i as the end of the prompt: the last 32 rows (i-31 .. i) vote for the older keys
-//                 with their full causal softmax (summed over the window and the group), avg-pooled (kernel 5); the
-//                 observation rows themselves rank first, then the top voted keys, K_i in all.
+//   snapkv        SnapKV with row i as the first token after a prompt of rows 0 .. i-1: the prompt's last 32 rows
+//                 (i-32 .. i-1) vote for the older keys with their full causal softmax (summed over the window and
+//                 the group), avg-pooled (kernel 5); row i and the observation rows' keys rank first, then the top
+//                 voted keys, K_i in all. (Row i does not vote for its own keys: that would be oracle knowledge.)
 //   snapkv-tb     the TokenButler code's SnapKV (§4): h2o-tb's greedy rule with importance = max_pool(kernel 7) of
-//                 the summed softmax rows i-31 .. i; the joining token's importance is pooled[i].
+//                 the summed softmax rows i-31 .. i (row i included, as that code does); the joining token's
+//                 importance is pooled[i].
 //   dense         every valid key (keep ignored).
 // On sliding-window layers keys that leave the window leave the greedy sets too.
 #pragma once
