@@ -54,9 +54,8 @@ struct MaskedPrefillSimulator::Impl {
     std::vector<float> logits;    // (n_group, n, n) this KV head's logits, then probabilities
     std::vector<float> imp;       // (n_group, n, n) tokenbutler importance logits q'.k'/sqrt(d') per query head
     std::vector<uint8_t> mask;    // (n, n)
-    std::vector<float> q_imp;     // (n, G * n_head * d') the current producer's importance queries
+    ProducerActivations producer; // the current producer's MLP over all rows; .qp (n, G * n_head * d') the queries
     std::vector<float> k_imp;     // (n, d')
-    std::vector<float> ln, hid;   // (n, n_embd), (n, intdim): the producer MLP over all rows
     // Per-row scratch of the sequential (greedy) selectors.
     std::vector<double> acc;      // (n) h2o accumulated attention / snapkv summed softmax rows
     std::vector<float> ring;      // (kObsWindow, n) the last rows' group-summed probabilities (snapkv)
@@ -348,10 +347,7 @@ MaskedPrefillSimulator::MaskedPrefillSimulator(const HParams& hp, SimulateParams
     if (impl_->kind == Kind::TokenButler) {
         const PredictorShape& s = p.predictor->shape();
         impl_->imp.resize(size_t(n_group) * n * n);
-        impl_->q_imp.resize(n * size_t(s.q_width()));
         impl_->k_imp.resize(n * size_t(s.d_dash));
-        impl_->ln.resize(n * size_t(s.n_embd));
-        impl_->hid.resize(n * size_t(s.intdim));
     }
 }
 
@@ -376,30 +372,10 @@ void MaskedPrefillSimulator::select_layer(int64_t n, int32_t n_group, int32_t hd
 // over all rows at once).
 void MaskedPrefillSimulator::produce_importance_queries(const LayerAttentionIo& io) {
     Impl& m = *impl_;
-    const int64_t n = io.n_tok;
-    if (m.kind == Kind::TokenButler) {
-        const TokenButlerPredictor& pred = *m.p.predictor;
-        const PredictorShape& s = pred.shape();
-        if (io.layer % s.group == 0 && io.layer / s.group < s.n_producers()) {
-            const auto& prod = pred.producers()[size_t(io.layer / s.group)];
-            const int64_t E = s.n_embd, I = s.intdim;
-#pragma omp parallel for schedule(static)
-            for (int64_t i = 0; i < n; ++i) {
-                const float* x = io.x + i * E;
-                double mean = 0, var = 0;
-                for (int64_t j = 0; j < E; ++j) mean += x[j];
-                mean /= double(E);
-                for (int64_t j = 0; j < E; ++j) var += (x[j] - mean) * (x[j] - mean);
-                const float inv = float(1.0 / std::sqrt(var / double(E) + TokenButlerPredictor::kLayerNormEps));
-                float* y = m.ln.data() + i * E;
-                for (int64_t j = 0; j < E; ++j)
-                    y[j] = (x[j] - float(mean)) * inv * prod.ln_w[size_t(j)] + prod.ln_b[size_t(j)];
-            }
-            sgemm_nt(n, I, E, m.ln.data(), E, prod.w1.data(), E, m.hid.data(), I);
-            for (int64_t t = 0; t < n * I; ++t) m.hid[size_t(t)] = m.hid[size_t(t)] / (1.0f + std::exp(-m.hid[size_t(t)]));
-            sgemm_nt(n, s.q_width(), I, m.hid.data(), I, prod.w2.data(), I, m.q_imp.data(), s.q_width());
-        }
-    }
+    if (m.kind != Kind::TokenButler) return;
+    const PredictorShape& s = m.p.predictor->shape();
+    if (io.layer % s.group != 0 || io.layer / s.group >= s.n_producers()) return;  // not a producer layer
+    producer_forward(m.p.predictor->producers()[size_t(io.layer / s.group)], s, io.x, io.n_tok, m.producer);
 }
 
 bool MaskedPrefillSimulator::attend(const LayerAttentionIo& io) {
@@ -428,7 +404,7 @@ bool MaskedPrefillSimulator::attend(const LayerAttentionIo& io) {
             const int32_t d = s.d_dash, slot = s.slot_of(io.layer);
             sgemm_nt(n, d, hd, kg, ldk, pred.key_proj(io.layer, g), hd, m.k_imp.data(), d);
             for (int32_t h = 0; h < n_group; ++h) {
-                const float* qh = m.q_imp.data() + (int64_t(slot) * hp.n_head + g * n_group + h) * d;
+                const float* qh = m.producer.qp.data() + (int64_t(slot) * hp.n_head + g * n_group + h) * d;
                 sgemm('N', 'T', n, n, d, 1.0f / std::sqrt(float(d)), qh, s.q_width(), m.k_imp.data(), d, 0.0f,
                       m.imp.data() + h * n * n, n);
             }

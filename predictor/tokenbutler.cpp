@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <random>
 
+#include "cpu_kernels/matmul.h"
 #include "runtime/gguf.h"
 #include "runtime/hparams.h"
 #include "runtime/model.h"
@@ -278,6 +279,32 @@ std::shared_ptr<const TokenButlerPredictor> load_predictor_for(const std::string
     const std::string path = selector.size() > 12 ? selector.substr(12) : default_predictor_path(model.path());
     const BaseModelIdentity id = BaseModelIdentity::of(model);
     return TokenButlerPredictor::load(path, &id);
+}
+
+void producer_forward(const TokenButlerPredictor::Producer& pr, const PredictorShape& ps, const float* x, int64_t R,
+                      ProducerActivations& act) {
+    const int64_t E = ps.n_embd, I = ps.intdim, QW = ps.q_width();
+    act.xhat.resize(size_t(R * E));
+    act.y.resize(size_t(R * E));
+    act.z.resize(size_t(R * I));
+    act.a.resize(size_t(R * I));
+    act.qp.resize(size_t(R * QW));
+    for (int64_t r = 0; r < R; ++r) {
+        const float* xr = x + r * E;
+        double mean = 0, var = 0;
+        for (int64_t j = 0; j < E; ++j) mean += xr[j];
+        mean /= double(E);
+        for (int64_t j = 0; j < E; ++j) var += (xr[j] - mean) * (xr[j] - mean);
+        const double inv = 1.0 / std::sqrt(var / double(E) + TokenButlerPredictor::kLayerNormEps);
+        for (int64_t j = 0; j < E; ++j) {
+            const float xh       = float((xr[j] - mean) * inv);
+            act.xhat[size_t(r * E + j)] = xh;
+            act.y[size_t(r * E + j)]    = xh * pr.ln_w[size_t(j)] + pr.ln_b[size_t(j)];
+        }
+    }
+    sgemm_nt(R, I, E, act.y.data(), E, pr.w1.data(), E, act.z.data(), I);
+    for (size_t i = 0; i < act.z.size(); ++i) act.a[i] = act.z[i] * (1.0f / (1.0f + std::exp(-act.z[i])));
+    sgemm_nt(R, QW, I, act.a.data(), I, pr.w2.data(), I, act.qp.data(), QW);
 }
 
 }  // namespace butler

@@ -109,6 +109,15 @@ private:
     std::vector<float> key_proj_;
 };
 
+// Producer activations of R rows (the training keeps them for the backward pass).
+struct ProducerActivations {
+    std::vector<float> xhat, y, z, a, qp;  // (R, E) normalized x, (R, E) LayerNorm(x), (R, I) W1 y, (R, I) SiLU, (R, QW)
+};
+// The query MLP of one producer over R rows x (R, n_embd) at once (sgemm): act.qp (R, G * n_head * d') holds the
+// importance queries, row r laid out as query() writes them. Resizes act (no allocation once it is large enough).
+void producer_forward(const TokenButlerPredictor::Producer& pr, const PredictorShape& ps, const float* x, int64_t R,
+                      ProducerActivations& act);
+
 // Resolves the selector argument "tokenbutler[:PATH]" for a base model: PATH when given, else $BUTLER_PREDICTOR,
 // else the shipped predictor for the model's file name (predictors/<stem>.tokenbutler.gguf in the source tree or
 // <prefix>/share/butler/predictors). Error(Io) naming the places looked at when there is none.

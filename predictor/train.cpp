@@ -83,37 +83,6 @@ namespace {
 
 float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
-// Producer activations of the sample's rows.
-struct ProducerActs {
-    std::vector<float> xhat, y, z, a, qp;  // (R, E), (R, E), (R, I), (R, I), (R, QW)
-};
-
-void producer_forward(const TokenButlerPredictor::Producer& pr, const PredictorShape& ps, const float* x, int64_t R,
-                      ProducerActs& act) {
-    const int64_t E = ps.n_embd, I = ps.intdim, QW = ps.q_width();
-    act.xhat.resize(size_t(R * E));
-    act.y.resize(size_t(R * E));
-    act.z.resize(size_t(R * I));
-    act.a.resize(size_t(R * I));
-    act.qp.resize(size_t(R * QW));
-    for (int64_t r = 0; r < R; ++r) {
-        const float* xr = x + r * E;
-        double mean = 0, var = 0;
-        for (int64_t j = 0; j < E; ++j) mean += xr[j];
-        mean /= double(E);
-        for (int64_t j = 0; j < E; ++j) var += (xr[j] - mean) * (xr[j] - mean);
-        const double inv = 1.0 / std::sqrt(var / double(E) + TokenButlerPredictor::kLayerNormEps);
-        for (int64_t j = 0; j < E; ++j) {
-            const float xh       = float((xr[j] - mean) * inv);
-            act.xhat[size_t(r * E + j)] = xh;
-            act.y[size_t(r * E + j)]    = xh * pr.ln_w[size_t(j)] + pr.ln_b[size_t(j)];
-        }
-    }
-    sgemm_nt(R, I, E, act.y.data(), E, pr.w1.data(), E, act.z.data(), I);
-    for (size_t i = 0; i < act.z.size(); ++i) act.a[i] = act.z[i] * sigmoid(act.z[i]);
-    sgemm_nt(R, QW, I, act.a.data(), I, pr.w2.data(), I, act.qp.data(), QW);
-}
-
 }  // namespace
 
 double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const TrainSample& s, LossKind kind,
@@ -126,7 +95,7 @@ double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const Tr
     const float inv_sqrt_dd = 1.0f / std::sqrt(float(dd));
     const double weight     = 1.0 / double((ps.n_layer - 1) * H * R);  // the loss is the mean over (layer, head, row)
 
-    std::vector<ProducerActs> acts(static_cast<size_t>(n_prod));
+    std::vector<ProducerActivations> acts(static_cast<size_t>(n_prod));
     for (int32_t i = 0; i < n_prod; ++i)
         producer_forward(p.producers()[size_t(i)], ps, s.x.data() + int64_t(i) * R * E, R, acts[size_t(i)]);
     std::vector<std::vector<float>> dqp;  // (n_prod) (R, QW)
@@ -215,7 +184,7 @@ double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const Tr
 #pragma omp parallel for schedule(dynamic, 1)
         for (int32_t i = 0; i < n_prod; ++i) {
             const TokenButlerPredictor::Producer& pr = p.producers()[size_t(i)];
-            const ProducerActs& act                  = acts[size_t(i)];
+            const ProducerActivations& act                  = acts[size_t(i)];
             float* d_lnw = (*grads)[size_t(4 * i)].data();
             float* d_lnb = (*grads)[size_t(4 * i + 1)].data();
             float* d_w1  = (*grads)[size_t(4 * i + 2)].data();
