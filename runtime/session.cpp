@@ -21,6 +21,28 @@ namespace {
 constexpr int64_t kVocabTile = 4096;  // output-projection rows dequantized per sgemm in target_logprobs
 constexpr int64_t kLogitRows = 512;   // hidden rows per target_logprobs block
 
+float softcap(float x, float cap) { return cap > 0 ? cap * std::tanh(x / cap) : x; }
+
+// One row's log-sum-exp, argmax (the first on ties) and target logit, accumulated over tiles of the vocabulary.
+struct OnlineLogits {
+    double max = -std::numeric_limits<double>::infinity(), sum = 0, target = 0;
+    TokenId argmax = -1;
+
+    // l: the row's (uncapped) logits of vocabulary entries v0 .. v0 + nv - 1.
+    void add_tile(const float* l, int64_t nv, int64_t v0, float cap, int64_t target_id) {
+        double m = max;
+        for (int64_t j = 0; j < nv; ++j) {
+            const double x = softcap(l[j], cap);
+            if (x > m) m = x, argmax = TokenId(v0 + j);
+        }
+        double s = sum * std::exp(max - m);
+        for (int64_t j = 0; j < nv; ++j) s += std::exp(double(softcap(l[j], cap)) - m);
+        max = m, sum = s;
+        if (target_id >= v0 && target_id < v0 + nv) target = softcap(l[target_id - v0], cap);
+    }
+    double lse() const { return max + std::log(sum); }
+};
+
 // factors: empty, or head_dim / 2 divisors (HParams::rope_freq_factors).
 std::vector<float> rope_inv_freq(int32_t head_dim, float base, float freq_scale, const std::vector<float>& factors) {
     std::vector<float> inv(static_cast<size_t>(head_dim / 2));
@@ -35,7 +57,6 @@ void add_bias(float* x, const float* b, int64_t n) {
     for (int64_t j = 0; j < n; ++j) x[j] += b[j];
 }
 
-float softcap(float x, float cap) { return cap > 0 ? cap * std::tanh(x / cap) : x; }
 
 }  // namespace
 
@@ -283,37 +304,23 @@ void Session::target_logprobs(const float* hidden, int64_t n_rows, const TokenId
                               TokenId* argmax_out) {
     const HParams& hp = model_->hparams();
     const WeightMatrix& wout = model_->weights().output;
-    const float cap = hp.final_logit_softcap;
-    std::vector<double> max_logit, sum_exp, target_logit;  // per row; small, outside any decode loop
+    std::vector<OnlineLogits> row(static_cast<size_t>(kLogitRows));  // small, outside any decode loop
     for (int64_t r0 = 0; r0 < n_rows; r0 += kLogitRows) {
         const int64_t nr = std::min(kLogitRows, n_rows - r0);
-        max_logit.assign(static_cast<size_t>(nr), -std::numeric_limits<double>::infinity());
-        sum_exp.assign(static_cast<size_t>(nr), 0.0);
-        target_logit.assign(static_cast<size_t>(nr), 0.0);
+        std::fill(row.begin(), row.end(), OnlineLogits{});
         for (int64_t v0 = 0; v0 < wout.n_rows; v0 += kVocabTile) {
             const int64_t nv = std::min(kVocabTile, wout.n_rows - v0);
             dequantize_rows(wout, v0, nv, mm_.tile.data());
             sgemm_nt(nr, nv, hp.n_embd, hidden + r0 * hp.n_embd, hp.n_embd, mm_.tile.data(), hp.n_embd,
                      logits_tile_.data(), nv);
 #pragma omp parallel for schedule(static)
-            for (int64_t r = 0; r < nr; ++r) {
-                const float* l = logits_tile_.data() + r * nv;
-                double m = max_logit[size_t(r)];
-                for (int64_t j = 0; j < nv; ++j) {
-                    const double x = softcap(l[j], cap);
-                    if (argmax_out && x > m) argmax_out[r0 + r] = TokenId(v0 + j);
-                    m = std::max(m, x);
-                }
-                double s = sum_exp[size_t(r)] * std::exp(max_logit[size_t(r)] - m);
-                for (int64_t j = 0; j < nv; ++j) s += std::exp(double(softcap(l[j], cap)) - m);
-                max_logit[size_t(r)] = m;
-                sum_exp[size_t(r)] = s;
-                const int64_t t = targets[r0 + r];
-                if (t >= v0 && t < v0 + nv) target_logit[size_t(r)] = softcap(l[t - v0], cap);
-            }
+            for (int64_t r = 0; r < nr; ++r)
+                row[size_t(r)].add_tile(logits_tile_.data() + r * nv, nv, v0, hp.final_logit_softcap, targets[r0 + r]);
         }
-        for (int64_t r = 0; r < nr; ++r)
-            out[r0 + r] = target_logit[size_t(r)] - (max_logit[size_t(r)] + std::log(sum_exp[size_t(r)]));
+        for (int64_t r = 0; r < nr; ++r) {
+            out[r0 + r] = row[size_t(r)].target - row[size_t(r)].lse();
+            if (argmax_out) argmax_out[r0 + r] = row[size_t(r)].argmax;
+        }
     }
 }
 
@@ -322,19 +329,15 @@ void Session::compare_rows(const float* hidden, const float* hidden_ref, int64_t
     const HParams& hp = model_->hparams();
     const WeightMatrix& wout = model_->weights().output;
     const float cap = hp.final_logit_softcap;
-    // Per row and run: running max, sum of exp(l - max), the target's logit; for the reference also
-    // sum exp(l_ref - max_ref) * (l_ref - l), which gives KL = that / sum_ref - lse_ref + lse.
-    struct Running {
-        double max = -std::numeric_limits<double>::infinity(), sum = 0, target = 0;
-        TokenId argmax = -1;
-    };
-    std::vector<Running> run(static_cast<size_t>(kLogitRows)), ref(static_cast<size_t>(kLogitRows));  // outside any decode loop
+    // Both runs accumulate as target_logprobs does; KL also needs, per row, sum exp(l_ref - max_ref) (l_ref - l),
+    // which gives KL = that / sum_ref - lse_ref + lse.
+    std::vector<OnlineLogits> run(static_cast<size_t>(kLogitRows)), ref(static_cast<size_t>(kLogitRows));  // outside any decode loop
     std::vector<double> cross(static_cast<size_t>(kLogitRows));
     std::vector<float> ref_tile(logits_tile_.size());
     for (int64_t r0 = 0; r0 < n_rows; r0 += kLogitRows) {
         const int64_t nr = std::min(kLogitRows, n_rows - r0);
-        std::fill(run.begin(), run.end(), Running{});
-        std::fill(ref.begin(), ref.end(), Running{});
+        std::fill(run.begin(), run.end(), OnlineLogits{});
+        std::fill(ref.begin(), ref.end(), OnlineLogits{});
         std::fill(cross.begin(), cross.end(), 0.0);
         for (int64_t v0 = 0; v0 < wout.n_rows; v0 += kVocabTile) {
             const int64_t nv = std::min(kVocabTile, wout.n_rows - v0);
@@ -347,39 +350,25 @@ void Session::compare_rows(const float* hidden, const float* hidden_ref, int64_t
             for (int64_t r = 0; r < nr; ++r) {
                 const float* l  = logits_tile_.data() + r * nv;
                 const float* lr = ref_tile.data() + r * nv;
-                Running& a = run[size_t(r)];
-                Running& b = ref[size_t(r)];
-                double ma = a.max, mb = b.max;
+                OnlineLogits& b = ref[size_t(r)];
+                run[size_t(r)].add_tile(l, nv, v0, cap, targets[r0 + r]);
+                const double prev_max = b.max;
+                b.add_tile(lr, nv, v0, cap, targets[r0 + r]);
+                double c = cross[size_t(r)] * std::exp(prev_max - b.max);
                 for (int64_t j = 0; j < nv; ++j) {
                     const double x = softcap(l[j], cap), y = softcap(lr[j], cap);
-                    if (x > ma) { ma = x; a.argmax = TokenId(v0 + j); }
-                    if (y > mb) { mb = y; b.argmax = TokenId(v0 + j); }
+                    c += std::exp(y - b.max) * (y - x);
                 }
-                double sa = a.sum * std::exp(a.max - ma), sb = b.sum * std::exp(b.max - mb);
-                double c = cross[size_t(r)] * std::exp(b.max - mb);
-                for (int64_t j = 0; j < nv; ++j) {
-                    const double x = softcap(l[j], cap), y = softcap(lr[j], cap);
-                    const double eb = std::exp(y - mb);
-                    sa += std::exp(x - ma);
-                    sb += eb;
-                    c += eb * (y - x);
-                }
-                a.max = ma, a.sum = sa, b.max = mb, b.sum = sb, cross[size_t(r)] = c;
-                const int64_t t = targets[r0 + r];
-                if (t >= v0 && t < v0 + nv) {
-                    a.target = softcap(l[t - v0], cap);
-                    b.target = softcap(lr[t - v0], cap);
-                }
+                cross[size_t(r)] = c;
             }
         }
         for (int64_t r = 0; r < nr; ++r) {
-            const Running& a = run[size_t(r)];
-            const Running& b = ref[size_t(r)];
-            const double lse = a.max + std::log(a.sum), lse_ref = b.max + std::log(b.sum);
+            const OnlineLogits& a = run[size_t(r)];
+            const OnlineLogits& b = ref[size_t(r)];
             RowComparison& o = out[r0 + r];
-            o.logprob     = a.target - lse;
-            o.logprob_ref = b.target - lse_ref;
-            o.kl          = std::max(0.0, cross[size_t(r)] / b.sum - lse_ref + lse);
+            o.logprob     = a.target - a.lse();
+            o.logprob_ref = b.target - b.lse();
+            o.kl          = std::max(0.0, cross[size_t(r)] / b.sum - b.lse() + a.lse());
             o.argmax      = a.argmax;
             o.argmax_ref  = b.argmax;
         }
