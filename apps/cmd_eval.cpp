@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <sstream>
 
@@ -167,19 +168,6 @@ std::vector<Unit> task_units(const Tokenizer& tok, const std::string& task, cons
         units.push_back(std::move(u));
     }
     return units;
-}
-
-// Runs one unit and writes the scored rows' final hidden states.
-void run_decode(Session& s, const Unit& u, float* hidden, int64_t n_embd) {
-    s.reset();
-    s.eval(std::span<const TokenId>(u.tokens.data(), size_t(u.prefix)), {}, nullptr);
-    for (int64_t t = u.prefix; t < int64_t(u.tokens.size()); ++t) {
-        const bool scored = t >= u.first && t < u.first + u.n_rows;
-        const int32_t row0 = 0;
-        s.eval(std::span<const TokenId>(u.tokens.data() + t, 1),
-               scored ? std::span<const int32_t>(&row0, 1) : std::span<const int32_t>(),
-               scored ? hidden + (t - u.first) * n_embd : nullptr);
-    }
 }
 
 void run_prefill(Session& s, const Unit& u, float* hidden) {
@@ -332,10 +320,16 @@ int run_eval(const EvalOptions& o) {
     if (max_len > hp.n_ctx_train)
         fail(Status::InvalidArg, "a unit of {} tokens exceeds the model's training context {}", max_len, hp.n_ctx_train);
 
-    // Every selector is checked (and the predictor loaded) before any work.
-    std::shared_ptr<const TokenButlerPredictor> predictor;
+    // Every selector is checked (and its predictor loaded) before any work; each tokenbutler[:PATH] selector gets its
+    // own predictor, so two PATHs compare two predictors.
+    std::map<std::string, std::shared_ptr<const TokenButlerPredictor>> predictors;
+    auto predictor_of = [&predictors](const std::string& sel) {
+        const auto it = predictors.find(sel);
+        return it != predictors.end() ? it->second : nullptr;
+    };
     for (const std::string& sel : selectors) {
-        if (is_tokenbutler_selector(sel) && !predictor) predictor = load_predictor_for(sel, *model);
+        if (is_tokenbutler_selector(sel) && !predictors.count(sel)) predictors[sel] = load_predictor_for(sel, *model);
+        const auto predictor = predictor_of(sel);
         if (simulate) {
             SimulateParams probe;
             probe.selector  = sel;
@@ -374,7 +368,7 @@ int run_eval(const EvalOptions& o) {
                 simp.selector  = sel;
                 simp.keep      = keeps[b];
                 simp.sinks     = o.sinks;
-                simp.predictor = is_tokenbutler_selector(sel) ? predictor : nullptr;
+                simp.predictor = predictor_of(sel);
                 sim            = std::make_unique<MaskedPrefillSimulator>(hp, simp, max_len);
             } else {
                 OffloadConfig& c = sp.offload;
@@ -386,11 +380,12 @@ int run_eval(const EvalOptions& o) {
                 c.window     = o.window;
                 c.interval   = o.interval;
                 c.neighbours = o.neighbours == "on";
-                c.predictor  = is_tokenbutler_selector(sel) ? predictor : nullptr;
+                c.predictor  = predictor_of(sel);
             }
             Session session(model, sp);
             if (sim) session.set_attention_override([&sim](const LayerAttentionIo& io) { return sim->attend(io); });
             for (const std::string& task : tasks) {
+                const auto t_task = std::chrono::steady_clock::now();
                 if (sim) sim->reset_stats();
                 Row row;
                 row.task     = task;
@@ -401,12 +396,12 @@ int run_eval(const EvalOptions& o) {
                     hidden.resize(size_t(u.n_rows * hp.n_embd));
                     cmp.resize(size_t(u.n_rows));
                     if (simulate) run_prefill(session, u, hidden.data());
-                    else run_decode(session, u, hidden.data(), hp.n_embd);
+                    else eval_decode_view(session, u.tokens, u.prefix, u.first, u.n_rows, hidden.data());
                     session.compare_rows(hidden.data(), u.hidden_ref.data(), u.n_rows, u.tokens.data() + u.first + 1,
                                          cmp.data());
                     accumulate(row, u, cmp);
                 }
-                row.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                row.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_task).count();
                 if (sim) row.masked_share = sim->masked_share();
                 rows.push_back(row);
             }

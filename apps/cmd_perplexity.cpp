@@ -103,16 +103,11 @@ int run_perplexity(const PerplexityOptions& o) {
         const int64_t start = c * n_ctx;
         std::copy(tokens.begin() + start, tokens.begin() + start + n_ctx, window.begin());
         if (tok.bos() >= 0) window[0] = tok.bos();
-        session.reset();
         if (view == "decode") {
             // DESIGN.md's decode view: the first half prefilled densely, the scored half fed token by token.
-            session.eval(std::span<const TokenId>(window.data(), size_t(first)), {}, hidden.data());
-            for (int64_t j = 0; j < n_scored; ++j) {
-                const int32_t row0 = 0;
-                session.eval(std::span<const TokenId>(window.data() + first + j, 1), std::span<const int32_t>(&row0, 1),
-                             hidden.data() + j * hp.n_embd);
-            }
+            eval_decode_view(session, window, first, first, n_scored, hidden.data());
         } else {
+            session.reset();
             session.eval(window, rows, hidden.data());
         }
         session.target_logprobs(hidden.data(), n_scored, tokens.data() + start + first + 1, logprobs.data(),

@@ -9,6 +9,7 @@
 
 #include "cpu_kernels/threading.h"
 #include "runtime/model_path.h"
+#include "runtime/session.h"
 #include "runtime/status.h"
 
 namespace butler::cli {
@@ -45,5 +46,19 @@ std::string read_file(const std::string& path) {
 }
 
 bool show_progress(const CommonOptions& opts) { return opts.progress || isatty(STDERR_FILENO); }
+
+void eval_decode_view(Session& s, std::span<const TokenId> tokens, int64_t prefix, int64_t first, int64_t n_rows,
+                      float* hidden) {
+    BUTLER_ASSERT(first >= prefix, "decode view: scored rows start at {} before the prefill end {}", first, prefix);
+    const int64_t n_embd = s.model().hparams().n_embd;
+    s.reset();
+    s.eval(tokens.first(size_t(prefix)), {}, nullptr);
+    const int32_t row0 = 0;
+    for (int64_t t = prefix; t < first + n_rows; ++t) {  // later tokens would feed no scored row
+        const bool scored = t >= first;
+        s.eval(tokens.subspan(size_t(t), 1), scored ? std::span<const int32_t>(&row0, 1) : std::span<const int32_t>(),
+               scored ? hidden + (t - first) * n_embd : nullptr);
+    }
+}
 
 }  // namespace butler::cli

@@ -7,10 +7,15 @@
 
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "runtime/dtype.h"
 #include "runtime/model.h"
+
+namespace butler {
+class Session;
+}
 
 namespace butler::cli {
 
@@ -33,6 +38,12 @@ DType parse_kv_type(const std::string& name);
 
 // Reads a whole file; Error(Io) naming it when it cannot be read.
 std::string read_file(const std::string& path);
+
+// DESIGN.md's decode view of one sequence: after s.reset(), tokens[0, prefix) are prefilled, then tokens up to
+// position first + n_rows - 1 fed one at a time (the sparse decode steps when s offloads); the final hidden state of
+// each position first .. first + n_rows - 1 (first >= prefix) goes to hidden (n_rows, n_embd).
+void eval_decode_view(Session& s, std::span<const TokenId> tokens, int64_t prefix, int64_t first, int64_t n_rows,
+                      float* hidden);
 
 // True when progress should be shown on stderr.
 bool show_progress(const CommonOptions& opts);
