@@ -101,12 +101,12 @@ void select_top(const SelectionRequest& r, const float* score, std::vector<int32
     for (int64_t t = hi; t < r.n_tok; ++t) out.push_back(int32_t(t));
 }
 
-void add_softmax(const float* logit, int64_t n, float* acc) {
+void add_softmax(const float* logit, int64_t n, float* acc, float scale) {
     float m = -std::numeric_limits<float>::infinity();
     for (int64_t t = 0; t < n; ++t) m = std::max(m, logit[t]);
     double sum = 0;
     for (int64_t t = 0; t < n; ++t) sum += std::exp(double(logit[t] - m));
-    const double inv = 1.0 / sum;
+    const double inv = double(scale) / sum;
     for (int64_t t = 0; t < n; ++t) acc[t] += float(std::exp(double(logit[t] - m)) * inv);
 }
 

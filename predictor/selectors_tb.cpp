@@ -193,12 +193,8 @@ private:
         const PagedKvView kv = r.store->view(r.layer);
         for (int32_t h = 0; h < n_group_; ++h) {
             const float* qh = q + int64_t(h) * hd_;
-            float m         = -std::numeric_limits<float>::infinity();
-            for (int64_t t = 0; t < n_keys; ++t) m = std::max(m, prob_[size_t(t)] = dot_kv_row(kv.type, kv.k_row(r.g, t), qh, hd_));
-            double s = 0;
-            for (int64_t t = 0; t < n_keys; ++t) s += (prob_[size_t(t)] = std::exp(prob_[size_t(t)] - m));
-            const float inv = float(1.0 / s) * sign;
-            for (int64_t t = 0; t < n_keys; ++t) sum[t] += prob_[size_t(t)] * inv;
+            for (int64_t t = 0; t < n_keys; ++t) prob_[size_t(t)] = dot_kv_row(kv.type, kv.k_row(r.g, t), qh, hd_);
+            add_softmax(prob_.data(), n_keys, sum, sign);
         }
     }
 

@@ -91,9 +91,9 @@ SinksWindow clip_sinks_window(const SelectionRequest& r);
 // with capacity n_tok.
 void select_top(const SelectionRequest& r, const float* score, std::vector<int32_t>& idx, std::vector<int32_t>& out);
 
-// acc[t] += softmax(logit)[t] for t in [0, n): the per-head attention mass that oracle and tokenbutler sum over a
-// KV group (one shared selection serves every query head of the group).
-void add_softmax(const float* logit, int64_t n, float* acc);
+// acc[t] += scale * softmax(logit)[t] for t in [0, n): the per-head attention mass that oracle and tokenbutler sum
+// over a KV group (one shared selection serves every query head of the group), and snapkv-tb adds and removes.
+void add_softmax(const float* logit, int64_t n, float* acc, float scale = 1.0f);
 
 // Neighbour fetching over candidates idx (all of [lo, hi), any order; reordered in place): the top ceil(n_pick/2)
 // by score, sorted; every run of consecutive picked ids extended to the right by its own length (clamped to hi);
