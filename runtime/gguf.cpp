@@ -59,7 +59,8 @@ uint64_t min_value_bytes(GgufType t) {
     return 1;
 }
 
-// A bounds-checked cursor over the file image. `field_` names what is being read, for error messages.
+// A bounds-checked cursor over the file image. The field (what is being read) is kept as a kind and an index or a
+// name and formatted only when an error names it: a valid file is parsed without formatting anything.
 class Reader {
 public:
     Reader(const uint8_t* bytes, uint64_t n_bytes, const std::string& file)
@@ -67,12 +68,22 @@ public:
 
     uint64_t pos() const { return pos_; }
     uint64_t remaining() const { return n_bytes_ - pos_; }
-    void set_field(std::string field) { field_ = std::move(field); }
-    const std::string& field() const { return field_; }
+    // "<kind> #<index>", e.g. key #3.
+    void set_field(std::string_view kind, uint64_t index) { kind_ = kind, index_ = index, form_ = Form::Indexed; }
+    // "<kind> '<name>'", e.g. tensor 'output.weight'; name must outlive the next error or set_field.
+    void set_field(std::string_view kind, std::string_view name) { kind_ = kind, name_ = name, form_ = Form::Named; }
+    std::string field() const {
+        switch (form_) {
+            case Form::Indexed: return fmt::format("{} #{}", kind_, index_);
+            case Form::Named: return fmt::format("{} '{}'", kind_, name_);
+            case Form::Kind: break;
+        }
+        return std::string(kind_);
+    }
 
     template <typename... Args>
     [[noreturn]] void error(fmt::format_string<Args...> format, Args&&... args) const {
-        fail(Status::Format, "{}: {}: {}", file_, field_, fmt::format(format, std::forward<Args>(args)...));
+        fail(Status::Format, "{}: {}: {}", file_, field(), fmt::format(format, std::forward<Args>(args)...));
     }
 
     void need(uint64_t n, std::string_view what) const {
@@ -168,7 +179,10 @@ private:
     uint64_t n_bytes_;
     uint64_t pos_ = 0;
     const std::string& file_;
-    std::string field_ = "header";
+    enum class Form { Kind, Indexed, Named };
+    std::string_view kind_ = "header", name_;
+    uint64_t index_ = 0;
+    Form form_ = Form::Kind;
 };
 
 // Overflow-safe a * b for the tensor size arithmetic.
@@ -268,7 +282,6 @@ void GgufFile::parse() {
     if (n_bytes_ == 0) fail(Status::Format, "{}: empty file (0 bytes), not a GGUF file", path_);
     Reader r(bytes_, n_bytes_, path_);
 
-    r.set_field("header");
     if (n_bytes_ < sizeof(kMagic) || std::memcmp(bytes_, kMagic, sizeof(kMagic)) != 0)
         fail(Status::Format, "{}: not a GGUF file (the first bytes are not the magic \"GGUF\")", path_);
     r.read<uint32_t>("magic");
@@ -289,10 +302,10 @@ void GgufFile::parse() {
 
     kv_.reserve(n_kv);
     for (uint64_t k = 0; k < n_kv; ++k) {
-        r.set_field(fmt::format("key #{}", k));
+        r.set_field("key", k);
         std::string key = r.read_string("key");
         if (key.empty()) r.error("empty key");
-        r.set_field(fmt::format("key '{}'", key));
+        r.set_field("key", std::string_view(key));
         if (kv_index_.count(key) != 0) r.error("duplicate key");
         const uint32_t type = r.read<uint32_t>("value type");
         if (!known_type(type)) r.error("unknown value type id {}", type);
@@ -304,7 +317,7 @@ void GgufFile::parse() {
 
     alignment_ = kDefaultAlignment;
     if (const GgufValue* a = find("general.alignment")) {
-        r.set_field("key 'general.alignment'");
+        r.set_field("key", std::string_view("general.alignment"));
         if (a->type != GgufType::U32) r.error("must be a u32, found {}", gguf_type_name(a->type));
         if (a->u == 0 || (a->u & (a->u - 1)) != 0) r.error("alignment {} is not a non-zero power of two", a->u);
         alignment_ = a->u;
@@ -312,11 +325,11 @@ void GgufFile::parse() {
 
     tensors_.reserve(n_tensors);
     for (uint64_t t = 0; t < n_tensors; ++t) {
-        r.set_field(fmt::format("tensor #{}", t));
+        r.set_field("tensor", t);
         GgufTensorInfo info;
         info.name = r.read_string("tensor name");
         if (info.name.empty()) r.error("empty tensor name");
-        r.set_field(fmt::format("tensor '{}'", info.name));
+        r.set_field("tensor", std::string_view(info.name));
         if (tensor_index_.count(info.name) != 0) r.error("duplicate tensor name");
         const uint32_t n_dims = r.read<uint32_t>("n_dims");
         if (n_dims < 1 || n_dims > kMaxDims) r.error("n_dims is {} (must be 1..{})", n_dims, kMaxDims);
@@ -406,28 +419,39 @@ constexpr std::string_view int_name() {
         return "i64";
 }
 
-// Converts one value to T or explains why not; `what` is the file and key prefix for the message.
+// Where a converted value sits (file, key, array element), formatted only for an error message.
+struct ValueWhere {
+    std::string_view path, key;
+    int64_t element = -1;  // -1: the value itself, not an array element
+};
+
+std::string describe(const ValueWhere& w) {
+    return w.element < 0 ? fmt::format("{}: key '{}'", w.path, w.key)
+                         : fmt::format("{}: key '{}' element {}", w.path, w.key, w.element);
+}
+
+// Converts one value to T or explains why not.
 template <typename T>
-T convert_scalar(const GgufValue& v, const std::string& where) {
+T convert_scalar(const GgufValue& v, const ValueWhere& where) {
     if constexpr (std::is_same_v<T, bool>) {
-        if (v.type != GgufType::Bool) fail(Status::Format, "{}: expected bool, found {}", where, describe(v));
+        if (v.type != GgufType::Bool) fail(Status::Format, "{}: expected bool, found {}", describe(where), describe(v));
         return v.b;
     } else if constexpr (std::is_integral_v<T>) {
-        if (!v.is_integer()) fail(Status::Format, "{}: expected an integer, found {}", where, describe(v));
+        if (!v.is_integer()) fail(Status::Format, "{}: expected an integer, found {}", describe(where), describe(v));
         const bool is_signed =
             v.type == GgufType::I8 || v.type == GgufType::I16 || v.type == GgufType::I32 || v.type == GgufType::I64;
         if (is_signed) {
             if (!std::in_range<T>(v.i))
-                fail(Status::Format, "{}: value {} does not fit in {}", where, v.i, int_name<T>());
+                fail(Status::Format, "{}: value {} does not fit in {}", describe(where), v.i, int_name<T>());
             return static_cast<T>(v.i);
         }
-        if (!std::in_range<T>(v.u)) fail(Status::Format, "{}: value {} does not fit in {}", where, v.u, int_name<T>());
+        if (!std::in_range<T>(v.u)) fail(Status::Format, "{}: value {} does not fit in {}", describe(where), v.u, int_name<T>());
         return static_cast<T>(v.u);
     } else if constexpr (std::is_floating_point_v<T>) {
-        if (!v.is_float()) fail(Status::Format, "{}: expected a float, found {}", where, describe(v));
+        if (!v.is_float()) fail(Status::Format, "{}: expected a float, found {}", describe(where), describe(v));
         return static_cast<T>(v.f);
     } else if constexpr (std::is_same_v<T, std::string>) {
-        if (v.type != GgufType::String) fail(Status::Format, "{}: expected a string, found {}", where, describe(v));
+        if (v.type != GgufType::String) fail(Status::Format, "{}: expected a string, found {}", describe(where), describe(v));
         return v.str;
     }
 }
@@ -438,15 +462,15 @@ template <typename E>
 struct IsVector<std::vector<E>> : std::true_type {};
 
 template <typename T>
-T convert(const GgufValue& v, const std::string& where) {
+T convert(const GgufValue& v, const ValueWhere& where) {
     if constexpr (IsVector<T>::value) {
         using E = typename T::value_type;
-        if (v.type != GgufType::Array) fail(Status::Format, "{}: expected an array, found {}", where, describe(v));
-        if (v.items_released) fail(Status::Internal, "{}: the array's elements were released after loading", where);
+        if (v.type != GgufType::Array) fail(Status::Format, "{}: expected an array, found {}", describe(where), describe(v));
+        if (v.items_released) fail(Status::Internal, "{}: the array's elements were released after loading", describe(where));
         T out;
         out.reserve(v.items.size());
         for (size_t k = 0; k < v.items.size(); ++k)
-            out.push_back(convert_scalar<E>(v.items[k], fmt::format("{} element {}", where, k)));
+            out.push_back(convert_scalar<E>(v.items[k], ValueWhere{where.path, where.key, int64_t(k)}));
         return out;
     } else {
         return convert_scalar<T>(v, where);
@@ -459,7 +483,7 @@ template <typename T>
 std::optional<T> GgufFile::get(std::string_view key) const {
     const GgufValue* v = find(key);
     if (v == nullptr) return std::nullopt;
-    return convert<T>(*v, fmt::format("{}: key '{}'", path_, key));
+    return convert<T>(*v, ValueWhere{path_, key});
 }
 
 template <typename T>

@@ -94,7 +94,9 @@ Tokenizer::Tokenizer(VocabData vocab) : vocab_(std::move(vocab)) {
 
     byte_tokens_.assign(256, -1);
     for (int b = 0; b < 256; ++b) {
-        TokenId id = find(fmt::format("<0x{:02X}>", b));
+        static constexpr char kHex[] = "0123456789ABCDEF";
+        const char byte_piece[6] = {'<', '0', 'x', kHex[b >> 4], kHex[b & 15], '>'};
+        TokenId id = find(std::string_view(byte_piece, sizeof(byte_piece)));
         if (id < 0) id = find(std::string(1, static_cast<char>(b)));
         byte_tokens_[static_cast<size_t>(b)] = id >= 0 ? id : vocab_.unk;
     }
