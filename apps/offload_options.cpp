@@ -18,7 +18,7 @@ void add_offload_options(CLI::App& sub, OffloadOptions& o) {
     sub.add_option("--sinks", o.sinks, "attention-sink tokens always kept (default 4)");
     sub.add_option("--window", o.window, "recent tokens always kept (default max(16, budget/8))");
     sub.add_option("--attn", o.attn, "exact (CPU attends the rest: equals dense) or sparse");
-    sub.add_option("--device-memory", o.device_memory, "device memory cap of the emulated device (e.g. 64MiB)");
+    sub.add_option("--device-memory", o.device_memory, "device memory cap of the emulated device (e.g. 512MiB); holds the weights, sliding-window K/V and K/V slots");
     sub.add_option("--pcie-gbps", o.pcie_gbps, "emulated link bandwidth in GB/s (default 0.54 x host memcpy)");
     sub.add_option("--interval", o.interval, "prediction interval: select anew every N decode steps (default 1)");
     sub.add_option("--neighbours", o.neighbours, "neighbour fetching: each picked run extended by its length (on|off)");

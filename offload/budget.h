@@ -26,6 +26,9 @@ struct OffloadConfig {
     int32_t window         = -1;  // -1: max(16, budget / 8)
     AttnMode attn          = AttnMode::Sparse;
     uint64_t device_memory = 0;      // 0: the device's own capacity (emu: 4 GiB)
+    // Device memory a GPU run holds besides the K/V slots: the model's weights and the sliding-window layers'
+    // K/V (the Session fills it in); reserved before the slots, so a cap below it is a clear error.
+    uint64_t device_resident_bytes = 0;
     int32_t page_tok       = 16;     // host store page (Quest's page)
     bool skip_copy_wait    = false;  // tests only: plants the missing compute-stream wait the tests must catch
     // Prediction interval (TOKENBUTLER.md §2.5): a fresh selection on the first sparse step and every `interval`

@@ -73,6 +73,8 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
         pred_scratch_.resize(size_t(ps.n_embd + ps.intdim));
     }
     device_   = make_device(spec);
+    resident_ = device_->reserve(config_.device_resident_bytes,
+                                 "the model's weights and the sliding-window layers' K/V (resident on a GPU)");
 
     KvStoreShape shape;
     shape.n_layer    = n_stored;

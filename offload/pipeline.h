@@ -94,6 +94,7 @@ private:
     int64_t n_ctx_;
     std::vector<int32_t> store_index_;  // (n_layer_model) -> stored layer or -1
     std::unique_ptr<Device> device_;
+    DeviceReservation resident_;  // config_.device_resident_bytes counted against the device's capacity
     std::unique_ptr<HostKvStore> store_;
     std::unique_ptr<DeviceKvSlots> slots_;
     std::unique_ptr<CopyEngine> engine_;

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace butler {
 
@@ -50,6 +52,27 @@ private:
     void* data_     = nullptr;
     size_t n_bytes_ = 0;
     MemKind kind_   = MemKind::Host;
+};
+
+// Move-only owner of device memory counted by Device::reserve (no memory behind it here); the destructor gives the
+// count back.
+class DeviceReservation {
+public:
+    DeviceReservation() = default;
+    ~DeviceReservation() { reset(); }
+    DeviceReservation(DeviceReservation&& o) noexcept { *this = std::move(o); }
+    DeviceReservation& operator=(DeviceReservation&& o) noexcept;
+    DeviceReservation(const DeviceReservation&)            = delete;
+    DeviceReservation& operator=(const DeviceReservation&) = delete;
+
+    uint64_t n_bytes() const { return n_bytes_; }
+    void reset();
+
+private:
+    friend class Device;
+    DeviceReservation(Device* device, uint64_t n_bytes) : device_(device), n_bytes_(n_bytes) {}
+    Device* device_   = nullptr;
+    uint64_t n_bytes_ = 0;
 };
 
 // Completion marker of the work a stream had queued when record() was called.
@@ -121,6 +144,11 @@ public:
 
     // Error(Oom) naming the requested and free bytes when device memory is exhausted.
     Buffer alloc(size_t n_bytes, MemKind kind);
+    // Counts n_bytes of device memory that lives outside Device::alloc against the capacity: what a GPU run keeps
+    // resident besides the K/V slots (the model's weights, the sliding-window layers' K/V). On emu it backs the
+    // capacity planning with no memory behind it; cpu has no capacity to count against. Error(Oom) naming `what`,
+    // the bytes and the capacity when it does not fit.
+    DeviceReservation reserve(uint64_t n_bytes, std::string_view what);
     // Pins host memory for fast device access (a no-op on cpu and emu; cudaHostRegister on cuda).
     virtual void pin(void* ptr, size_t n_bytes) {}
     virtual void unpin(void* ptr) {}
@@ -136,10 +164,13 @@ public:
 protected:
     virtual void* do_alloc(size_t n_bytes, MemKind kind)          = 0;
     virtual void do_free(void* ptr, size_t n_bytes, MemKind kind) = 0;
+    virtual void do_reserve(uint64_t n_bytes, std::string_view what) {}
+    virtual void do_unreserve(uint64_t n_bytes) {}
     uint64_t n_allocs_                                            = 0;
 
 private:
     friend class Buffer;
+    friend class DeviceReservation;
 };
 
 // Options of the emulated device ("emu:mem=64MiB,pcie_gbps=8,delay_us=200,seed=3,poison=1").

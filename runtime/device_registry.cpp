@@ -46,6 +46,28 @@ void Buffer::reset() {
     n_bytes_ = 0;
 }
 
+DeviceReservation& DeviceReservation::operator=(DeviceReservation&& o) noexcept {
+    if (this != &o) {
+        reset();
+        device_    = o.device_;
+        n_bytes_   = o.n_bytes_;
+        o.device_  = nullptr;
+        o.n_bytes_ = 0;
+    }
+    return *this;
+}
+
+void DeviceReservation::reset() {
+    if (device_ && n_bytes_ > 0) device_->do_unreserve(n_bytes_);
+    device_  = nullptr;
+    n_bytes_ = 0;
+}
+
+DeviceReservation Device::reserve(uint64_t n_bytes, std::string_view what) {
+    if (n_bytes > 0) do_reserve(n_bytes, what);
+    return DeviceReservation(this, n_bytes);
+}
+
 Buffer Device::alloc(size_t n_bytes, MemKind kind) {
     ++n_allocs_;
     if (n_bytes == 0) return Buffer(this, nullptr, 0, kind);

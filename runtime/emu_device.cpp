@@ -260,6 +260,19 @@ protected:
         if (kind == MemKind::Device && opts_.poison) std::memset(p, kPoisonByte, n_bytes);
         return p;
     }
+    void do_reserve(uint64_t n_bytes, std::string_view what) override {
+        std::lock_guard lock(m_);
+        const uint64_t free_bytes = opts_.capacity_bytes - used_;
+        if (n_bytes > free_bytes)
+            fail(Status::Oom, "device memory exhausted: {} need {} bytes ({:.1f} MiB), but the emu device has {} bytes "
+                 "free of its {}-byte cap (--device-memory)", what, n_bytes, double(n_bytes) / (1 << 20), free_bytes,
+                 opts_.capacity_bytes);
+        used_ += n_bytes;
+    }
+    void do_unreserve(uint64_t n_bytes) override {
+        std::lock_guard lock(m_);
+        used_ -= n_bytes;
+    }
     void do_free(void* ptr, size_t n_bytes, MemKind kind) override {
         if (kind == MemKind::Device) {
             if (opts_.poison) std::memset(ptr, kPoisonByte, n_bytes);

@@ -87,6 +87,13 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     if (params_.offload.enabled) {
         if (is_tokenbutler_selector(params_.offload.selector) && !params_.offload.predictor)
             params_.offload.predictor = load_predictor_for(params_.offload.selector, *model_);
+        // What a GPU run keeps on the device besides the K/V slots: the weights and the sliding-window K/V.
+        uint64_t resident = model_->n_weight_bytes();
+        for (int l = 0; l < hp.n_layer; ++l)
+            if (hp.is_swa(l))
+                resident += uint64_t(hp.n_head_kv * std::min<int64_t>(params_.n_ctx, int64_t(hp.n_swa) + ub) *
+                                     (hp.head_dim + hp.head_dim_v) * elem);
+        params_.offload.device_resident_bytes = resident;
         offload_ = std::make_unique<OffloadPipeline>(hp, params_.offload, params_.n_ctx, params_.kv_type);
     }
     try {

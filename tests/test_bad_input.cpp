@@ -190,10 +190,11 @@ TEST_SUITE("cli") {
         check_refused(run_cli_env("BUTLER_FAULT_WRITE_AFTER", "0",
                                   {"summarize", "-m", model, doc, "--max-tokens", "4", "-o", dir.file("out.txt")}),
                       3, "cannot write '" + dir.file("out.txt") + "': No space left on device");
-        // A device-memory cap (64 bytes) smaller than the K/V slots of the offloaded layers: exit 3, naming the flag.
-        check_refused(run_cli({"generate", "-m", model, "-p", "the cat", "-n", "2", "--device", "emu",
-                               "--device-memory", "64"}),
-                      3, "--device-memory");
+        // A device-memory cap (64 bytes) smaller than the model's weights: exit 3, naming the weights and the flag.
+        const CliResult small_cap = run_cli({"generate", "-m", model, "-p", "the cat", "-n", "2", "--device", "emu",
+                                             "--device-memory", "64"});
+        check_refused(small_cap, 3, "--device-memory");
+        CHECK(small_cap.err.find("the model's weights") != std::string::npos);
         CHECK(dir.entries() == std::vector<std::string>{"doc.txt", "model.gguf"});
     }
 

@@ -232,9 +232,24 @@ TEST_SUITE("pipeline") {
         check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "--selector", "magic"}), 2,
               "unknown selector 'magic'");
         check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "--attn", "fast"}), 2, "--attn");
+        // A cap below the weights (which a GPU run keeps on the device): exit 3, naming them and the cap.
         check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "-c", "200", "--selector", "oracle", "--budget",
                        "200", "--device-memory", "4KiB"}),
-              3, "4096");
+              3, "weights");
+        // A cap that holds the weights and the sliding-window K/V (computed here from the file) but not the K/V
+        // slots of a 200-token budget: exit 3, naming the slots and the cap.
+        const HParams& hp = tiny.model->hparams();
+        uint64_t resident = tiny.model->n_weight_bytes(), slots = 0;
+        for (int32_t l = 0; l < hp.n_layer; ++l) {
+            const uint64_t row = uint64_t(hp.n_head_kv) * (hp.head_dim + hp.head_dim_v) * 2;  // f16 K and V
+            if (hp.is_swa(l)) resident += row * uint64_t(std::min<int64_t>(200, hp.n_swa + 512));  // window + ubatch
+            else slots += row * 200;
+        }
+        REQUIRE(slots > 0);
+        const std::string cap = std::to_string(resident + slots / 2);
+        check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "-c", "200", "--selector", "oracle", "--budget",
+                       "200", "--device-memory", cap}),
+              3, "K/V slots");
         const CliResult ok = run_cli({"generate", "-m", m, "-p", "hi", "-n", "4", "--temp", "0", "--selector", "h2o",
                                       "--budget", "50%", "--json"});
         CAPTURE(ok.err);

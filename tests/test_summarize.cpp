@@ -385,7 +385,7 @@ TEST_SUITE("summarize") {
             CHECK(st["bytes_copied"].get<uint64_t>() > 0);
         }
         // A sparse selector at a small budget: it runs, copies and reports what it was asked for.
-        const json o = summarize(doc, {"--selector", "oracle", "--budget", "25%", "--device-memory", "1MiB"});
+        const json o = summarize(doc, {"--selector", "oracle", "--budget", "25%", "--device-memory", "4MiB"});
         CHECK(o["selector"] == "oracle");
         CHECK(o["budget"] == "25%");
         const json& st = o["offload"];
