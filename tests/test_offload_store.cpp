@@ -108,7 +108,9 @@ TEST_SUITE("offload") {
     TEST_CASE("copy engine: fetched rows equal the store's under random delays; a planted missing wait is caught") {
         for (const bool with_wait : {true, false}) {
             CAPTURE(with_wait);
-            Filled f("emu:delay_us=1500,seed=9", DType::F16, 300, 16);
+            // Without the wait, longer delays (each step queues tens of copies, ~2.5 ms late on average) keep the
+            // reader ahead of the copies even when a loaded machine delays its thread by many milliseconds.
+            Filled f(with_wait ? "emu:delay_us=1500,seed=9" : "emu:delay_us=5000,seed=9", DType::F16, 300, 16);
             DeviceKvSlots slots(*f.dev, 2, 2, 16, 16, DType::F16, 64, 300);
             CopyEngine engine(*f.dev, *f.store, slots);
             auto compute = f.dev->create_stream();
