@@ -36,6 +36,8 @@ int main(int argc, char** argv) {
         {"summarize", "summarize a document (text, Markdown, PDF) or a batch of them", cli::register_summarize},
         {"train-predictor", "train a TokenButler predictor on text against the model's own attention",
          cli::register_train_predictor},
+        {"bench", "decode latency of Butler's offload against dense offload, CPU attention and all-on-device",
+         cli::register_bench},
         {"eval", "sparse attention against dense: perplexity, KL, needle and co-reference accuracy per selector and budget",
          cli::register_eval},
     };

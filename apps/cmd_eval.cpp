@@ -211,16 +211,11 @@ std::string fmt_table(const std::vector<Row>& rows, const std::string& view) {
     return out;
 }
 
-bool have_gnuplot() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
-
 // Quality against budget per selector: one panel per task (perplexity for ppl, accuracy for the tasks), dense as a
-// dashed line. Written through gnuplot into a temporary, renamed over `path`.
+// dashed line.
 void write_plot(const std::string& path, const std::vector<Row>& rows, const std::vector<std::string>& tasks,
                 const std::vector<std::string>& selectors, const std::string& view, const std::string& model) {
-    const std::string tmp = path + ".tmp.png";
-    std::string script = fmt::format("set terminal png size {},420 font ',10'\nset output '{}'\n",
-                                     420 * int(tasks.size()), tmp);
-    script += fmt::format("set multiplot layout 1,{} title '{} ({} view)'\n", tasks.size(), model, view);
+    std::string script = fmt::format("set multiplot layout 1,{} title '{} ({} view)'\n", tasks.size(), model, view);
     script += "set key outside bottom center horizontal font ',8'\nset grid\nset xlabel 'budget kept (%)'\n";
     for (const std::string& task : tasks) {
         const bool ppl = task == "ppl";
@@ -243,24 +238,7 @@ void write_plot(const std::string& path, const std::vector<Row>& rows, const std
         script += plot + data;
     }
     script += "unset multiplot\n";
-    std::FILE* gp = ::popen("gnuplot 2>&1", "w");
-    if (gp == nullptr) fail(Status::Io, "cannot run gnuplot for '{}'", path);
-    std::fwrite(script.data(), 1, script.size(), gp);
-    const int rc = ::pclose(gp);
-    std::error_code ec;
-    if (rc != 0 || !fs::exists(tmp, ec)) {
-        fs::remove(tmp, ec);
-        fail(Status::Io, "gnuplot failed to write '{}' (exit {})", path, rc);
-    }
-    fs::rename(tmp, path, ec);
-    if (ec) fail(Status::Io, "cannot write '{}': {}", path, ec.message());
-}
-
-void check_output_dir(const std::string& path) {
-    const fs::path dir = fs::path(path).parent_path();
-    std::error_code ec;
-    if (!dir.empty() && !fs::is_directory(dir, ec))
-        fail(Status::Io, "cannot write '{}': the directory '{}' does not exist", path, dir.string());
+    render_png(path, 420 * int(tasks.size()), 420, script);
 }
 
 int run_eval(const EvalOptions& o) {

@@ -4,6 +4,9 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -43,6 +46,32 @@ std::string read_file(const std::string& path) {
     ss << in.rdbuf();
     if (in.bad()) fail(Status::Io, "cannot read '{}'", path);
     return ss.str();
+}
+
+void check_output_dir(const std::string& path) {
+    const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+    std::error_code ec;
+    if (!dir.empty() && !std::filesystem::is_directory(dir, ec))
+        fail(Status::Io, "cannot write '{}': the directory '{}' does not exist", path, dir.string());
+}
+
+bool have_gnuplot() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
+
+void render_png(const std::string& path, int width, int height, const std::string& script) {
+    const std::string tmp = path + ".tmp.png";
+    const std::string full =
+        fmt::format("set terminal png size {},{} font ',10'\nset output '{}'\n", width, height, tmp) + script;
+    std::FILE* gp = ::popen("gnuplot 2>&1", "w");
+    if (gp == nullptr) fail(Status::Io, "cannot run gnuplot for '{}'", path);
+    std::fwrite(full.data(), 1, full.size(), gp);
+    const int rc = ::pclose(gp);
+    std::error_code ec;
+    if (rc != 0 || !std::filesystem::exists(tmp, ec)) {
+        std::filesystem::remove(tmp, ec);
+        fail(Status::Io, "gnuplot failed to write '{}' (exit {})", path, rc);
+    }
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) fail(Status::Io, "cannot write '{}': {}", path, ec.message());
 }
 
 bool show_progress(const CommonOptions& opts) { return opts.progress || isatty(STDERR_FILENO); }

@@ -45,6 +45,14 @@ std::string read_file(const std::string& path);
 void eval_decode_view(Session& s, std::span<const TokenId> tokens, int64_t prefix, int64_t first, int64_t n_rows,
                       float* hidden);
 
+// Error(Io) naming the path when its directory does not exist (checked before long work writes there).
+void check_output_dir(const std::string& path);
+// True when gnuplot is on the PATH.
+bool have_gnuplot();
+// Runs a gnuplot script (everything after the terminal and output settings) that draws a width x height PNG into a
+// temporary beside `path`, renamed over it on success; Error(Io) naming the path when gnuplot fails.
+void render_png(const std::string& path, int width, int height, const std::string& script);
+
 // True when progress should be shown on stderr.
 bool show_progress(const CommonOptions& opts);
 
@@ -58,6 +66,7 @@ Action register_make_model(CLI::App& sub);
 Action register_summarize(CLI::App& sub);
 Action register_train_predictor(CLI::App& sub);
 Action register_eval(CLI::App& sub);
+Action register_bench(CLI::App& sub);
 
 
 }  // namespace butler::cli

@@ -17,7 +17,7 @@ void add_offload_options(CLI::App& sub, OffloadOptions& o) {
     sub.add_option("--budget", o.budget, "tokens attention may read per layer and KV head: N or P% of the context");
     sub.add_option("--sinks", o.sinks, "attention-sink tokens always kept (default 4)");
     sub.add_option("--window", o.window, "recent tokens always kept (default max(16, budget/8))");
-    sub.add_option("--attn", o.attn, "exact (CPU attends the rest: equals dense) or sparse");
+    sub.add_option("--attn", o.attn, "sparse, exact (the CPU attends the rest: equals dense) or stream (dense offload: the whole K/V streamed to the device every step)");
     sub.add_option("--device-memory", o.device_memory, "device memory cap of the emulated device (e.g. 512MiB); holds the weights, sliding-window K/V and K/V slots");
     sub.add_option("--pcie-gbps", o.pcie_gbps, "emulated link bandwidth in GB/s (default 0.54 x host memcpy)");
     sub.add_option("--interval", o.interval, "prediction interval: select anew every N decode steps (default 1)");
@@ -45,8 +45,10 @@ OffloadConfig offload_config(const OffloadOptions& o) {
         c.attn = AttnMode::Sparse;
     else if (o.attn == "exact")
         c.attn = AttnMode::Exact;
+    else if (o.attn == "stream")
+        c.attn = AttnMode::Stream;
     else
-        fail(Status::Usage, "--attn must be exact or sparse (got '{}')", o.attn);
+        fail(Status::Usage, "--attn must be exact, sparse or stream (got '{}')", o.attn);
     if (!o.device_memory.empty()) c.device_memory = parse_bytes(o.device_memory);
     if (o.interval < 1) fail(Status::Usage, "--interval must be >= 1 (got {})", o.interval);
     c.interval = o.interval;

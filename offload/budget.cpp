@@ -33,7 +33,12 @@ void parse_budget(const std::string& text, OffloadConfig& config) {
 }
 
 const char* attn_mode_name(AttnMode mode) {
-    return mode == AttnMode::Exact ? "exact" : "sparse";
+    switch (mode) {
+        case AttnMode::Exact: return "exact";
+        case AttnMode::Stream: return "stream";
+        case AttnMode::Sparse: break;
+    }
+    return "sparse";
 }
 
 }  // namespace butler

@@ -14,7 +14,12 @@ namespace butler {
 
 class TokenButlerPredictor;
 
-enum class AttnMode { Exact, Sparse };  // exact: the CPU attends over the complement (equals dense)
+// sparse: the device attends over the selected tokens only;
+// exact:  and the CPU over the complement (merged: equals dense);
+// stream: dense attention with CPU offload, the baseline Butler is measured against: every decode step streams each
+//         offloaded layer's whole K/V from the host store to the device, a layer ahead, and the device attends over
+//         all of it (two layers' worth of device memory, whatever the context); selector dense only.
+enum class AttnMode { Exact, Sparse, Stream };
 
 struct OffloadConfig {
     bool enabled           = false;

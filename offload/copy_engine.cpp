@@ -11,9 +11,10 @@ CopyEngine::CopyEngine(Device& device, const HostKvStore& store, DeviceKvSlots& 
     plan_.reserve(slots.n_slots());
 }
 
-void CopyEngine::fetch(int32_t layer, int32_t g, std::span<const int32_t> wanted) {
-    plan_copies(wanted, slots_.slot_token(layer, g), slots_.token_slot(layer, g), plan_);
-    apply_plan(plan_, slots_.slot_token(layer, g), slots_.token_slot(layer, g));
+void CopyEngine::fetch(int32_t layer, int32_t g, std::span<const int32_t> wanted, int32_t pool_layer) {
+    const int32_t pool = pool_layer < 0 ? layer : pool_layer;
+    plan_copies(wanted, slots_.slot_token(pool, g), slots_.token_slot(pool, g), plan_);
+    apply_plan(plan_, slots_.slot_token(pool, g), slots_.token_slot(pool, g));
     stats_.hits += uint64_t(plan_.n_hit);
     stats_.misses += uint64_t(plan_.n_miss);
     stats_.runs += plan_.runs.size();
@@ -26,8 +27,8 @@ void CopyEngine::fetch(int32_t layer, int32_t g, std::span<const int32_t> wanted
         while (done < r.n) {
             const int64_t t = r.token + done;
             const int32_t n = int32_t(std::min<int64_t>(r.n - done, sh.page_tok - t % sh.page_tok));
-            stream_->copy(slots_.k_slot(layer, g, r.slot + done), kv.k_row(g, t), n * k_row);
-            stream_->copy(slots_.v_slot(layer, g, r.slot + done), kv.v_row(g, t), n * v_row);
+            stream_->copy(slots_.k_slot(pool, g, r.slot + done), kv.k_row(g, t), n * k_row);
+            stream_->copy(slots_.v_slot(pool, g, r.slot + done), kv.v_row(g, t), n * v_row);
             stats_.copies += 2;
             stats_.bytes += uint64_t(n) * (k_row + v_row);
             done += n;

@@ -32,11 +32,12 @@ class CopyEngine {
 public:
     CopyEngine(Device& device, const HostKvStore& store, DeviceKvSlots& slots);
 
-    // Makes the sorted unique tokens `wanted` of (layer, g) resident (asynchronously).
-    void fetch(int32_t layer, int32_t g, std::span<const int32_t> wanted);
-    // Marks the end of a layer's fetches on the copy stream.
+    // Makes the sorted unique tokens `wanted` of the store's (layer, g) resident (asynchronously) in the slot pool
+    // of pool_layer (-1: layer's own; stream mode stages several store layers through one pool layer).
+    void fetch(int32_t layer, int32_t g, std::span<const int32_t> wanted, int32_t pool_layer = -1);
+    // Marks the end of a pool layer's fetches on the copy stream.
     void finish_layer(int32_t layer);
-    // Later work on `stream` waits for `layer`'s copies.
+    // Later work on `stream` waits for pool layer `layer`'s copies.
     void make_wait(Stream& stream, int32_t layer) { stream.wait(*events_[size_t(layer)]); }
     // Blocks the host until every copy issued so far landed (tests, teardown).
     void synchronize() { stream_->synchronize(); }

@@ -33,6 +33,16 @@ DeviceKvSlots::DeviceKvSlots(Device& device, int32_t n_layer, int32_t n_head_kv,
     token_slot_.assign(size_t(int64_t(n_layer) * n_head_kv * max_tok), -1);
 }
 
+void DeviceKvSlots::invalidate_layer(int32_t layer) {
+    for (int32_t g = 0; g < n_head_kv_; ++g) {
+        const std::span<int32_t> st = slot_token(layer, g), ts = token_slot(layer, g);
+        for (int32_t& t : st) {
+            if (t >= 0) ts[size_t(t)] = -1;
+            t = -1;
+        }
+    }
+}
+
 void DeviceKvSlots::invalidate_from(int64_t n) {
     for (int64_t p = 0; p < int64_t(n_layer_) * n_head_kv_; ++p) {
         for (int32_t s = 0; s < n_slots_; ++s) {

@@ -39,6 +39,8 @@ public:
     }
     // Forgets every resident token at position >= n (after a rewind those rows are stale).
     void invalidate_from(int64_t n);
+    // Forgets every resident token of one layer's pools (their slots are about to hold another layer's rows).
+    void invalidate_layer(int32_t layer);
 
 private:
     int64_t pool(int32_t layer, int32_t g) const { return int64_t(layer) * n_head_kv_ + g; }

@@ -81,16 +81,24 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
     shape.n_head_kv  = hp.n_head_kv;
     shape.head_dim   = hp.head_dim;
     shape.head_dim_v = hp.head_dim_v;
-    shape.page_tok   = config_.page_tok;
+    // Stream mode copies whole layers: large pages make each (layer, KV head) a few long copies.
+    shape.page_tok   = config_.attn == AttnMode::Stream ? kStreamPageTok : config_.page_tok;
     shape.max_tok    = n_ctx;
     shape.type       = kv_type;
     store_           = std::make_unique<HostKvStore>(*device_, shape);
     store_->reserve(n_ctx);
 
-    // The pool holds the largest budget any step of this context can ask for (dense: everything).
+    // The pool holds the largest budget any step of this context can ask for (dense: everything); in stream mode
+    // two staging layers of the whole context.
+    const bool stream = config_.attn == AttnMode::Stream;
+    if (stream && config_.selector != "dense")
+        fail(Status::Usage, "--attn stream is dense attention over the whole K/V; it takes no selector (got '{}')",
+             config_.selector);
     const int64_t n_slots = config_.selector == "dense" ? n_ctx : config_.budget_at(n_ctx);
-    slots_   = std::make_unique<DeviceKvSlots>(*device_, n_stored, hp.n_head_kv, hp.head_dim, hp.head_dim_v, kv_type,
-                                             int32_t(n_slots), n_ctx);
+    const int32_t n_pool_layers = stream ? std::min(2, n_stored) : n_stored;
+    stage_owner_.assign(size_t(n_pool_layers), {-1, -1});
+    slots_   = std::make_unique<DeviceKvSlots>(*device_, n_pool_layers, hp.n_head_kv, hp.head_dim, hp.head_dim_v,
+                                             kv_type, int32_t(n_slots), n_ctx);
     engine_  = std::make_unique<CopyEngine>(*device_, *store_, *slots_);
     compute_ = device_->create_stream();
 
@@ -158,6 +166,22 @@ void OffloadPipeline::truncate(int64_t n) {
     std::fill(imp_q_pos_.begin(), imp_q_pos_.end(), -1);
     std::fill(obs_count_.begin(), obs_count_.end(), 0);
     std::fill(obs_end_.begin(), obs_end_.end(), 0);
+    std::fill(stage_owner_.begin(), stage_owner_.end(), std::pair<int32_t, int64_t>{-1, -1});
+}
+
+void OffloadPipeline::mark_prefilled(int64_t n) {
+    for (int32_t l = 0; l < store_->shape().n_layer; ++l) store_->commit(l, 0, n);
+    prefill_end_ = n;
+}
+
+int32_t OffloadPipeline::slot_layer(int32_t layer, int64_t pos) {
+    if (config_.attn != AttnMode::Stream) return layer;
+    const int32_t stage = layer % int32_t(stage_owner_.size());
+    if (stage_owner_[size_t(stage)] != std::pair<int32_t, int64_t>{layer, pos}) {
+        slots_->invalidate_layer(stage);
+        stage_owner_[size_t(stage)] = {layer, pos};
+    }
+    return stage;
 }
 
 void OffloadPipeline::attend(int32_t model_layer, const float* q, int64_t n_tok, int64_t pos0, float* out) {
@@ -301,10 +325,10 @@ void OffloadPipeline::prefetch(int32_t layer, int64_t pos) {
         std::vector<int32_t>& w = wanted_next_[size_t(g)];
         const bool has_current  = !w.empty() && w.back() == pos;
         if (has_current) w.pop_back();
-        engine_->fetch(layer, g, w);
+        engine_->fetch(layer, g, w, slot_layer(layer, pos));
         if (has_current) w.push_back(int32_t(pos));
     }
-    engine_->finish_layer(layer);
+    engine_->finish_layer(slot_layer(layer, pos));
     prefetched_pos_[size_t(layer)] = pos;
     ++stats_.prefetches;
 }
@@ -323,23 +347,24 @@ void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, 
     stats_.select_ms += ms_since(t0);
 
     // Copies on the copy stream; the compute stream waits on the layer's event, the host does not.
+    const int32_t pool = slot_layer(layer, pos);
     for (int32_t g = 0; g < n_head_kv_; ++g) {
         const std::vector<int32_t>& want = wanted_[size_t(g)];
-        engine_->fetch(layer, g, want);
-        const std::span<int32_t> token_slot = slots_->token_slot(layer, g);
+        engine_->fetch(layer, g, want, pool);
+        const std::span<int32_t> token_slot = slots_->token_slot(pool, g);
         std::vector<int32_t>& ids           = slot_ids_[size_t(g)];
         ids.clear();
         for (int32_t t : want) ids.push_back(token_slot[size_t(t)]);
     }
-    engine_->finish_layer(layer);
-    if (!config_.skip_copy_wait) engine_->make_wait(*compute_, layer);
+    engine_->finish_layer(pool);
+    if (!config_.skip_copy_wait) engine_->make_wait(*compute_, pool);
     for (int32_t g = 0; g < n_head_kv_; ++g) {
         DeviceTask& task = tasks_[size_t(g)];
         task.kernels     = &device_->kernels();
         task.args        = AttnPartialArgs{q + int64_t(g) * n_group_ * head_dim_,
                                     n_group_,
-                                    slots_->k_slot(layer, g, 0),
-                                    slots_->v_slot(layer, g, 0),
+                                    slots_->k_slot(pool, g, 0),
+                                    slots_->v_slot(pool, g, 0),
                                     uint32_t(type),
                                     head_dim_,
                                     head_dim_v_,

@@ -71,6 +71,10 @@ public:
     void observe_hidden(int32_t model_layer, int64_t pos, const float* x);
     // Forgets positions >= n (0: a new sequence).
     void truncate(int64_t n);
+    // The host store holds positions 0 .. n - 1 written through store() without a forward pass (synthetic K/V for
+    // benchmarks at contexts a CPU prefill would take too long to reach): commits them and treats them as prefill,
+    // so the step at position n is the first decode token.
+    void mark_prefilled(int64_t n);
 
     const OffloadStats& stats() const;
     void reset_stats();
@@ -86,6 +90,9 @@ private:
     void select_layer(int32_t layer, const float* q, int64_t pos, std::vector<std::vector<int32_t>>& out);
     void prefetch(int32_t layer, int64_t pos);
     bool sparse_step(int64_t pos) const { return prefill_end_ >= 0 && pos > prefill_end_; }
+    // The slot-pool layer that holds stored layer `layer`'s rows: itself, or in stream mode one of two staging
+    // layers, emptied when it starts to receive a new layer's rows for step pos.
+    int32_t slot_layer(int32_t layer, int64_t pos);
     // Whether a sparse step at pos makes a fresh selection (else the picks of the last one are reused).
     bool prediction_due(int64_t pos) const { return (pos - prefill_end_ - 1) % config_.interval == 0; }
 
@@ -100,7 +107,8 @@ private:
     std::unique_ptr<CopyEngine> engine_;
     std::unique_ptr<TokenSelector> selector_;
     std::unique_ptr<Stream> compute_;
-    int64_t prefill_end_ = -1;  // the first decode token's position; -1: the next chunk is prefill
+    int64_t prefill_end_ = -1;
+    std::vector<std::pair<int32_t, int64_t>> stage_owner_;  // stream mode: (stored layer, step) each staging layer holds  // the first decode token's position; -1: the next chunk is prefill
     // Per KV head scratch, sized at construction.
     std::vector<std::vector<int32_t>> wanted_, slot_ids_, complement_;
     // Prefetch of the next stored layer (query-independent selectors): its selection, made while this layer
@@ -109,6 +117,7 @@ private:
     std::vector<int64_t> prefetched_pos_;  // (n_stored)
     // The last kObsWindow prefill queries of each stored layer (SnapKV's observation window), oldest first.
     static constexpr int32_t kObsWindow = 32;
+    static constexpr int32_t kStreamPageTok = 4096;  // host store page in stream mode
     std::vector<float> obs_q_;        // (n_stored, kObsWindow, n_head, head_dim)
     std::vector<int32_t> obs_count_;  // (n_stored)
     std::vector<int64_t> obs_end_;    // (n_stored) position after the newest kept query

@@ -157,6 +157,51 @@ void Session::reset() {
     if (offload_) offload_->truncate(0);
 }
 
+void Session::fill_synthetic_kv(int32_t n, uint64_t seed) {
+    const HParams& hp = model_->hparams();
+    if (n < 1 || n >= params_.n_ctx)
+        fail(Status::InvalidArg, "{} synthetic positions do not leave room to decode in a context of {} tokens", n,
+             params_.n_ctx);
+    reset();
+    const DType kv_type = params_.kv_type;
+    const int64_t elem  = dtype_traits(kv_type).block_bytes;
+    const int64_t hd = hp.head_dim, hdv = hp.head_dim_v, n_kv = hp.n_head_kv;
+    for (int32_t l = 0; l < hp.n_layer; ++l) {
+        LayerCache& cache = cache_[size_t(l)];
+        const int64_t first = cache.cap > 0 ? std::max<int64_t>(0, n - cache.cap) : 0;  // a ring keeps the last cap
+#pragma omp parallel
+        {
+            std::vector<float> k(size_t(n_kv * hd)), v(size_t(n_kv * hdv));  // per thread, outside any decode loop
+#pragma omp for schedule(static)
+            for (int64_t pos = first; pos < n; ++pos) {
+                // splitmix64 per (seed, layer, position): the same K/V whatever the thread count.
+                uint64_t state = seed ^ (uint64_t(l) << 40) ^ uint64_t(pos) * 0x9E3779B97F4A7C15ull;
+                auto uniform   = [&state] {
+                    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+                    z          = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+                    z          = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+                    z ^= z >> 31;
+                    return float(double(z >> 11) * 0x1.0p-53 * 2.0 - 1.0) * 1.7320508f;  // U(-sqrt3, sqrt3)
+                };
+                for (float& x : k) x = uniform();
+                for (float& x : v) x = uniform();
+                if (cache.cap == 0 && offload_) {
+                    offload_->store(l, pos, k.data(), v.data());
+                    continue;
+                }
+                const int64_t slot = pos % cache.cap;
+                for (int64_t g = 0; g < n_kv; ++g) {
+                    store_kv_row(kv_type, k.data() + g * hd, cache.k.data() + ((g * cache.cap + slot) * hd) * elem, hd);
+                    store_kv_row(kv_type, v.data() + g * hdv, cache.v.data() + ((g * cache.cap + slot) * hdv) * elem,
+                                 hdv);
+                }
+            }
+        }
+    }
+    if (offload_) offload_->mark_prefilled(n);
+    n_past_ = n;
+}
+
 void Session::eval(std::span<const TokenId> tokens, std::span<const int32_t> out_rows, float* hidden_out) {
     const HParams& hp = model_->hparams();
     const int64_t n = static_cast<int64_t>(tokens.size());

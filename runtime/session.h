@@ -76,6 +76,11 @@ public:
 
     // Forgets every position (the next token is at position 0).
     void reset();
+    // Starts over with n positions of synthetic K/V (uniform, unit variance, from seed) in every layer's cache or
+    // the offload host store, as if a prompt of n tokens had been evaluated: decode latency at long contexts can
+    // then be measured where a CPU prefill would take too long. The text it continues is meaningless.
+    // Error(InvalidArg) when n does not fit the context.
+    void fill_synthetic_kv(int32_t n, uint64_t seed);
     // Rewinds to n positions (n <= n_past). Sliding-window rings only hold the last n_swa + n_ubatch positions,
     // so a rewind of more than n_ubatch positions is refused (Error(InvalidArg)) unless n == 0.
     void truncate(int32_t n);

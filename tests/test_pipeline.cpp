@@ -105,8 +105,86 @@ TEST_SUITE("pipeline") {
         }
     }
 
+    TEST_CASE("stream mode (dense offload) equals the plain runtime and streams every row of every layer each step") {
+        // 18 layers: three global ones (5, 11, 17) share two staging layers on the device.
+        Tiny tiny(100, 18);
+        const HParams& hp = tiny.model->hparams();
+        SessionParams plain;
+        plain.n_ctx     = 128;
+        plain.n_ubatch  = 32;
+        plain.kv_type   = DType::F32;
+        const auto want = run(tiny.model, plain, tiny.tokens, 60);
+        SessionParams sp   = plain;
+        sp.offload.enabled = true;
+        sp.offload.device  = "emu:delay_us=200,seed=7";
+        sp.offload.budget_fraction = 1.0;
+        sp.offload.attn    = AttnMode::Stream;
+        uint64_t allocs    = 1;
+        const auto got     = run(tiny.model, sp, tiny.tokens, 60, &allocs);
+        REQUIRE(got.size() == want.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+            CAPTURE(i);
+            CHECK(rel_diff(got[i], want[i]) < 1e-4);
+        }
+        CHECK(allocs == 0);
+        // Bytes: the step at position p (after the first decode token, which is dense) moves rows 0..p of every
+        // global layer and KV head, K and V in f32.
+        Session s(tiny.model, sp);
+        std::vector<float> l(static_cast<size_t>(hp.n_vocab));
+        s.eval_last(std::span(tiny.tokens).first(60), l.data());
+        s.eval_last(std::span(tiny.tokens).subspan(60, 1), l.data());
+        s.offload()->reset_stats();
+        uint64_t expected = 0;
+        int n_global = 0;
+        for (int32_t layer = 0; layer < hp.n_layer; ++layer) n_global += hp.is_swa(layer) ? 0 : 1;
+        REQUIRE(n_global == 3);
+        for (size_t p = 61; p < 70; ++p) {
+            s.eval_last(std::span(tiny.tokens).subspan(p, 1), l.data());
+            expected += uint64_t(n_global) * uint64_t(hp.n_head_kv) * (p + 1) * uint64_t(hp.head_dim + hp.head_dim_v) * 4;
+        }
+        CHECK(s.offload()->stats().copy.bytes == expected);
+        // A selector other than dense is refused.
+        sp.offload.selector = "oracle";
+        CHECK_THROWS_AS(Session(tiny.model, sp), Error);
+    }
+
+    TEST_CASE("synthetic K/V: the plain runtime and every offload mode decode the same from it; seeded") {
+        Tiny tiny(4, 12);
+        const int32_t n_vocab = tiny.model->hparams().n_vocab;
+        SessionParams plain;
+        plain.n_ctx    = 200;
+        plain.n_ubatch = 16;
+        plain.kv_type  = DType::F32;
+        auto decode    = [&](const SessionParams& sp, uint64_t seed) {
+            Session s(tiny.model, sp);
+            s.fill_synthetic_kv(150, seed);
+            CHECK(s.n_past() == 150);
+            std::vector<float> l(static_cast<size_t>(n_vocab)), all;
+            for (int i = 0; i < 3; ++i) {
+                s.eval_last(std::span(tiny.tokens).subspan(size_t(i), 1), l.data());
+                all.insert(all.end(), l.begin(), l.end());
+            }
+            return all;
+        };
+        const auto want = decode(plain, 3);
+        CHECK(rel_diff(decode(plain, 3), want) == 0);
+        CHECK(rel_diff(decode(plain, 4), want) > 1e-3);
+        for (AttnMode mode : {AttnMode::Exact, AttnMode::Stream}) {
+            CAPTURE(attn_mode_name(mode));
+            SessionParams sp           = plain;
+            sp.offload.enabled         = true;
+            sp.offload.device          = "emu";
+            sp.offload.budget_fraction = mode == AttnMode::Exact ? 0.1 : 1.0;
+            sp.offload.selector        = mode == AttnMode::Exact ? "quest" : "dense";
+            sp.offload.attn            = mode;
+            CHECK(rel_diff(decode(sp, 3), want) < 1e-4);
+        }
+        Session s(tiny.model, plain);
+        CHECK_THROWS_AS(s.fill_synthetic_kv(200, 1), Error);  // no room left to decode
+    }
+
     TEST_CASE("sparse mode: the whole budget equals dense; a small budget differs") {
-        Tiny tiny(100, 12);
+        Tiny tiny(100, 18);
         SessionParams plain;
         plain.n_ctx                = 128;
         const auto want            = run(tiny.model, plain, tiny.tokens, 50);
