@@ -60,7 +60,8 @@ bool have_gnuplot() { return std::system("command -v gnuplot >/dev/null 2>&1") =
 void render_png(const std::string& path, int width, int height, const std::string& script) {
     const std::string tmp = path + ".tmp.png";
     const std::string full =
-        fmt::format("set terminal png size {},{} font ',10'\nset output '{}'\n", width, height, tmp) + script;
+        fmt::format("set terminal png size {},{} font ',10' noenhanced\nset output '{}'\n", width, height, tmp) +
+        script;  // noenhanced: file and selector names keep their underscores
     std::FILE* gp = ::popen("gnuplot 2>&1", "w");
     if (gp == nullptr) fail(Status::Io, "cannot run gnuplot for '{}'", path);
     std::fwrite(full.data(), 1, full.size(), gp);
