@@ -12,15 +12,6 @@
 
 namespace butler {
 
-struct OffloadPipeline::DeviceTask {
-    AttnPartialArgs args{};
-    const KernelTable* kernels = nullptr;
-    static void run(void* ctx) {
-        auto* t = static_cast<DeviceTask*>(ctx);
-        t->kernels->attn_partial(t->args);
-    }
-};
-
 namespace {
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -104,11 +95,9 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
 
     const size_t kv = size_t(hp.n_head_kv);
     wanted_.resize(kv);
-    slot_ids_.resize(kv);
     complement_.resize(kv);
     for (size_t g = 0; g < kv; ++g) {
         wanted_[g].reserve(size_t(n_ctx));
-        slot_ids_[g].reserve(size_t(n_ctx));
         complement_[g].reserve(size_t(n_ctx));
     }
     wanted_next_.resize(kv);
@@ -121,11 +110,13 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
     obs_count_.assign(size_t(n_stored), 0);
     obs_end_.assign(size_t(n_stored), 0);
     tasks_.resize(kv);
-    o_dev_.resize(kv * size_t(n_group_ * head_dim_v_));
-    o_cpu_.resize(o_dev_.size());
-    lse_dev_.resize(kv * size_t(n_group_));
-    lse_cpu_.resize(lse_dev_.size());
-    dev_scores_.resize(kv * size_t(n_group_ * n_slots));
+    q_dev_        = device_->alloc(sizeof(float) * kv * size_t(n_group_ * head_dim_), MemKind::PinnedHost);
+    slot_ids_dev_ = device_->alloc(sizeof(int32_t) * kv * size_t(n_slots), MemKind::PinnedHost);
+    o_dev_        = device_->alloc(sizeof(float) * kv * size_t(n_group_ * head_dim_v_), MemKind::PinnedHost);
+    lse_dev_      = device_->alloc(sizeof(float) * kv * size_t(n_group_), MemKind::PinnedHost);
+    dev_scores_   = device_->alloc(sizeof(float) * kv * size_t(n_group_ * n_slots), MemKind::Device);
+    o_cpu_.resize(kv * size_t(n_group_ * head_dim_v_));
+    lse_cpu_.resize(kv * size_t(n_group_));
     cpu_scratch_.resize(kv);
     for (auto& s : cpu_scratch_) s.reserve(n_ctx, n_group_, head_dim_v_);
     n_threads_ = std::max(1, omp_get_max_threads());
@@ -347,34 +338,38 @@ void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, 
     stats_.select_ms += ms_since(t0);
 
     // Copies on the copy stream; the compute stream waits on the layer's event, the host does not.
-    const int32_t pool = slot_layer(layer, pos);
+    // The previous step's device partials ran (attend_sparse ends with a synchronize), so the pinned query and
+    // slot-id buffers are free to rewrite.
+    const int32_t pool     = slot_layer(layer, pos);
+    const int64_t n_slots  = slots_->n_slots();
+    int32_t* const ids_all = slot_ids_dev_.as<int32_t>();
     for (int32_t g = 0; g < n_head_kv_; ++g) {
         const std::vector<int32_t>& want = wanted_[size_t(g)];
         engine_->fetch(layer, g, want, pool);
         const std::span<int32_t> token_slot = slots_->token_slot(pool, g);
-        std::vector<int32_t>& ids           = slot_ids_[size_t(g)];
-        ids.clear();
-        for (int32_t t : want) ids.push_back(token_slot[size_t(t)]);
+        int32_t* ids                        = ids_all + int64_t(g) * n_slots;
+        for (size_t i = 0; i < want.size(); ++i) ids[i] = token_slot[size_t(want[i])];
     }
+    std::memcpy(q_dev_.data(), q, sizeof(float) * size_t(n_head_ * head_dim_));
     engine_->finish_layer(pool);
     if (!config_.skip_copy_wait) engine_->make_wait(*compute_, pool);
+    const KernelTable& kernels = device_->kernels();
     for (int32_t g = 0; g < n_head_kv_; ++g) {
-        DeviceTask& task = tasks_[size_t(g)];
-        task.kernels     = &device_->kernels();
-        task.args        = AttnPartialArgs{q + int64_t(g) * n_group_ * head_dim_,
-                                    n_group_,
-                                    slots_->k_slot(pool, g, 0),
-                                    slots_->v_slot(pool, g, 0),
-                                    uint32_t(type),
-                                    head_dim_,
-                                    head_dim_v_,
-                                    slot_ids_[size_t(g)].data(),
-                                    int64_t(slot_ids_[size_t(g)].size()),
-                                    o_dev_.data() + int64_t(g) * n_group_ * head_dim_v_,
-                                    lse_dev_.data() + int64_t(g) * n_group_,
-                                    dev_scores_.data() + int64_t(g) * n_group_ * slots_->n_slots()};
-        compute_->host_fn(&DeviceTask::run, &task);
-        stats_.device_tokens += slot_ids_[size_t(g)].size();
+        AttnPartialArgs& task = tasks_[size_t(g)];
+        task                  = AttnPartialArgs{q_dev_.as<float>() + int64_t(g) * n_group_ * head_dim_,
+                                 n_group_,
+                                 slots_->k_slot(pool, g, 0),
+                                 slots_->v_slot(pool, g, 0),
+                                 uint32_t(type),
+                                 head_dim_,
+                                 head_dim_v_,
+                                 ids_all + int64_t(g) * n_slots,
+                                 int64_t(wanted_[size_t(g)].size()),
+                                 o_dev_.as<float>() + int64_t(g) * n_group_ * head_dim_v_,
+                                 lse_dev_.as<float>() + int64_t(g) * n_group_,
+                                 dev_scores_.as<float>() + int64_t(g) * n_group_ * n_slots};
+        kernels.attn_partial(*compute_, &task);
+        stats_.device_tokens += wanted_[size_t(g)].size();
     }
 
     // The next layer a step ahead, when its selection needs nothing this step has not produced yet.
@@ -401,11 +396,11 @@ void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, 
 
     const size_t group_bytes = sizeof(float) * size_t(n_group_ * head_dim_v_);
     for (int32_t g = 0; g < n_head_kv_; ++g) {
-        float* o_dev = o_dev_.data() + int64_t(g) * n_group_ * head_dim_v_;
+        float* o_dev = o_dev_.as<float>() + int64_t(g) * n_group_ * head_dim_v_;
         float* dst   = out + int64_t(g) * n_group_ * head_dim_v_;
         if (exact) {
             float* o_cpu = o_cpu_.data() + int64_t(g) * n_group_ * head_dim_v_;
-            lse_merge(o_cpu, lse_cpu_.data() + int64_t(g) * n_group_, o_dev, lse_dev_.data() + int64_t(g) * n_group_,
+            lse_merge(o_cpu, lse_cpu_.data() + int64_t(g) * n_group_, o_dev, lse_dev_.as<float>() + int64_t(g) * n_group_,
                       n_group_, head_dim_v_);
             std::memcpy(dst, o_cpu, group_bytes);
         } else {

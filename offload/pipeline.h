@@ -84,7 +84,6 @@ public:
     int32_t n_slots() const { return slots_->n_slots(); }
 
 private:
-    struct DeviceTask;  // one device partial (args + kernel table), kept alive until the stream ran it
     void attend_dense(int32_t layer, const float* q, int64_t n_tok, int64_t pos0, float* out);
     void attend_sparse(int32_t layer, const float* q, int64_t pos, float* out);
     void select_layer(int32_t layer, const float* q, int64_t pos, std::vector<std::vector<int32_t>>& out);
@@ -110,7 +109,7 @@ private:
     int64_t prefill_end_ = -1;
     std::vector<std::pair<int32_t, int64_t>> stage_owner_;  // stream mode: (stored layer, step) each staging layer holds  // the first decode token's position; -1: the next chunk is prefill
     // Per KV head scratch, sized at construction.
-    std::vector<std::vector<int32_t>> wanted_, slot_ids_, complement_;
+    std::vector<std::vector<int32_t>> wanted_, complement_;
     // Prefetch of the next stored layer (query-independent selectors): its selection, made while this layer
     // computes, and the position it was made for (-1: none).
     std::vector<std::vector<int32_t>> wanted_next_;
@@ -121,8 +120,12 @@ private:
     std::vector<float> obs_q_;        // (n_stored, kObsWindow, n_head, head_dim)
     std::vector<int32_t> obs_count_;  // (n_stored)
     std::vector<int64_t> obs_end_;    // (n_stored) position after the newest kept query
-    std::vector<DeviceTask> tasks_;
-    std::vector<float> o_dev_, lse_dev_, o_cpu_, lse_cpu_, dev_scores_;  // (n_head_kv, n_group, ...)
+    // The device partials' arguments (kept until the stream ran them) and the buffers they name, readable and
+    // writable by the device: pinned host for what the host writes or reads back (queries, slot ids, outputs),
+    // device memory for the scores scratch. (n_head_kv, ...) each.
+    std::vector<AttnPartialArgs> tasks_;
+    Buffer q_dev_, slot_ids_dev_, o_dev_, lse_dev_, dev_scores_;
+    std::vector<float> o_cpu_, lse_cpu_;  // (n_head_kv, n_group, ...)
     std::vector<CpuPartialScratch> cpu_scratch_;                         // (n_head_kv)
     std::vector<float> dense_scores_;                                    // (n_threads, n_group * n_ctx)
     AttnChunkScratch chunk_attn_;  // prompt chunks: the plain runtime's blocked attention, over the host pages

@@ -121,9 +121,12 @@ struct AttnPartialArgs {
     float* scores;
 };
 
-// Kernels a device runs on its streams. The cpu and emu devices fill it with cpu_kernels/ implementations.
+// Kernels a device runs on its streams. The cpu and emu devices fill it with cpu_kernels/ implementations run as
+// host functions in stream order; the cuda device launches kernels.
 struct KernelTable {
-    void (*attn_partial)(const AttnPartialArgs& args) = nullptr;
+    // Enqueues the partial on `stream`. *args and every buffer it names must stay valid until the stream ran it, and
+    // be readable (q, k, v, idx) and writable (out, lse, scores) by the device: device or pinned host memory.
+    void (*attn_partial)(Stream& stream, const AttnPartialArgs* args) = nullptr;
     // o_a, lse_a merged with o_b, lse_b in place (cpu_kernels/lse_merge.h).
     void (*lse_merge)(float* o_a, float* lse_a, const float* o_b, const float* lse_b, int32_t n_head,
                       int32_t head_dim) = nullptr;

@@ -77,7 +77,7 @@ Buffer Device::alloc(size_t n_bytes, MemKind kind) {
 
 namespace {
 
-void cpu_attn_partial(const AttnPartialArgs& a) {
+void cpu_attn_partial_now(const AttnPartialArgs& a) {
     const DenseKvRows rows{static_cast<DType>(a.kv_type),
                            a.k,
                            a.v,
@@ -85,6 +85,12 @@ void cpu_attn_partial(const AttnPartialArgs& a) {
                            a.head_dim_v,
                            dtype_traits(static_cast<DType>(a.kv_type)).block_bytes};
     attend_group_indexed(a.q, a.n_group, rows, a.idx, a.n_idx, a.out, a.lse, a.scores);
+}
+
+void cpu_attn_partial_run(void* ctx) { cpu_attn_partial_now(*static_cast<const AttnPartialArgs*>(ctx)); }
+
+void cpu_attn_partial(Stream& stream, const AttnPartialArgs* a) {
+    stream.host_fn(&cpu_attn_partial_run, const_cast<AttnPartialArgs*>(a));
 }
 
 }  // namespace
