@@ -40,9 +40,10 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
 
     std::string spec = config_.device;
     if (config_.device_memory > 0) {
-        if (spec.rfind("emu", 0) != 0)
-            fail(Status::Usage, "--device-memory caps only the emulated device (got --device {})", spec);
-        spec += fmt::format("{}mem={}", spec == "emu" ? ":" : ",", config_.device_memory);
+        const bool emu = spec.rfind("emu", 0) == 0, cuda = spec.rfind("cuda", 0) == 0;
+        if (!emu && !cuda)
+            fail(Status::Usage, "--device-memory caps the emu and cuda devices only (got --device {})", spec);
+        spec += fmt::format("{}mem={}", spec == "emu" || spec == "cuda" ? ":" : ",", config_.device_memory);
     }
     selector_ = make_selector(config_.selector, n_stored, hp.n_head_kv, n_ctx, hp.head_dim, config_.predictor,
                               hp.n_head / hp.n_head_kv);

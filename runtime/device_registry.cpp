@@ -10,6 +10,9 @@
 #include "cpu_kernels/lse_merge.h"
 #include "runtime/device.h"
 #include "runtime/status.h"
+#ifdef BUTLER_WITH_CUDA
+#include "gpu_kernels/cuda_device.h"
+#endif
 
 namespace butler {
 
@@ -153,7 +156,32 @@ std::unique_ptr<Device> make_device(const std::string& spec) {
         }
         return make_emu_device(o);
     }
-    if (spec.rfind("cuda", 0) == 0) fail(Status::Unsupported, "device '{}': this build has no CUDA device yet", spec);
+    if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
+#ifdef BUTLER_WITH_CUDA
+        cuda::CudaDeviceOptions o;
+        std::string_view rest = spec.size() > 5 ? std::string_view(spec).substr(5) : std::string_view();
+        while (!rest.empty()) {
+            const size_t comma          = rest.find(',');
+            const std::string_view item = rest.substr(0, comma);
+            rest                        = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+            const size_t eq             = item.find('=');
+            if (eq == std::string_view::npos) fail(Status::Usage, "cuda device option '{}' is not key=value", item);
+            const std::string key(item.substr(0, eq)), value(item.substr(eq + 1));
+            if (key == "mem") {
+                o.capacity_bytes = parse_bytes(value);
+            } else if (key == "device") {
+                char* end = nullptr;
+                o.ordinal = int(std::strtol(value.c_str(), &end, 10));
+                if (value.empty() || *end) fail(Status::Usage, "cuda device option device: '{}' is not a number", value);
+            } else {
+                fail(Status::Usage, "unknown cuda device option '{}' (mem, device)", key);
+            }
+        }
+        return cuda::make_cuda_device(o);
+#else
+        fail(Status::Unsupported, "device '{}': this build has no CUDA device (configure with -DBUTLER_CUDA=ON)", spec);
+#endif
+    }
     fail(Status::Usage, "unknown device '{}' (cpu, emu or emu:key=value,...)", spec);
 }
 

@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: MIT
+// The cuda device (gpu_kernels/cuda_device.h): host code, compiled by the host compiler against the CUDA runtime.
+#include "gpu_kernels/cuda_device.h"
+
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <mutex>
+#include <string>
+
+#include "cpu_kernels/lse_merge.h"
+#include "gpu_kernels/cuda_check.h"
+#include "gpu_kernels/cuda_info.h"
+#include "runtime/status.h"
+
+namespace butler::cuda {
+namespace {
+
+// Calls made from destructors and frees: an error there cannot be thrown; it stays sticky for the next checked call.
+void ignore_error(cudaError_t) {}
+
+class CudaEvent final : public Event {
+public:
+    explicit CudaEvent(int ordinal) {
+        BUTLER_CUDA_CHECK(cudaSetDevice(ordinal));
+        BUTLER_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
+    }
+    ~CudaEvent() override { ignore_error(cudaEventDestroy(event_)); }
+    bool query() const override {
+        const cudaError_t e = cudaEventQuery(event_);
+        if (e == cudaErrorNotReady) return false;
+        BUTLER_CUDA_CHECK(e);
+        return true;
+    }
+    void synchronize() override { BUTLER_CUDA_CHECK(cudaEventSynchronize(event_)); }
+    cudaEvent_t handle() const { return event_; }
+
+private:
+    cudaEvent_t event_ = nullptr;
+};
+
+class CudaStream final : public Stream {
+public:
+    explicit CudaStream(int ordinal) {
+        BUTLER_CUDA_CHECK(cudaSetDevice(ordinal));
+        BUTLER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    }
+    ~CudaStream() override {
+        ignore_error(cudaStreamSynchronize(stream_));
+        ignore_error(cudaStreamDestroy(stream_));
+    }
+    void copy(void* dst, const void* src, size_t n_bytes) override {
+        BUTLER_CUDA_CHECK(cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyDefault, stream_));
+    }
+    void memset(void* dst, int value, size_t n_bytes) override {
+        BUTLER_CUDA_CHECK(cudaMemsetAsync(dst, value, n_bytes, stream_));
+    }
+    void host_fn(HostFn fn, void* ctx) override { BUTLER_CUDA_CHECK(cudaLaunchHostFunc(stream_, fn, ctx)); }
+    void record(Event& event) override {
+        BUTLER_CUDA_CHECK(cudaEventRecord(checked_event(event).handle(), stream_));
+    }
+    void wait(const Event& event) override {
+        BUTLER_CUDA_CHECK(cudaStreamWaitEvent(stream_, checked_event(event).handle(), 0));
+    }
+    void synchronize() override { BUTLER_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+    cudaStream_t handle() const { return stream_; }
+
+private:
+    static const CudaEvent& checked_event(const Event& e) {
+        const auto* ce = dynamic_cast<const CudaEvent*>(&e);
+        if (ce == nullptr) fail(Status::Internal, "a cuda stream was given an event of another device");
+        return *ce;
+    }
+    cudaStream_t stream_ = nullptr;
+};
+
+void cuda_attn_partial(Stream& stream, const AttnPartialArgs* args) {
+    auto* cs = dynamic_cast<CudaStream*>(&stream);
+    if (cs == nullptr) fail(Status::Internal, "the cuda attention kernel was given a stream of another device");
+    launch_attn_partial(*args, cs->handle());
+}
+
+class CudaDevice final : public Device {
+public:
+    explicit CudaDevice(const CudaDeviceOptions& o) : ordinal_(o.ordinal) {
+        const int n = device_count();
+        if (n == 0) {
+            int ignored = 0;
+            BUTLER_CUDA_CHECK(cudaGetDeviceCount(&ignored));  // names the driver's error
+            fail(Status::Device, "no CUDA device is present");
+        }
+        if (o.ordinal < 0 || o.ordinal >= n)
+            fail(Status::Usage, "cuda device {} does not exist ({} present)", o.ordinal, n);
+        BUTLER_CUDA_CHECK(cudaSetDevice(ordinal_));
+        size_t free_bytes = 0, total_bytes = 0;
+        BUTLER_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+        if (o.capacity_bytes > free_bytes)
+            fail(Status::Oom, "--device-memory {} bytes is more than the {} bytes free on {}", o.capacity_bytes,
+                 free_bytes, device_name(ordinal_));
+        capacity_ = o.capacity_bytes > 0 ? o.capacity_bytes : free_bytes;
+        name_     = fmt::format("cuda:{} {} (cap {} MiB)", ordinal_, device_name(ordinal_), capacity_ >> 20);
+        default_stream_ = std::make_unique<CudaStream>(ordinal_);
+    }
+    ~CudaDevice() override { default_stream_.reset(); }
+
+    std::string name() const override { return name_; }
+    bool is_host() const override { return false; }
+    MemoryInfo memory_info() const override {
+        std::lock_guard lock(m_);
+        return {capacity_, capacity_ - used_};
+    }
+    void pin(void* ptr, size_t n_bytes) override {
+        BUTLER_CUDA_CHECK(cudaHostRegister(ptr, n_bytes, cudaHostRegisterPortable | cudaHostRegisterMapped));
+    }
+    void unpin(void* ptr) override { ignore_error(cudaHostUnregister(ptr)); }
+    Stream& default_stream() override { return *default_stream_; }
+    std::unique_ptr<Stream> create_stream() override {
+        ++n_allocs_;
+        return std::make_unique<CudaStream>(ordinal_);
+    }
+    std::unique_ptr<Event> create_event() override {
+        ++n_allocs_;
+        return std::make_unique<CudaEvent>(ordinal_);
+    }
+    const KernelTable& kernels() const override {
+        static const KernelTable table{&cuda_attn_partial, &butler::lse_merge};
+        return table;
+    }
+
+protected:
+    void* do_alloc(size_t n_bytes, MemKind kind) override {
+        void* p = nullptr;
+        switch (kind) {
+            case MemKind::Device: {
+                count(n_bytes, "a device buffer");
+                const cudaError_t e = cudaMalloc(&p, n_bytes);
+                if (e != cudaSuccess) {
+                    uncount(n_bytes);
+                    if (e == cudaErrorMemoryAllocation) {
+                        ignore_error(cudaGetLastError());
+                        fail(Status::Oom, "device memory exhausted: cudaMalloc of {} bytes failed on {}", n_bytes,
+                             name_);
+                    }
+                    BUTLER_CUDA_CHECK(e);
+                }
+                return p;
+            }
+            case MemKind::PinnedHost: {
+                const cudaError_t e = cudaHostAlloc(&p, n_bytes, cudaHostAllocPortable | cudaHostAllocMapped);
+                if (e == cudaErrorMemoryAllocation) {
+                    ignore_error(cudaGetLastError());
+                    fail(Status::Oom, "out of pinned host memory allocating {} bytes", n_bytes);
+                }
+                BUTLER_CUDA_CHECK(e);
+                return p;
+            }
+            case MemKind::Host:
+                break;
+        }
+        p = std::aligned_alloc(64, (n_bytes + 63) / 64 * 64);
+        if (!p) fail(Status::Oom, "out of host memory allocating {} bytes", n_bytes);
+        return p;
+    }
+    void do_free(void* ptr, size_t n_bytes, MemKind kind) override {
+        switch (kind) {
+            case MemKind::Device:
+                ignore_error(cudaFree(ptr));
+                uncount(n_bytes);
+                return;
+            case MemKind::PinnedHost:
+                ignore_error(cudaFreeHost(ptr));
+                return;
+            case MemKind::Host:
+                std::free(ptr);
+                return;
+        }
+    }
+    void do_reserve(uint64_t n_bytes, std::string_view what) override { count(n_bytes, what); }
+    void do_unreserve(uint64_t n_bytes) override { uncount(n_bytes); }
+
+private:
+    void count(uint64_t n_bytes, std::string_view what) {
+        std::lock_guard lock(m_);
+        const uint64_t free_bytes = capacity_ - used_;
+        if (n_bytes > free_bytes)
+            fail(Status::Oom, "device memory exhausted: {} need {} bytes, but {} has {} bytes free of its {}-byte cap "
+                 "(--device-memory)", what, n_bytes, name_, free_bytes, capacity_);
+        used_ += n_bytes;
+    }
+    void uncount(uint64_t n_bytes) {
+        std::lock_guard lock(m_);
+        used_ -= n_bytes;
+    }
+
+    int ordinal_;
+    uint64_t capacity_ = 0;
+    std::string name_;
+    mutable std::mutex m_;
+    uint64_t used_ = 0;
+    std::unique_ptr<CudaStream> default_stream_;
+};
+
+}  // namespace
+
+std::unique_ptr<Device> make_cuda_device(const CudaDeviceOptions& options) {
+    return std::make_unique<CudaDevice>(options);
+}
+
+}  // namespace butler::cuda

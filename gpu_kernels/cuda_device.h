@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: MIT
+// The cuda device behind the Device interface (built only with BUTLER_WITH_CUDA). No CUDA type appears here.
+//   memory: Device = cudaMalloc counted against a cap (--device-memory; default the GPU's free memory at creation),
+//           PinnedHost = cudaHostAlloc (portable, mapped: kernels read and write it over PCIe), Host = plain;
+//           pin()/unpin() = cudaHostRegister/Unregister (mapped), so the host KV store's pages are gatherable.
+//   streams: non-blocking CUDA streams; copy = cudaMemcpyAsync (direction from the pointers), host_fn =
+//           cudaLaunchHostFunc, record/wait = cudaEventRecord/cudaStreamWaitEvent. Events without timing.
+//   kernels: attn_partial = gpu_kernels/attn_partial.cu; lse_merge stays on the host (the pipeline merges there).
+// Every CUDA failure is Error(Device) naming the call and the CUDA error; exhausting the cap is Error(Oom).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "runtime/device.h"
+
+namespace butler::cuda {
+
+struct CudaDeviceOptions {
+    int ordinal             = 0;
+    uint64_t capacity_bytes = 0;  // 0: the GPU's free memory when the device is created
+};
+
+// Error(Device) when there is no usable GPU (naming the CUDA error), Error(Usage) for an ordinal out of range.
+std::unique_ptr<Device> make_cuda_device(const CudaDeviceOptions& options);
+
+// Enqueues the attention partial (AttnPartialArgs' contract in runtime/device.h) on a CUDA stream given as void*.
+// head_dim and head_dim_v at most 256; kv_type f32, f16 or bf16.
+void launch_attn_partial(const AttnPartialArgs& args, void* stream);
+
+}  // namespace butler::cuda
