@@ -21,7 +21,8 @@ struct CudaDeviceOptions {
     uint64_t capacity_bytes = 0;  // 0: the GPU's free memory when the device is created
 };
 
-// Error(Device) when there is no usable GPU (naming the CUDA error), Error(Usage) for an ordinal out of range.
+// Error(Device) when there is no usable GPU (naming the CUDA error), Error(Usage) for an ordinal out of range
+// (make_device("cuda[:N|:mem=..,device=N]") checks both first and reports Error(Unsupported) naming the spec).
 std::unique_ptr<Device> make_cuda_device(const CudaDeviceOptions& options);
 
 // Enqueues the attention partial (AttnPartialArgs' contract in runtime/device.h) on a CUDA stream given as void*.

@@ -12,6 +12,7 @@
 #include "runtime/status.h"
 #ifdef BUTLER_WITH_CUDA
 #include "gpu_kernels/cuda_device.h"
+#include "gpu_kernels/cuda_info.h"
 #endif
 
 namespace butler {
@@ -160,6 +161,10 @@ std::unique_ptr<Device> make_device(const std::string& spec) {
 #ifdef BUTLER_WITH_CUDA
         cuda::CudaDeviceOptions o;
         std::string_view rest = spec.size() > 5 ? std::string_view(spec).substr(5) : std::string_view();
+        if (!rest.empty() && rest.find_first_not_of("0123456789") == std::string_view::npos) {  // "cuda:N"
+            o.ordinal = int(std::strtol(std::string(rest).c_str(), nullptr, 10));
+            rest      = {};
+        }
         while (!rest.empty()) {
             const size_t comma          = rest.find(',');
             const std::string_view item = rest.substr(0, comma);
@@ -177,6 +182,10 @@ std::unique_ptr<Device> make_device(const std::string& spec) {
                 fail(Status::Usage, "unknown cuda device option '{}' (mem, device)", key);
             }
         }
+        const int n_gpu = cuda::device_count();
+        if (o.ordinal >= n_gpu)
+            fail(Status::Unsupported, "device '{}': this machine has {} usable CUDA GPU{}", spec, n_gpu,
+                 n_gpu == 1 ? "" : "s");
         return cuda::make_cuda_device(o);
 #else
         fail(Status::Unsupported, "device '{}': this build has no CUDA device (configure with -DBUTLER_CUDA=ON)", spec);

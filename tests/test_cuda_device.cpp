@@ -54,7 +54,7 @@ double stored_value(DType type, const uint8_t* row, size_t d) {
 }  // namespace
 
 TEST_SUITE("cuda") {
-    TEST_CASE("without CUDA the cuda device is refused with a clear error") {
+    TEST_CASE("a build without CUDA, or a machine without the GPU asked for, refuses the cuda device clearly") {
 #ifndef BUTLER_WITH_CUDA
         try {
             (void)make_device("cuda");
@@ -65,6 +65,15 @@ TEST_SUITE("cuda") {
         }
 #else
         CHECK_THROWS_AS(make_device("cuda:warp=9"), Error);  // a bad option is refused on any machine
+        if (cuda::device_count() == 0) {
+            try {
+                (void)make_device("cuda:3");
+                FAIL("no error");
+            } catch (const Error& e) {
+                CHECK(e.status() == Status::Unsupported);
+                CHECK(std::string(e.what()).find("cuda:3") != std::string::npos);
+            }
+        }
 #endif
     }
 
