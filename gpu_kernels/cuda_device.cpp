@@ -5,7 +5,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdlib>
-#include <mutex>
 #include <string>
 
 #include "cpu_kernels/lse_merge.h"
@@ -97,18 +96,16 @@ public:
         if (o.capacity_bytes > free_bytes)
             fail(Status::Oom, "--device-memory {} bytes is more than the {} bytes free on {}", o.capacity_bytes,
                  free_bytes, device_name(ordinal_));
-        capacity_ = o.capacity_bytes > 0 ? o.capacity_bytes : free_bytes;
-        name_     = fmt::format("cuda:{} {} (cap {} MiB)", ordinal_, device_name(ordinal_), capacity_ >> 20);
+        const uint64_t capacity = o.capacity_bytes > 0 ? o.capacity_bytes : free_bytes;
+        cap_  = std::make_unique<MemoryCap>(capacity);
+        name_ = fmt::format("cuda:{} {} (cap {} MiB)", ordinal_, device_name(ordinal_), capacity >> 20);
         default_stream_ = std::make_unique<CudaStream>(ordinal_);
     }
     ~CudaDevice() override { default_stream_.reset(); }
 
     std::string name() const override { return name_; }
     bool is_host() const override { return false; }
-    MemoryInfo memory_info() const override {
-        std::lock_guard lock(m_);
-        return {capacity_, capacity_ - used_};
-    }
+    MemoryInfo memory_info() const override { return cap_->info(); }
     void pin(void* ptr, size_t n_bytes) override {
         BUTLER_CUDA_CHECK(cudaHostRegister(ptr, n_bytes, cudaHostRegisterPortable | cudaHostRegisterMapped));
     }
@@ -132,10 +129,10 @@ protected:
         void* p = nullptr;
         switch (kind) {
             case MemKind::Device: {
-                count(n_bytes, "a device buffer");
+                cap_->take(n_bytes, "a device buffer", name_);
                 const cudaError_t e = cudaMalloc(&p, n_bytes);
                 if (e != cudaSuccess) {
-                    uncount(n_bytes);
+                    cap_->give(n_bytes);
                     if (e == cudaErrorMemoryAllocation) {
                         ignore_error(cudaGetLastError());
                         fail(Status::Oom, "device memory exhausted: cudaMalloc of {} bytes failed on {}", n_bytes,
@@ -165,7 +162,7 @@ protected:
         switch (kind) {
             case MemKind::Device:
                 ignore_error(cudaFree(ptr));
-                uncount(n_bytes);
+                cap_->give(n_bytes);
                 return;
             case MemKind::PinnedHost:
                 ignore_error(cudaFreeHost(ptr));
@@ -175,28 +172,13 @@ protected:
                 return;
         }
     }
-    void do_reserve(uint64_t n_bytes, std::string_view what) override { count(n_bytes, what); }
-    void do_unreserve(uint64_t n_bytes) override { uncount(n_bytes); }
+    void do_reserve(uint64_t n_bytes, std::string_view what) override { cap_->take(n_bytes, what, name_); }
+    void do_unreserve(uint64_t n_bytes) override { cap_->give(n_bytes); }
 
 private:
-    void count(uint64_t n_bytes, std::string_view what) {
-        std::lock_guard lock(m_);
-        const uint64_t free_bytes = capacity_ - used_;
-        if (n_bytes > free_bytes)
-            fail(Status::Oom, "device memory exhausted: {} need {} bytes, but {} has {} bytes free of its {}-byte cap "
-                 "(--device-memory)", what, n_bytes, name_, free_bytes, capacity_);
-        used_ += n_bytes;
-    }
-    void uncount(uint64_t n_bytes) {
-        std::lock_guard lock(m_);
-        used_ -= n_bytes;
-    }
-
     int ordinal_;
-    uint64_t capacity_ = 0;
+    std::unique_ptr<MemoryCap> cap_;  // made once the GPU's free memory is known
     std::string name_;
-    mutable std::mutex m_;
-    uint64_t used_ = 0;
     std::unique_ptr<CudaStream> default_stream_;
 };
 

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -135,6 +136,21 @@ struct KernelTable {
 struct MemoryInfo {
     uint64_t total_bytes = 0;  // device memory capacity (the cap on emu)
     uint64_t free_bytes  = 0;
+};
+
+// Device memory in use against a capacity (emu's cap, cuda's --device-memory). Thread-safe.
+class MemoryCap {
+public:
+    explicit MemoryCap(uint64_t capacity) : capacity_(capacity) {}
+    // Counts n_bytes; Error(Oom) naming `what`, the bytes, what is free, the capacity and `device` when they do
+    // not fit (nothing is counted then).
+    void take(uint64_t n_bytes, std::string_view what, std::string_view device);
+    void give(uint64_t n_bytes);
+    MemoryInfo info() const;
+
+private:
+    mutable std::mutex m_;
+    uint64_t capacity_, used_ = 0;
 };
 
 class Device {

@@ -50,6 +50,27 @@ void Buffer::reset() {
     n_bytes_ = 0;
 }
 
+void MemoryCap::take(uint64_t n_bytes, std::string_view what, std::string_view device) {
+    std::lock_guard lock(m_);
+    const uint64_t free_bytes = capacity_ - used_;
+    if (n_bytes > free_bytes)
+        fail(Status::Oom,
+             "device memory exhausted: {} ({} bytes requested, {:.1f} MiB) do not fit: {} bytes free of the {}-byte "
+             "cap of {} (--device-memory)",
+             what, n_bytes, double(n_bytes) / (1 << 20), free_bytes, capacity_, device);
+    used_ += n_bytes;
+}
+
+void MemoryCap::give(uint64_t n_bytes) {
+    std::lock_guard lock(m_);
+    used_ -= n_bytes;
+}
+
+MemoryInfo MemoryCap::info() const {
+    std::lock_guard lock(m_);
+    return {capacity_, capacity_ - used_};
+}
+
 DeviceReservation& DeviceReservation::operator=(DeviceReservation&& o) noexcept {
     if (this != &o) {
         reset();

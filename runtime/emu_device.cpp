@@ -220,7 +220,7 @@ private:
 
 class EmuDevice final : public Device {
 public:
-    explicit EmuDevice(const EmuOptions& o) : opts_(o), gbps_(emu_effective_pcie_gbps(o)) {
+    explicit EmuDevice(const EmuOptions& o) : opts_(o), gbps_(emu_effective_pcie_gbps(o)), cap_(o.capacity_bytes) {
         default_stream_ = std::make_unique<EmuStream>(opts_, gbps_, opts_.seed);
     }
     ~EmuDevice() override { default_stream_.reset(); }
@@ -230,10 +230,7 @@ public:
                            opts_.delay_us > 0 ? fmt::format(", delays up to {} us", opts_.delay_us) : "");
     }
     bool is_host() const override { return false; }
-    MemoryInfo memory_info() const override {
-        std::lock_guard lock(m_);
-        return {opts_.capacity_bytes, opts_.capacity_bytes - used_};
-    }
+    MemoryInfo memory_info() const override { return cap_.info(); }
     Stream& default_stream() override { return *default_stream_; }
     std::unique_ptr<Stream> create_stream() override {
         ++n_allocs_;
@@ -247,37 +244,21 @@ public:
 
 protected:
     void* do_alloc(size_t n_bytes, MemKind kind) override {
-        if (kind == MemKind::Device) {
-            std::lock_guard lock(m_);
-            const uint64_t free_bytes = opts_.capacity_bytes - used_;
-            if (n_bytes > free_bytes)
-                fail(Status::Oom, "device memory exhausted: {} bytes requested, {} bytes free of {} ({})", n_bytes,
-                     free_bytes, opts_.capacity_bytes, "emu device cap");
-            used_ += n_bytes;
-        }
+        if (kind == MemKind::Device) cap_.take(n_bytes, "a device buffer", "the emu device");
         void* p = std::aligned_alloc(64, (n_bytes + 63) / 64 * 64);
-        if (!p) fail(Status::Oom, "out of host memory allocating {} bytes", n_bytes);
+        if (!p) {
+            if (kind == MemKind::Device) cap_.give(n_bytes);
+            fail(Status::Oom, "out of host memory allocating {} bytes", n_bytes);
+        }
         if (kind == MemKind::Device && opts_.poison) std::memset(p, kPoisonByte, n_bytes);
         return p;
     }
-    void do_reserve(uint64_t n_bytes, std::string_view what) override {
-        std::lock_guard lock(m_);
-        const uint64_t free_bytes = opts_.capacity_bytes - used_;
-        if (n_bytes > free_bytes)
-            fail(Status::Oom, "device memory exhausted: {} need {} bytes ({:.1f} MiB), but the emu device has {} bytes "
-                 "free of its {}-byte cap (--device-memory)", what, n_bytes, double(n_bytes) / (1 << 20), free_bytes,
-                 opts_.capacity_bytes);
-        used_ += n_bytes;
-    }
-    void do_unreserve(uint64_t n_bytes) override {
-        std::lock_guard lock(m_);
-        used_ -= n_bytes;
-    }
+    void do_reserve(uint64_t n_bytes, std::string_view what) override { cap_.take(n_bytes, what, "the emu device"); }
+    void do_unreserve(uint64_t n_bytes) override { cap_.give(n_bytes); }
     void do_free(void* ptr, size_t n_bytes, MemKind kind) override {
         if (kind == MemKind::Device) {
             if (opts_.poison) std::memset(ptr, kPoisonByte, n_bytes);
-            std::lock_guard lock(m_);
-            used_ -= n_bytes;
+            cap_.give(n_bytes);
         }
         std::free(ptr);
     }
@@ -285,8 +266,7 @@ protected:
 private:
     EmuOptions opts_;
     double gbps_;
-    mutable std::mutex m_;
-    uint64_t used_ = 0;
+    MemoryCap cap_;
     std::unique_ptr<EmuStream> default_stream_;
 };
 
