@@ -6,7 +6,7 @@
 namespace butler {
 
 CopyEngine::CopyEngine(Device& device, const HostKvStore& store, DeviceKvSlots& slots)
-    : device_(device), store_(store), slots_(slots), stream_(device.create_stream()) {
+    : store_(store), slots_(slots), stream_(device.create_stream()) {
     for (int32_t l = 0; l < store.shape().n_layer; ++l) events_.push_back(device.create_event());
     plan_.reserve(slots.n_slots());
 }

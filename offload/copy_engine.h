@@ -47,7 +47,6 @@ public:
     const CopyPlan& last_plan() const { return plan_; }
 
 private:
-    Device& device_;
     const HostKvStore& store_;
     DeviceKvSlots& slots_;
     std::unique_ptr<Stream> stream_;
