@@ -146,18 +146,30 @@ uint64_t parse_bytes(const std::string& text) {
     return static_cast<uint64_t>(value * scale);
 }
 
+namespace {
+
+// Calls on_option(key, value) for each "key=value" of a comma-separated device option list; Error(Usage) naming
+// `device` for an item without '='.
+template <typename OnOption>
+void for_each_option(std::string_view rest, std::string_view device, OnOption on_option) {
+    while (!rest.empty()) {
+        const size_t comma          = rest.find(',');
+        const std::string_view item = rest.substr(0, comma);
+        rest                        = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+        const size_t eq             = item.find('=');
+        if (eq == std::string_view::npos) fail(Status::Usage, "{} device option '{}' is not key=value", device, item);
+        on_option(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
+    }
+}
+
+}  // namespace
+
 std::unique_ptr<Device> make_device(const std::string& spec) {
     if (spec == "cpu") return make_cpu_device();
     if (spec == "emu" || spec.rfind("emu:", 0) == 0) {
         EmuOptions o;
-        std::string_view rest = spec.size() > 4 ? std::string_view(spec).substr(4) : std::string_view();
-        while (!rest.empty()) {
-            const size_t comma          = rest.find(',');
-            const std::string_view item = rest.substr(0, comma);
-            rest                        = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-            const size_t eq             = item.find('=');
-            if (eq == std::string_view::npos) fail(Status::Usage, "emu device option '{}' is not key=value", item);
-            const std::string key(item.substr(0, eq)), value(item.substr(eq + 1));
+        const std::string_view rest = spec.size() > 4 ? std::string_view(spec).substr(4) : std::string_view();
+        for_each_option(rest, "emu", [&o](const std::string& key, const std::string& value) {
             char* end = nullptr;
             if (key == "mem")
                 o.capacity_bytes = parse_bytes(value);
@@ -175,7 +187,7 @@ std::unique_ptr<Device> make_device(const std::string& spec) {
                 fail(Status::Usage,
                      "unknown emu device option '{}' (mem, pcie_gbps, launch_us, delay_us, seed, poison)", key);
             if (end && *end) fail(Status::Usage, "emu device option {}: '{}' is not a number", key, value);
-        }
+        });
         return make_emu_device(o);
     }
     if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
@@ -186,13 +198,7 @@ std::unique_ptr<Device> make_device(const std::string& spec) {
             o.ordinal = int(std::strtol(std::string(rest).c_str(), nullptr, 10));
             rest      = {};
         }
-        while (!rest.empty()) {
-            const size_t comma          = rest.find(',');
-            const std::string_view item = rest.substr(0, comma);
-            rest                        = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-            const size_t eq             = item.find('=');
-            if (eq == std::string_view::npos) fail(Status::Usage, "cuda device option '{}' is not key=value", item);
-            const std::string key(item.substr(0, eq)), value(item.substr(eq + 1));
+        for_each_option(rest, "cuda", [&o](const std::string& key, const std::string& value) {
             if (key == "mem") {
                 o.capacity_bytes = parse_bytes(value);
             } else if (key == "device") {
@@ -202,7 +208,7 @@ std::unique_ptr<Device> make_device(const std::string& spec) {
             } else {
                 fail(Status::Usage, "unknown cuda device option '{}' (mem, device)", key);
             }
-        }
+        });
         const int n_gpu = cuda::device_count();
         if (o.ordinal >= n_gpu)
             fail(Status::Unsupported, "device '{}': this machine has {} usable CUDA GPU{}", spec, n_gpu,
