@@ -312,15 +312,16 @@ void OffloadPipeline::prefetch(int32_t layer, int64_t pos) {
     const auto t0 = std::chrono::steady_clock::now();
     select_layer(layer, nullptr, pos, wanted_next_);
     stats_.select_ms += ms_since(t0);
+    const int32_t pool = slot_layer(layer, pos);
     for (int32_t g = 0; g < n_head_kv_; ++g) {
         // The current token's row of that layer is not computed yet; it follows when the layer runs.
         std::vector<int32_t>& w = wanted_next_[size_t(g)];
         const bool has_current  = !w.empty() && w.back() == pos;
         if (has_current) w.pop_back();
-        engine_->fetch(layer, g, w, slot_layer(layer, pos));
+        engine_->fetch(layer, g, w, pool);
         if (has_current) w.push_back(int32_t(pos));
     }
-    engine_->finish_layer(slot_layer(layer, pos));
+    engine_->finish_layer(pool);
     prefetched_pos_[size_t(layer)] = pos;
     ++stats_.prefetches;
 }

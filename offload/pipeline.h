@@ -106,8 +106,8 @@ private:
     std::unique_ptr<CopyEngine> engine_;
     std::unique_ptr<TokenSelector> selector_;
     std::unique_ptr<Stream> compute_;
-    int64_t prefill_end_ = -1;
-    std::vector<std::pair<int32_t, int64_t>> stage_owner_;  // stream mode: (stored layer, step) each staging layer holds  // the first decode token's position; -1: the next chunk is prefill
+    int64_t prefill_end_ = -1;  // the first decode token's position; -1: the next chunk is prefill
+    std::vector<std::pair<int32_t, int64_t>> stage_owner_;  // stream mode: (stored layer, step) each staging layer holds
     // Per KV head scratch, sized at construction.
     std::vector<std::vector<int32_t>> wanted_, complement_;
     // Prefetch of the next stored layer (query-independent selectors): its selection, made while this layer

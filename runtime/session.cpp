@@ -65,6 +65,13 @@ struct Session::LayerCache {
     std::vector<uint8_t> v;  // (n_head_kv, cap, head_dim_v)
     int64_t cap = 0;
     bool swa = false;
+
+    // Writes KV head g's K and V rows of token pos into its ring slot, converted to type.
+    void store(DType type, int64_t g, int64_t pos, const float* k_row, const float* v_row, int64_t hd, int64_t hdv) {
+        const int64_t slot = pos % cap, elem = dtype_traits(type).block_bytes;
+        store_kv_row(type, k_row, k.data() + ((g * cap + slot) * hd) * elem, hd);
+        store_kv_row(type, v_row, v.data() + ((g * cap + slot) * hdv) * elem, hdv);
+    }
 };
 
 Session::~Session() = default;
@@ -84,6 +91,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
 
     const int64_t ub = params_.n_ubatch;
     const int64_t elem = dtype_traits(params_.kv_type).block_bytes;
+    const int64_t swa_cap = std::min<int64_t>(params_.n_ctx, int64_t(hp.n_swa) + ub);  // a sliding-window ring
     if (params_.offload.enabled) {
         if (is_tokenbutler_selector(params_.offload.selector) && !params_.offload.predictor)
             params_.offload.predictor = load_predictor_for(params_.offload.selector, *model_);
@@ -91,8 +99,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
         uint64_t resident = model_->n_weight_bytes();
         for (int l = 0; l < hp.n_layer; ++l)
             if (hp.is_swa(l))
-                resident += uint64_t(hp.n_head_kv * std::min<int64_t>(params_.n_ctx, int64_t(hp.n_swa) + ub) *
-                                     (hp.head_dim + hp.head_dim_v) * elem);
+                resident += uint64_t(hp.n_head_kv * swa_cap * (hp.head_dim + hp.head_dim_v) * elem);
         params_.offload.device_resident_bytes = resident;
         offload_ = std::make_unique<OffloadPipeline>(hp, params_.offload, params_.n_ctx, params_.kv_type);
     }
@@ -101,7 +108,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
         for (int l = 0; l < hp.n_layer; ++l) {
             LayerCache& c = cache_[static_cast<size_t>(l)];
             c.swa = hp.is_swa(l);
-            c.cap = c.swa ? std::min<int64_t>(params_.n_ctx, int64_t(hp.n_swa) + ub) : params_.n_ctx;
+            c.cap = c.swa ? swa_cap : params_.n_ctx;
             if (offload_ && offload_->offloaded(l)) c.cap = 0;  // these K/V live in the offload host store
             c.k.resize(static_cast<size_t>(hp.n_head_kv * c.cap * hp.head_dim * elem));
             c.v.resize(static_cast<size_t>(hp.n_head_kv * c.cap * hp.head_dim_v * elem));
@@ -164,7 +171,6 @@ void Session::fill_synthetic_kv(int32_t n, uint64_t seed) {
              params_.n_ctx);
     reset();
     const DType kv_type = params_.kv_type;
-    const int64_t elem  = dtype_traits(kv_type).block_bytes;
     const int64_t hd = hp.head_dim, hdv = hp.head_dim_v, n_kv = hp.n_head_kv;
     for (int32_t l = 0; l < hp.n_layer; ++l) {
         LayerCache& cache = cache_[size_t(l)];
@@ -189,12 +195,8 @@ void Session::fill_synthetic_kv(int32_t n, uint64_t seed) {
                     offload_->store(l, pos, k.data(), v.data());
                     continue;
                 }
-                const int64_t slot = pos % cache.cap;
-                for (int64_t g = 0; g < n_kv; ++g) {
-                    store_kv_row(kv_type, k.data() + g * hd, cache.k.data() + ((g * cache.cap + slot) * hd) * elem, hd);
-                    store_kv_row(kv_type, v.data() + g * hdv, cache.v.data() + ((g * cache.cap + slot) * hdv) * elem,
-                                 hdv);
-                }
+                for (int64_t g = 0; g < n_kv; ++g)
+                    cache.store(kv_type, g, pos, k.data() + g * hd, v.data() + g * hdv, hd, hdv);
             }
         }
     }
@@ -287,10 +289,7 @@ void Session::forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0) 
                 if (spec.rope_style == RopeStyle::Neox) rope_neox(k, int32_t(hd), cs, cs + hd / 2);
                 else rope_normal(k, int32_t(hd), cs, cs + hd / 2);
                 if (cache.cap == 0) continue;  // an offloaded layer: K/V go to the host store below
-                const int64_t slot = pos % cache.cap;
-                store_kv_row(kv_type, k, cache.k.data() + ((g * cache.cap + slot) * hd) * elem, hd);
-                store_kv_row(kv_type, v_.data() + i * hp.n_embd_v() + g * hdv,
-                             cache.v.data() + ((g * cache.cap + slot) * hdv) * elem, hdv);
+                cache.store(kv_type, g, pos, k, v_.data() + i * hp.n_embd_v() + g * hdv, hd, hdv);
             }
             if (cache.cap == 0) offload_->store(l, pos, k_.data() + i * hp.n_embd_k(), v_.data() + i * hp.n_embd_v());
         }
