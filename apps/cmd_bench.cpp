@@ -28,7 +28,6 @@
 #include "apps/offload_options.h"
 #include "offload/pipeline.h"
 #include "predictor/tokenbutler.h"
-#include "runtime/model_path.h"
 #include "runtime/session.h"
 #include "runtime/status.h"
 
@@ -105,17 +104,6 @@ int64_t parse_context(const std::string& s) {
     if (!(n >= 16) || n != std::floor(n) || n > double(INT32_MAX))
         fail(Status::Usage, "-c/--ctx entry '{}' must be a whole number of tokens >= 16", s);
     return int64_t(n);
-}
-
-std::vector<std::string> split_commas(const std::string& s) {
-    std::vector<std::string> out;
-    size_t i = 0;
-    while (i <= s.size()) {
-        const size_t j = std::min(s.find(',', i), s.size());
-        if (j > i) out.push_back(s.substr(i, j - i));
-        i = j + 1;
-    }
-    return out;
 }
 
 double median(std::vector<double> v) {
@@ -248,9 +236,9 @@ void write_plot(const std::string& path, const std::vector<Row>& rows, const std
 
 int run_bench(const BenchOptions& o) {
     std::vector<int64_t> contexts;
-    for (const std::string& c : split_commas(o.contexts)) contexts.push_back(parse_context(c));
-    const std::vector<std::string> budgets = split_commas(o.budgets);
-    const std::vector<std::string> modes   = split_commas(o.modes);
+    for (const std::string& c : split_list(o.contexts)) contexts.push_back(parse_context(c));
+    const std::vector<std::string> budgets = split_list(o.budgets);
+    const std::vector<std::string> modes   = split_list(o.modes);
     if (contexts.empty() || budgets.empty() || modes.empty())
         fail(Status::Usage, "-c/--ctx, --budget and --modes need at least one entry each");
     for (const std::string& m : modes)
@@ -298,10 +286,7 @@ int run_bench(const BenchOptions& o) {
     // The prompt: the text's tokens repeated up to the longest context (only its length matters for timing).
     std::vector<TokenId> prompt;
     if (!o.synthetic_kv) {
-        const std::string file = o.file.empty() ? (fs::path(default_model_cache_path()).parent_path().parent_path() /
-                                                   "text" / "kjv-john.txt")
-                                                      .string()
-                                                : o.file;
+        const std::string file = o.file.empty() ? default_text_path() : o.file;
         const std::vector<TokenId> text = model->tokenizer().encode(read_file(file), false, false);
         if (text.empty()) fail(Status::InvalidArg, "'{}' has no text to build the prompt from", file);
         const TokenId bos = model->tokenizer().bos();

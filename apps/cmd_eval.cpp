@@ -23,7 +23,6 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <sstream>
 
 #include "apps/atomic_output.h"
 #include "apps/common.h"
@@ -33,7 +32,6 @@
 #include "predictor/token_selector.h"
 #include "predictor/tokenbutler.h"
 #include "runtime/eval_tasks.h"
-#include "runtime/model_path.h"
 #include "runtime/session.h"
 #include "runtime/status.h"
 
@@ -67,15 +65,6 @@ struct EvalOptions {
     std::string output;  // -o: the JSON to a file
     std::string plot;    // --plot: a PNG
 };
-
-std::vector<std::string> split_list(const std::string& s) {
-    std::vector<std::string> out;
-    std::stringstream in(s);
-    std::string item;
-    while (std::getline(in, item, ','))
-        if (!item.empty()) out.push_back(item);
-    return out;
-}
 
 // One window or sample: tokens[0 .. prefix) are prefilled densely in the decode view; rows first .. first + n_rows - 1
 // are scored against the next token.
@@ -115,10 +104,6 @@ struct Row {
         return j;
     }
 };
-
-std::string default_text_path() {
-    return (fs::path(default_model_cache_path()).parent_path().parent_path() / "text" / "kjv-john.txt").string();
-}
 
 // The tokens of `prefix_text` that are a prefix of `full` (tokenization at the join may differ by a token).
 int64_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {

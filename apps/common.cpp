@@ -48,6 +48,20 @@ std::string read_file(const std::string& path) {
     return ss.str();
 }
 
+std::vector<std::string> split_list(const std::string& s) {
+    std::vector<std::string> out;
+    std::stringstream in(s);
+    std::string item;
+    while (std::getline(in, item, ','))
+        if (!item.empty()) out.push_back(item);
+    return out;
+}
+
+std::string default_text_path() {
+    return (std::filesystem::path(default_model_cache_path()).parent_path().parent_path() / "text" / "kjv-john.txt")
+        .string();
+}
+
 void check_output_dir(const std::string& path) {
     const std::filesystem::path dir = std::filesystem::path(path).parent_path();
     std::error_code ec;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "runtime/dtype.h"
 #include "runtime/model.h"
@@ -44,6 +45,12 @@ std::string read_file(const std::string& path);
 // each position first .. first + n_rows - 1 (first >= prefix) goes to hidden (n_rows, n_embd).
 void eval_decode_view(Session& s, std::span<const TokenId> tokens, int64_t prefix, int64_t first, int64_t n_rows,
                       float* hidden);
+
+// "a,b,,c" -> {"a", "b", "c"} (empty items dropped).
+std::vector<std::string> split_list(const std::string& s);
+
+// The held-apart evaluation text scripts/fetch-text installs (kjv-john.txt beside the default model's cache).
+std::string default_text_path();
 
 // Error(Io) naming the path when its directory does not exist (checked before long work writes there).
 void check_output_dir(const std::string& path);
