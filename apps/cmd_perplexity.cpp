@@ -119,6 +119,12 @@ int run_perplexity(const PerplexityOptions& o) {
                                    dense_logprobs.data(), dense_argmax.data());
             for (int64_t j = 0; j < n_scored; ++j) n_agree += argmax[size_t(j)] == dense_argmax[size_t(j)];
         }
+        // A NaN or Inf logit makes its row's log-probability non-finite; a perplexity over it would print "nan"
+        // and hide where the model's numbers overflowed.
+        for (int64_t j = 0; j < n_scored; ++j)
+            if (!std::isfinite(logprobs[size_t(j)]))
+                fail(Status::Format, "{}: the logits are not finite at position {} of window {} (tokens {}..{}): "
+                     "the model's activations overflow", model->path(), first + j, c + 1, start, start + n_ctx - 1);
         for (double lp : logprobs) {
             nll -= lp;
             nll2 += lp * lp;

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <limits>
 
 #include "runtime/gguf.h"
 #include "tests/fixtures.h"
@@ -94,5 +95,22 @@ TEST_SUITE("cli") {
         const std::string s = "the cat sat";
         text.write(std::vector<uint8_t>(s.begin(), s.end()));
         check_error(run_cli({"perplexity", "-m", f.path(), "-f", text.path(), "-c", "16"}), 1, "needs at least 32");
+    }
+
+    TEST_CASE("perplexity refuses logits that overflow instead of printing nan") {
+        TinyModel tiny = make_tiny_model(TinyModelSpec{}, 7);
+        for (float& w : tiny.output_norm) w = std::numeric_limits<float>::max();  // the normed state overflows
+        TempFile f;
+        f.write(tiny_model_gguf(tiny));
+        TempFile text(".txt");
+        const std::string s = random_words(200, 8);
+        text.write(std::vector<uint8_t>(s.begin(), s.end()));
+        check_error(run_cli({"perplexity", "-m", f.path(), "-f", text.path(), "-c", "16"}), 1,
+                    "logits are not finite at position 8 of window 1");
+        // The same text through the unmodified model is scored.
+        TempFile ok;
+        ok.write(tiny_model_gguf(make_tiny_model(TinyModelSpec{}, 7)));
+        const CliResult r = run_cli({"perplexity", "-m", ok.path(), "-f", text.path(), "-c", "16"});
+        CHECK_MESSAGE(r.exit_code == 0, r.err);
     }
 }
