@@ -52,6 +52,7 @@ struct BenchOptions {
     int n_steps       = 8;
     int interval      = 1;
     std::string neighbours = "off";
+    std::string copy_path  = "gather";
     std::string file;  // prompt text (repeated to the context); default: the held-apart text of scripts/fetch-text
     std::string json_path;
     std::string plot;
@@ -270,6 +271,7 @@ int run_bench(const BenchOptions& o) {
     oo.pcie_gbps     = o.pcie_gbps;
     oo.interval      = o.interval;
     oo.neighbours    = o.neighbours;
+    oo.copy_path     = o.copy_path;
     std::string selector = o.selector;
     if (selector.empty()) {
         try {
@@ -318,6 +320,7 @@ int run_bench(const BenchOptions& o) {
     j["selector"]     = selector;
     j["interval"]     = o.interval;
     j["neighbours"]   = o.neighbours;
+    j["copy_path"]    = o.copy_path;
     j["synthetic_kv"] = o.synthetic_kv;
     j["n_steps"]      = o.n_steps;
     j["threads"]      = omp_get_max_threads();
@@ -337,9 +340,10 @@ int run_bench(const BenchOptions& o) {
         std::printf("%s", dump.c_str());
         return 0;
     }
-    std::printf("# butler bench: %s, device %s, selector %s (interval %d, neighbours %s), %d threads, %d timed steps\n",
+    std::printf("# butler bench: %s, device %s, selector %s (interval %d, neighbours %s), copy path %s, %d threads, "
+                "%d timed steps\n",
                 model_name.c_str(), device_name.c_str(), selector.c_str(), o.interval, o.neighbours.c_str(),
-                omp_get_max_threads(), o.n_steps);
+                o.copy_path.c_str(), omp_get_max_threads(), o.n_steps);
     if (o.synthetic_kv)
         std::printf("# synthetic K/V (random, no prefill): decode latency only; TTFT not measured, output text meaningless\n");
     std::printf("%s", fmt_table(rows).c_str());
@@ -367,6 +371,8 @@ Action register_bench(CLI::App& sub) {
     sub.add_option("--interval", o->interval, "prediction interval (default 1)")->check(CLI::PositiveNumber);
     sub.add_option("--neighbours", o->neighbours, "neighbour fetching on|off (default off)")
         ->check(CLI::IsMember({"on", "off"}));
+    sub.add_option("--copy", o->copy_path, "how rows reach the device: gather (default; on cuda one kernel per layer "
+                   "reading mapped pinned memory) or memcpy (one copy per contiguous run)");
     sub.add_option("-f,--file", o->file, "prompt text, repeated to the context (default: kjv-john.txt of scripts/fetch-text)");
     sub.add_option("--seed", o->seed, "synthetic K/V seed (default 1)");
     sub.add_option("--json", o->json_path, "write the results as JSON to this file (atomically); '-' for stdout");

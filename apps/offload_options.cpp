@@ -18,6 +18,8 @@ void add_offload_options(CLI::App& sub, OffloadOptions& o) {
     sub.add_option("--sinks", o.sinks, "attention-sink tokens always kept (default 4)");
     sub.add_option("--window", o.window, "recent tokens always kept (default max(16, budget/8))");
     sub.add_option("--attn", o.attn, "sparse, exact (the CPU attends the rest: equals dense) or stream (dense offload: the whole K/V streamed to the device every step)");
+    sub.add_option("--copy", o.copy_path, "how rows reach the device: gather (one gather per layer; on cuda a kernel "
+                   "reading mapped pinned memory) or memcpy (one copy per contiguous run, the baseline)");
     sub.add_option("--device-memory", o.device_memory, "device memory cap of the emulated device (e.g. 512MiB); holds the weights, sliding-window K/V and K/V slots");
     sub.add_option("--pcie-gbps", o.pcie_gbps, "emulated link bandwidth in GB/s (default 0.54 x host memcpy)");
     sub.add_option("--interval", o.interval, "prediction interval: select anew every N decode steps (default 1)");
@@ -28,7 +30,7 @@ OffloadConfig offload_config(const OffloadOptions& o) {
     OffloadConfig c;
     c.enabled =
         !o.device.empty() || !o.selector.empty() || !o.budget.empty() || !o.device_memory.empty() || !o.attn.empty() ||
-        o.interval != 1 || !o.neighbours.empty();
+        !o.copy_path.empty() || o.interval != 1 || !o.neighbours.empty();
     if (!c.enabled) return c;
     c.device = o.device.empty() ? "emu" : o.device;
     if (o.pcie_gbps > 0) {
@@ -49,6 +51,7 @@ OffloadConfig offload_config(const OffloadOptions& o) {
         c.attn = AttnMode::Stream;
     else
         fail(Status::Usage, "--attn must be exact, sparse or stream (got '{}')", o.attn);
+    if (!o.copy_path.empty()) c.copy_path = parse_copy_path(o.copy_path);
     if (!o.device_memory.empty()) c.device_memory = parse_bytes(o.device_memory);
     if (o.interval < 1) fail(Status::Usage, "--interval must be >= 1 (got {})", o.interval);
     c.interval = o.interval;
@@ -82,7 +85,9 @@ nlohmann::json offload_stats_json(OffloadPipeline& p, const OffloadStats& s) {
             {"cpu_tokens", s.cpu_tokens},
             {"bytes_copied", s.copy.bytes},
             {"copy_runs", s.copy.runs},
-            {"copy_calls", s.copy.copies},
+            {"copy_path", copy_path_name(c.copy_path)},
+            {"copy_pieces", s.copy.copies},
+            {"gathers", s.copy.gathers},
             {"hit_rate", s.copy.hit_rate()},
             {"select_ms", s.select_ms},
             {"cpu_attn_ms", s.cpu_attn_ms},
@@ -104,10 +109,11 @@ void print_offload_stats(OffloadPipeline& p, const OffloadStats& s) {
     std::fprintf(
         stderr,
         "offload: %s, selector %s, attn %s, %d slots/head; %llu sparse + %llu dense layer-steps; copied %.2f MiB "
-        "in %llu runs, hit rate %.1f%%; select %.1f ms, cpu attention %.1f ms, waiting %.1f ms\n",
+        "in %llu runs (%llu pieces, %s), hit rate %.1f%%; select %.1f ms, cpu attention %.1f ms, waiting %.1f ms\n",
         p.device().name().c_str(), p.config().selector.c_str(), attn_mode_name(p.config().attn), p.n_slots(),
         static_cast<unsigned long long>(s.sparse_steps), static_cast<unsigned long long>(s.dense_steps),
-        double(s.copy.bytes) / (1 << 20), static_cast<unsigned long long>(s.copy.runs), 100.0 * s.copy.hit_rate(),
+        double(s.copy.bytes) / (1 << 20), static_cast<unsigned long long>(s.copy.runs),
+        static_cast<unsigned long long>(s.copy.copies), copy_path_name(p.config().copy_path), 100.0 * s.copy.hit_rate(),
         s.select_ms, s.cpu_attn_ms, s.wait_ms);
 }
 

@@ -23,6 +23,7 @@ struct OffloadOptions {
     int sinks  = 4;             // --sinks
     int window = -1;            // --window (-1: max(16, budget/8))
     std::string attn;           // --attn exact|sparse (default sparse)
+    std::string copy_path;      // --copy gather|memcpy (default gather)
     std::string device_memory;  // --device-memory BYTES
     double pcie_gbps = 0;       // --pcie-gbps (emu)
     int interval = 1;           // --interval: steps between fresh selections

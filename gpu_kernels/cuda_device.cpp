@@ -40,7 +40,7 @@ private:
 
 class CudaStream final : public Stream {
 public:
-    explicit CudaStream(int ordinal) {
+    CudaStream(int ordinal, bool gather_kernel) : gather_kernel_(gather_kernel) {
         BUTLER_CUDA_CHECK(cudaSetDevice(ordinal));
         BUTLER_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     }
@@ -53,6 +53,15 @@ public:
     }
     void memset(void* dst, int value, size_t n_bytes) override {
         BUTLER_CUDA_CHECK(cudaMemsetAsync(dst, value, n_bytes, stream_));
+    }
+    void gather(const CopyPiece* pieces, size_t n_pieces) override {
+        if (gather_kernel_) {
+            launch_gather(pieces, n_pieces, stream_);
+            return;
+        }
+        for (size_t i = 0; i < n_pieces; ++i)
+            BUTLER_CUDA_CHECK(
+                cudaMemcpyAsync(pieces[i].dst, pieces[i].src, pieces[i].n_bytes, cudaMemcpyHostToDevice, stream_));
     }
     void host_fn(HostFn fn, void* ctx) override { BUTLER_CUDA_CHECK(cudaLaunchHostFunc(stream_, fn, ctx)); }
     void record(Event& event) override {
@@ -70,6 +79,7 @@ private:
         if (ce == nullptr) fail(Status::Internal, "a cuda stream was given an event of another device");
         return *ce;
     }
+    bool gather_kernel_;
     cudaStream_t stream_ = nullptr;
 };
 
@@ -99,7 +109,11 @@ public:
         const uint64_t capacity = o.capacity_bytes > 0 ? o.capacity_bytes : free_bytes;
         cap_  = std::make_unique<MemoryCap>(capacity);
         name_ = fmt::format("cuda:{} {} (cap {} MiB)", ordinal_, device_name(ordinal_), capacity >> 20);
-        default_stream_ = std::make_unique<CudaStream>(ordinal_);
+        int host_pointer_ok = 0;
+        BUTLER_CUDA_CHECK(
+            cudaDeviceGetAttribute(&host_pointer_ok, cudaDevAttrCanUseHostPointerForRegisteredMem, ordinal_));
+        gather_kernel_  = host_pointer_ok != 0;
+        default_stream_ = std::make_unique<CudaStream>(ordinal_, gather_kernel_);
     }
     ~CudaDevice() override { default_stream_.reset(); }
 
@@ -113,7 +127,7 @@ public:
     Stream& default_stream() override { return *default_stream_; }
     std::unique_ptr<Stream> create_stream() override {
         ++n_allocs_;
-        return std::make_unique<CudaStream>(ordinal_);
+        return std::make_unique<CudaStream>(ordinal_, gather_kernel_);
     }
     std::unique_ptr<Event> create_event() override {
         ++n_allocs_;
@@ -177,6 +191,7 @@ protected:
 
 private:
     int ordinal_;
+    bool gather_kernel_ = false;  // the GPU reads registered host memory through its host pointer
     std::unique_ptr<MemoryCap> cap_;  // made once the GPU's free memory is known
     std::string name_;
     std::unique_ptr<CudaStream> default_stream_;

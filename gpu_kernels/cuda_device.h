@@ -3,7 +3,9 @@
 //   memory: Device = cudaMalloc counted against a cap (--device-memory; default the GPU's free memory at creation),
 //           PinnedHost = cudaHostAlloc (portable, mapped: kernels read and write it over PCIe), Host = plain;
 //           pin()/unpin() = cudaHostRegister/Unregister (mapped), so the host KV store's pages are gatherable.
-//   streams: non-blocking CUDA streams; copy = cudaMemcpyAsync (direction from the pointers), host_fn =
+//   streams: non-blocking CUDA streams; copy = cudaMemcpyAsync (direction from the pointers), gather = the row
+//           gather kernel (gpu_kernels/gather_rows.cu) where the GPU reads registered host memory through its host
+//           pointer (cudaDevAttrCanUseHostPointerForRegisteredMem), else one cudaMemcpyAsync per piece; host_fn =
 //           cudaLaunchHostFunc, record/wait = cudaEventRecord/cudaStreamWaitEvent. Events without timing.
 //   kernels: attn_partial = gpu_kernels/attn_partial.cu; lse_merge stays on the host (the pipeline merges there).
 // Every CUDA failure is Error(Device) naming the call and the CUDA error; exhausting the cap is Error(Oom).
@@ -28,5 +30,9 @@ std::unique_ptr<Device> make_cuda_device(const CudaDeviceOptions& options);
 // Enqueues the attention partial (AttnPartialArgs' contract in runtime/device.h) on a CUDA stream given as void*.
 // head_dim and head_dim_v at most 256; kv_type f32, f16 or bf16.
 void launch_attn_partial(const AttnPartialArgs& args, void* stream);
+
+// Enqueues the row gather (Stream::gather's contract in runtime/device.h) on a CUDA stream given as void*: `pieces`
+// and every src must be mapped pinned host memory whose host pointer the device can use (UVA).
+void launch_gather(const CopyPiece* pieces, size_t n_pieces, void* stream);
 
 }  // namespace butler::cuda

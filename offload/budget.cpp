@@ -41,4 +41,14 @@ const char* attn_mode_name(AttnMode mode) {
     return "sparse";
 }
 
+const char* copy_path_name(CopyPath path) {
+    return path == CopyPath::Gather ? "gather" : "memcpy";
+}
+
+CopyPath parse_copy_path(const std::string& name) {
+    if (name == "gather") return CopyPath::Gather;
+    if (name == "memcpy") return CopyPath::Memcpy;
+    fail(Status::Usage, "--copy must be gather or memcpy (got '{}')", name);
+}
+
 }  // namespace butler

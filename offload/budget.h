@@ -21,6 +21,10 @@ class TokenButlerPredictor;
 //         all of it (two layers' worth of device memory, whatever the context); selector dense only.
 enum class AttnMode { Exact, Sparse, Stream };
 
+// How the copy engine moves rows host -> device: one gather per layer (on cuda a kernel reading mapped pinned
+// memory) or one stream copy (cudaMemcpyAsync) per contiguous piece, the baseline the gather is measured against.
+enum class CopyPath { Gather, Memcpy };
+
 struct OffloadConfig {
     bool enabled           = false;
     std::string device     = "emu";    // make_device() spec
@@ -30,6 +34,7 @@ struct OffloadConfig {
     int32_t sinks          = 4;
     int32_t window         = -1;  // -1: max(16, budget / 8)
     AttnMode attn          = AttnMode::Sparse;
+    CopyPath copy_path     = CopyPath::Gather;
     uint64_t device_memory = 0;      // 0: the device's own capacity (emu: 4 GiB)
     // Device memory a GPU run holds besides the K/V slots: the model's weights and the sliding-window layers'
     // K/V (the Session fills it in); reserved before the slots, so a cap below it is a clear error.
@@ -52,5 +57,8 @@ struct OffloadConfig {
 // Parses "--budget" values: "512" (tokens) or "10%" (share kept). Error(Usage) for 0, negative or garbage.
 void parse_budget(const std::string& text, OffloadConfig& config);
 const char* attn_mode_name(AttnMode mode);
+const char* copy_path_name(CopyPath path);
+// "gather" or "memcpy"; Error(Usage) naming the value otherwise.
+CopyPath parse_copy_path(const std::string& name);
 
 }  // namespace butler

@@ -3,12 +3,25 @@
 
 #include <algorithm>
 
+#include "runtime/status.h"
+
 namespace butler {
 
-CopyEngine::CopyEngine(Device& device, const HostKvStore& store, DeviceKvSlots& slots)
-    : store_(store), slots_(slots), stream_(device.create_stream()) {
+namespace {
+constexpr size_t kFences = 64;
+}
+
+CopyEngine::CopyEngine(Device& device, const HostKvStore& store, DeviceKvSlots& slots, CopyPath path,
+                       size_t ring_pieces)
+    : store_(store), slots_(slots), path_(path), stream_(device.create_stream()) {
     for (int32_t l = 0; l < store.shape().n_layer; ++l) events_.push_back(device.create_event());
     plan_.reserve(slots.n_slots());
+    if (path_ == CopyPath::Gather) {
+        ring_cap_ = std::max<size_t>(ring_pieces, 1);
+        ring_     = device.alloc(sizeof(CopyPiece) * ring_cap_, MemKind::PinnedHost);
+        fences_.resize(kFences);
+        for (Fence& f : fences_) f.event = device.create_event();
+    }
 }
 
 void CopyEngine::fetch(int32_t layer, int32_t g, std::span<const int32_t> wanted, int32_t pool_layer) {
@@ -27,17 +40,59 @@ void CopyEngine::fetch(int32_t layer, int32_t g, std::span<const int32_t> wanted
         while (done < r.n) {
             const int64_t t = r.token + done;
             const int32_t n = int32_t(std::min<int64_t>(r.n - done, sh.page_tok - t % sh.page_tok));
-            stream_->copy(slots_.k_slot(pool, g, r.slot + done), kv.k_row(g, t), n * k_row);
-            stream_->copy(slots_.v_slot(pool, g, r.slot + done), kv.v_row(g, t), n * v_row);
-            stats_.copies += 2;
+            add_piece(slots_.k_slot(pool, g, r.slot + done), kv.k_row(g, t), n * k_row);
+            add_piece(slots_.v_slot(pool, g, r.slot + done), kv.v_row(g, t), n * v_row);
             stats_.bytes += uint64_t(n) * (k_row + v_row);
             done += n;
         }
     }
 }
 
+void CopyEngine::add_piece(void* dst, const void* src, uint64_t n_bytes) {
+    ++stats_.copies;
+    if (path_ == CopyPath::Memcpy) {
+        stream_->copy(dst, src, n_bytes);
+        return;
+    }
+    if (queued_ % ring_cap_ == 0 && queued_ > sent_) flush();  // a gather reads one contiguous slice: none wraps
+    while (queued_ - freed_ == ring_cap_) {
+        if (queued_ > sent_) flush();
+        reclaim_oldest();
+    }
+    ring_.as<CopyPiece>()[queued_ % ring_cap_] = CopyPiece{dst, src, n_bytes};
+    ++queued_;
+}
+
+void CopyEngine::flush() {
+    if (queued_ == sent_) return;
+    if (n_fences_ == fences_.size()) reclaim_oldest();
+    stream_->gather(ring_.as<CopyPiece>() + sent_ % ring_cap_, size_t(queued_ - sent_));
+    Fence& f = fences_[(fence_first_ + n_fences_) % fences_.size()];
+    f.end    = queued_;
+    stream_->record(*f.event);
+    ++n_fences_;
+    sent_ = queued_;
+    ++stats_.gathers;
+}
+
+void CopyEngine::reclaim_oldest() {
+    if (n_fences_ == 0) fail(Status::Internal, "copy engine: the gather ring is full with nothing in flight");
+    Fence& f = fences_[fence_first_];
+    f.event->synchronize();
+    freed_       = f.end;
+    fence_first_ = (fence_first_ + 1) % fences_.size();
+    --n_fences_;
+}
+
 void CopyEngine::finish_layer(int32_t layer) {
+    if (path_ == CopyPath::Gather) flush();
     stream_->record(*events_[size_t(layer)]);
+}
+
+void CopyEngine::synchronize() {
+    if (path_ == CopyPath::Gather) flush();
+    stream_->synchronize();
+    while (n_fences_ > 0) reclaim_oldest();  // all complete: no blocking
 }
 
 }  // namespace butler

@@ -91,7 +91,7 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
     stage_owner_.assign(size_t(n_pool_layers), {-1, -1});
     slots_   = std::make_unique<DeviceKvSlots>(*device_, n_pool_layers, hp.n_head_kv, hp.head_dim, hp.head_dim_v,
                                              kv_type, int32_t(n_slots), n_ctx);
-    engine_  = std::make_unique<CopyEngine>(*device_, *store_, *slots_);
+    engine_  = std::make_unique<CopyEngine>(*device_, *store_, *slots_, config_.copy_path);
     compute_ = device_->create_stream();
 
     const size_t kv = size_t(hp.n_head_kv);

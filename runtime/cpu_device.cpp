@@ -23,6 +23,9 @@ class CpuStream final : public Stream {
 public:
     void copy(void* dst, const void* src, size_t n_bytes) override { std::memcpy(dst, src, n_bytes); }
     void memset(void* dst, int value, size_t n_bytes) override { std::memset(dst, value, n_bytes); }
+    void gather(const CopyPiece* pieces, size_t n_pieces) override {
+        for (size_t i = 0; i < n_pieces; ++i) std::memcpy(pieces[i].dst, pieces[i].src, pieces[i].n_bytes);
+    }
     void host_fn(HostFn fn, void* ctx) override { fn(ctx); }
     void record(Event&) override {}
     void wait(const Event&) override {}

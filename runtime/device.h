@@ -89,6 +89,14 @@ public:
 // A host function run in stream order: fn(ctx) on the stream's thread. ctx must outlive the call.
 using HostFn = void (*)(void* ctx);
 
+// One contiguous piece of a gather: n_bytes from src (host memory the device can read: pinned with Device::pin or
+// allocated PinnedHost) to dst (device memory).
+struct CopyPiece {
+    void* dst;
+    const void* src;
+    uint64_t n_bytes;
+};
+
 // An in-order queue of work. Calls return at once on asynchronous devices.
 class Stream {
 public:
@@ -96,6 +104,10 @@ public:
     // Copies n_bytes from src to dst in stream order (host<->device, direction from the pointers' memory kinds).
     virtual void copy(void* dst, const void* src, size_t n_bytes) = 0;
     virtual void memset(void* dst, int value, size_t n_bytes)     = 0;
+    // Copies every piece host -> device as one stream operation: on cuda one kernel that reads mapped pinned host
+    // memory (many short runs cost one launch, not one cudaMemcpyAsync each), elsewhere a loop of memcpy. `pieces`
+    // itself is PinnedHost memory; it and every src must stay valid until the stream ran the gather.
+    virtual void gather(const CopyPiece* pieces, size_t n_pieces) = 0;
     virtual void host_fn(HostFn fn, void* ctx)                    = 0;
     // Marks the point in this stream that `event` completes at.
     virtual void record(Event& event) = 0;

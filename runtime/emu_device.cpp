@@ -82,10 +82,12 @@ private:
 };
 
 struct Op {
-    enum class Kind { Copy, Memset, HostFn, Record, Wait } kind = Kind::Copy;
+    enum class Kind { Copy, Gather, Memset, HostFn, Record, Wait } kind = Kind::Copy;
     void* dst                                                   = nullptr;
     const void* src                                             = nullptr;
     size_t n_bytes                                              = 0;
+    const CopyPiece* pieces                                     = nullptr;
+    size_t n_pieces                                             = 0;
     int value                                                   = 0;
     HostFn fn                                                   = nullptr;
     void* ctx                                                   = nullptr;
@@ -113,6 +115,11 @@ public:
     void copy(void* dst, const void* src, size_t n) override {
         Op op;
         op.kind = Op::Kind::Copy, op.dst = dst, op.src = src, op.n_bytes = n;
+        push(op);
+    }
+    void gather(const CopyPiece* pieces, size_t n_pieces) override {
+        Op op;
+        op.kind = Op::Kind::Gather, op.pieces = pieces, op.n_pieces = n_pieces;
         push(op);
     }
     void memset(void* dst, int value, size_t n) override {
@@ -176,19 +183,21 @@ private:
 
     void execute(const Op& op) {
         switch (op.kind) {
-            case Op::Kind::Copy: {
-                if (opts_.delay_us > 0) {
-                    std::uniform_real_distribution<double> u(0.0, opts_.delay_us);
-                    std::this_thread::sleep_for(std::chrono::duration<double, std::micro>(u(rng_)));
-                }
+            case Op::Kind::Copy:
+                delay();
                 std::memcpy(op.dst, op.src, op.n_bytes);
-                // A virtual clock models the link: the copy may not finish before the link has carried its bytes.
-                const auto now  = Clock::now();
-                const auto cost = std::chrono::duration_cast<Clock::duration>(
-                    std::chrono::duration<double, std::micro>(opts_.launch_us + double(op.n_bytes) / (gbps_ * 1e3)));
-                link_free_ = std::max(link_free_, now) + cost;
-                // Sleeping per small copy would cost more than the copy; only sleep once the clock is well ahead.
-                if (link_free_ - now > std::chrono::microseconds(200)) std::this_thread::sleep_until(link_free_);
+                charge_link(op.n_bytes);
+                break;
+            case Op::Kind::Gather: {
+                // One launch for all pieces, as the cuda gather kernel: the link carries the bytes, the fixed cost
+                // is paid once.
+                delay();
+                uint64_t bytes = 0;
+                for (size_t i = 0; i < op.n_pieces; ++i) {
+                    std::memcpy(op.pieces[i].dst, op.pieces[i].src, op.pieces[i].n_bytes);
+                    bytes += op.pieces[i].n_bytes;
+                }
+                charge_link(bytes);
                 break;
             }
             case Op::Kind::Memset:
@@ -204,6 +213,22 @@ private:
                 op.wait_event->wait_for(op.seq);
                 break;
         }
+    }
+
+    // A random late completion of 0..delay_us (seeded), so tests meet copies that land out of step.
+    void delay() {
+        if (opts_.delay_us <= 0) return;
+        std::uniform_real_distribution<double> u(0.0, opts_.delay_us);
+        std::this_thread::sleep_for(std::chrono::duration<double, std::micro>(u(rng_)));
+    }
+    // A virtual clock models the link: a copy may not finish before the link has carried its bytes.
+    void charge_link(uint64_t n_bytes) {
+        const auto now  = Clock::now();
+        const auto cost = std::chrono::duration_cast<Clock::duration>(
+            std::chrono::duration<double, std::micro>(opts_.launch_us + double(n_bytes) / (gbps_ * 1e3)));
+        link_free_ = std::max(link_free_, now) + cost;
+        // Sleeping per small copy would cost more than the copy; only sleep once the clock is well ahead.
+        if (link_free_ - now > std::chrono::microseconds(200)) std::this_thread::sleep_until(link_free_);
     }
 
     EmuOptions opts_;

@@ -36,6 +36,7 @@ void accumulate(OffloadStats& a, const OffloadStats& b) {
     a.copy.bytes += b.copy.bytes;
     a.copy.runs += b.copy.runs;
     a.copy.copies += b.copy.copies;
+    a.copy.gathers += b.copy.gathers;
     a.copy.hits += b.copy.hits;
     a.copy.misses += b.copy.misses;
 }

@@ -8,13 +8,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 
 #include "cpu_kernels/quant.h"
+#include "runtime/device.h"
 #include "runtime/gguf.h"
 #include "runtime/model_path.h"
 #include "runtime/status.h"
@@ -195,6 +198,41 @@ std::string random_words(size_t n_words, uint64_t seed) {
         s += (i % 11 == 10) ? ".\n" : " ";
     }
     return s;
+}
+
+size_t gather_mismatched_bytes(Device& device, uint64_t seed, int n_gathers) {
+    constexpr size_t kSrc = 64 << 10, kDst = 64 << 10, kMaxPieces = 64;
+    std::mt19937_64 rng(seed);
+    Buffer src    = device.alloc(kSrc, MemKind::PinnedHost);
+    Buffer dst    = device.alloc(kDst, MemKind::Device);
+    Buffer pieces = device.alloc(sizeof(CopyPiece) * kMaxPieces, MemKind::PinnedHost);
+    for (size_t i = 0; i < kSrc; ++i) src.as<uint8_t>()[i] = uint8_t(rng());
+    std::vector<uint8_t> want(kDst, 0xAB), got(kDst);
+    Stream& stream = device.default_stream();
+    stream.memset(dst.data(), 0xAB, kDst);
+    for (int g = 0; g < n_gathers; ++g) {
+        // Destinations: disjoint slices of one shuffled partition of dst, so the order within a gather is free.
+        const size_t n = 1 + rng() % kMaxPieces, slice = kDst / kMaxPieces;
+        std::vector<size_t> slots(kMaxPieces);
+        for (size_t i = 0; i < kMaxPieces; ++i) slots[i] = i;
+        std::shuffle(slots.begin(), slots.end(), rng);
+        CopyPiece* p = pieces.as<CopyPiece>();
+        for (size_t i = 0; i < n; ++i) {
+            const size_t align = std::array<size_t, 3>{16, 4, 1}[rng() % 3];
+            const size_t len   = std::array<size_t, 3>{16 * (1 + rng() % 40), 4 * (1 + rng() % 170), 1 + rng() % 700}[rng() % 3];
+            const size_t d_off = slots[i] * slice + (rng() % (slice - len)) / align * align;
+            const size_t s_off = (rng() % (kSrc - len)) / align * align;
+            p[i] = CopyPiece{dst.as<uint8_t>() + d_off, src.as<uint8_t>() + s_off, len};
+            std::memcpy(want.data() + d_off, src.as<uint8_t>() + s_off, len);
+        }
+        stream.gather(p, n);
+        stream.synchronize();  // the pieces buffer is rewritten by the next gather
+    }
+    stream.copy(got.data(), dst.data(), kDst);
+    stream.synchronize();
+    size_t bad = 0;
+    for (size_t i = 0; i < kDst; ++i) bad += got[i] != want[i];
+    return bad;
 }
 
 std::string default_model_or_skip() {

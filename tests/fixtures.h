@@ -11,6 +11,10 @@
 
 #include "runtime/dtype.h"
 
+namespace butler {
+class Device;
+}
+
 namespace butler::test {
 
 // n random floats, deterministic for the generator's state: normal(0, stddev) / uniform in [lo, hi).
@@ -124,6 +128,12 @@ struct TempDir {
 
 // n_words words of an 8-word vocabulary ("the cat sat ..."), a sentence break every 11; deterministic per seed.
 std::string random_words(size_t n_words, uint64_t seed);
+
+// Runs Stream::gather on `device` over random pieces (sizes 1..700 bytes; 16-byte, 4-byte and unaligned offsets;
+// pieces of one gather never overlap in the destination) from pinned host memory into device memory set to a
+// known pattern first, reads the device buffer back, and returns how many bytes differ from the image built here
+// with memcpy (the pieces written, every other byte untouched). `n_gathers` gathers of up to 64 pieces each.
+size_t gather_mismatched_bytes(Device& device, uint64_t seed, int n_gathers);
 
 // The default model, or "" when it is not installed. Under CI=true a missing model fails the calling test.
 std::string default_model_or_skip();

@@ -143,6 +143,7 @@ TEST_SUITE("bench") {
         check(run_cli({"bench", "-m", m, "-c", "abc"}), 2, "-c/--ctx");
         check(run_cli({"bench", "-m", m, "--budget", "0"}), 2, "--budget");
         check(run_cli({"bench", "-m", m, "-c", "64", "-n", "0"}), 2, "--n-steps");
+        check(run_cli({"bench", "-m", m, "-c", "64", "--copy", "dma"}), 2, "--copy must be gather or memcpy");
         check(run_cli({"bench", "-m", m, "-c", "1M", "--synthetic-kv"}), 1, "training context");
         check(run_cli({"bench", "-m", m, "-c", "64", "--json", f.dir.file("no/such/dir/x.json")}), 1,
               "does not exist");

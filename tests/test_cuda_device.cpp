@@ -171,6 +171,12 @@ TEST_SUITE("cuda") {
         }
     }
 
+    TEST_CASE("gather kernel: every piece lands (16-byte, 4-byte and unaligned), nothing else is written") {
+        if (!have_gpu()) return;
+        auto dev = make_device("cuda");
+        CHECK(gather_mismatched_bytes(*dev, 12, 40) == 0);
+    }
+
     TEST_CASE("offload pipeline on cuda: exact mode equals the plain CPU runtime") {
         if (!have_gpu()) return;
         TinyGemma3Spec spec;
@@ -194,9 +200,13 @@ TEST_SUITE("cuda") {
         plain.n_ctx   = 128;
         plain.kv_type = DType::F32;
         const auto want = decode(plain);
-        for (const char* sel : {"dense", "oracle", "quest"}) {
+        for (const char* sel : {"dense", "oracle", "quest"})
+        for (const CopyPath path : {CopyPath::Gather, CopyPath::Memcpy}) {
             CAPTURE(sel);
+            const std::string path_name = copy_path_name(path);
+            CAPTURE(path_name);
             SessionParams sp         = plain;
+            sp.offload.copy_path     = path;
             sp.offload.enabled       = true;
             sp.offload.device        = "cuda";
             sp.offload.selector      = sel;

@@ -13,6 +13,7 @@
 #include "runtime/dtype.h"
 #include "runtime/emu_device.h"
 #include "runtime/status.h"
+#include "tests/fixtures.h"
 
 using namespace butler;
 
@@ -67,6 +68,14 @@ TEST_SUITE("device") {
 
     TEST_CASE("emu: a planted missing wait is caught (the consumer reads poison)") {
         CHECK(count_stale_reads(false, 5) == 5);
+    }
+
+    TEST_CASE("gather: every piece lands and nothing else is written, on cpu and on emu under random delays") {
+        for (const char* spec : {"cpu", "emu", "emu:delay_us=300,seed=4"}) {
+            CAPTURE(spec);
+            auto dev = make_device(spec);
+            CHECK(test::gather_mismatched_bytes(*dev, 11, 40) == 0);
+        }
     }
 
     TEST_CASE("emu: events, in-order streams and synchronize") {

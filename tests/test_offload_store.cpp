@@ -106,13 +106,24 @@ TEST_SUITE("offload") {
     }
 
     TEST_CASE("copy engine: fetched rows equal the store's under random delays; a planted missing wait is caught") {
+        // Both paths; the gather path also with a ring of 5 pieces, so every step wraps it and rewrites slices whose
+        // gathers must have run first (a slice reused early would copy another step's rows).
+        struct Path {
+            CopyPath path;
+            size_t ring;
+        };
+        for (const Path path : {Path{CopyPath::Gather, CopyEngine::kDefaultRingPieces}, Path{CopyPath::Gather, 5},
+                                Path{CopyPath::Memcpy, 0}})
         for (const bool with_wait : {true, false}) {
+            const std::string path_name = copy_path_name(path.path);
+            CAPTURE(path_name);
+            CAPTURE(path.ring);
             CAPTURE(with_wait);
             // Without the wait, longer delays (each step queues tens of copies, ~2.5 ms late on average) keep the
             // reader ahead of the copies even when a loaded machine delays its thread by many milliseconds.
             Filled f(with_wait ? "emu:delay_us=1500,seed=9" : "emu:delay_us=5000,seed=9", DType::F16, 300, 16);
             DeviceKvSlots slots(*f.dev, 2, 2, 16, 16, DType::F16, 64, 300);
-            CopyEngine engine(*f.dev, *f.store, slots);
+            CopyEngine engine(*f.dev, *f.store, slots, path.path, path.ring);
             auto compute = f.dev->create_stream();
             std::mt19937 rng(with_wait ? 1 : 2);
             struct Check {
@@ -153,6 +164,10 @@ TEST_SUITE("offload") {
             const CopyStats& st = engine.stats();
             CHECK(st.hits + st.misses > 0);
             CHECK(st.bytes == st.misses * 64);  // K and V rows of 16 f16 each
+            CHECK(st.copies >= 2 * st.runs);    // K and V of each run, more where a run crosses a page
+            if (path.path == CopyPath::Memcpy) CHECK(st.gathers == 0);
+            else if (path.ring > 100) CHECK(st.gathers <= 12);  // at most one per finish_layer
+            else CHECK(st.gathers >= st.copies / 5);            // the small ring sends a gather per 5 pieces
         }
     }
 

@@ -84,6 +84,8 @@ TEST_SUITE("pipeline") {
                 sp.offload.selector      = sel;
                 sp.offload.budget_tokens = 24;
                 sp.offload.attn          = AttnMode::Exact;
+                // Both copy paths meet every selector: the gather ring with f16 rows, a copy per piece with f32.
+                sp.offload.copy_path     = kv == DType::F16 ? CopyPath::Gather : CopyPath::Memcpy;
                 uint64_t allocs          = 1;
                 const auto got           = run(tiny.model, sp, tiny.tokens, 60, &allocs);
                 {
@@ -310,6 +312,7 @@ TEST_SUITE("pipeline") {
         check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "--selector", "magic"}), 2,
               "unknown selector 'magic'");
         check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "--attn", "fast"}), 2, "--attn");
+        check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "--copy", "fast"}), 2, "--copy");
         // A cap below the weights (which a GPU run keeps on the device): exit 3, naming them and the cap.
         check(run_cli({"generate", "-m", m, "-p", "hi", "-n", "2", "-c", "200", "--selector", "oracle", "--budget",
                        "200", "--device-memory", "4KiB"}),
@@ -333,6 +336,12 @@ TEST_SUITE("pipeline") {
         CAPTURE(ok.err);
         CHECK(ok.exit_code == 0);
         CHECK(ok.out.find("\"hit_rate\"") != std::string::npos);
+        CHECK(ok.out.find("\"copy_path\": \"gather\"") != std::string::npos);
+        const CliResult by_copy = run_cli({"generate", "-m", m, "-p", "hi", "-n", "4", "--temp", "0", "--selector",
+                                           "h2o", "--budget", "50%", "--copy", "memcpy", "--json"});
+        CHECK(by_copy.exit_code == 0);
+        CHECK(by_copy.out.find("\"copy_path\": \"memcpy\"") != std::string::npos);
+        CHECK(by_copy.out.find("\"gathers\": 0") != std::string::npos);
     }
 }
 
