@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (device tool, carry [".device"], after scripts/gpu-pack here) and writes under $OUT:
+#   1. the cuda, device and offload test suites (the CUDA kernels against their CPU references);
+#   2. bench_copy: the gather kernel vs one cudaMemcpyAsync per run vs one contiguous copy;
+#   3. butler bench on a random Llama-3.1-8B-shape Q4_K file under an 8 GiB cap, synthetic K/V, 32K and 128K;
+#   4. ../shared/anchors/hf_offload_bench.py at the same contexts, in the same run (the peer).
+# STEPS (default "tests copy bench hf") picks a subset; each step's log is $OUT/<step>.log.
+set -uo pipefail
+OUT=${OUT:-/tmp/butler-out}
+mkdir -p "$OUT"
+tar xJf .device/butler-run.tar.xz -C /tmp
+export LD_LIBRARY_PATH=/tmp/butler-run/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+B=/tmp/butler-run/bin
+steps=${STEPS:-tests copy bench hf}
+ctx=${CTX:-32K,128K}
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; echo "commit $(cat .device/commit)"; } \
+    | tee "$OUT/machine.txt"
+status=0
+for s in $steps; do
+    echo "== $s"
+    case $s in
+        tests) "$B/butler_tests" -ts=cuda,device,offload ;;
+        copy) "$B/bench_copy" --device cuda --json "$OUT/bench_copy.json" ;;
+        bench)
+            [ -f /tmp/l8b.gguf ] || "$B/butler" make-random-model --like llama-3.1-8b --type Q4_K --out /tmp/l8b.gguf
+            "$B/butler" bench -m /tmp/l8b.gguf -c "$ctx" --budget 5%,10% --device cuda:mem=8GiB --synthetic-kv \
+                --interval 4 --neighbours on --json "$OUT/bench-8b.json" ;;
+        hf) python3 .device/anchors/hf_offload_bench.py "$(echo "$ctx" | sed 's/K/*1024/g' | tr ',' '\n' |
+                                                           while read -r e; do echo $((e)); done | paste -sd,)" ;;
+        *) echo "gpu_run: unknown step '$s'" >&2; false ;;
+    esac > >(tee "$OUT/$s.log") 2>&1 || { echo "== $s FAILED"; status=1; }
+done
+exit $status
