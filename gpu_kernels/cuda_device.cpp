@@ -10,6 +10,7 @@
 #include "cpu_kernels/lse_merge.h"
 #include "gpu_kernels/cuda_check.h"
 #include "gpu_kernels/cuda_info.h"
+#include "runtime/dtype.h"
 #include "runtime/status.h"
 
 namespace butler::cuda {
@@ -89,6 +90,19 @@ void cuda_attn_partial(Stream& stream, const AttnPartialArgs* args) {
     launch_attn_partial(*args, cs->handle());
 }
 
+void cuda_gemv(Stream& stream, const GemvArgs* args) {
+    auto* cs = dynamic_cast<CudaStream*>(&stream);
+    if (cs == nullptr) fail(Status::Internal, "the cuda gemv kernel was given a stream of another device");
+    const DTypeTraits* t = find_dtype(args->type);
+    if (t == nullptr || !gemv_has_kernel(args->type))
+        fail(Status::Unsupported, "gemv on cuda: no kernel for tensor type {}",
+             t ? std::string(t->name) : std::to_string(args->type));
+    if (args->n_cols % t->block_elems != 0 || args->n_cols % 32 != 0)
+        fail(Status::InvalidArg, "gemv on cuda: {} columns is not a multiple of the {}-value {} block", args->n_cols,
+             t->block_elems, t->name);
+    launch_gemv(*args, cs->handle());
+}
+
 class CudaDevice final : public Device {
 public:
     explicit CudaDevice(const CudaDeviceOptions& o) : ordinal_(o.ordinal) {
@@ -134,7 +148,7 @@ public:
         return std::make_unique<CudaEvent>(ordinal_);
     }
     const KernelTable& kernels() const override {
-        static const KernelTable table{&cuda_attn_partial, &butler::lse_merge};
+        static const KernelTable table{&cuda_attn_partial, &butler::lse_merge, &cuda_gemv};
         return table;
     }
 

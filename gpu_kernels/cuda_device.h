@@ -7,7 +7,8 @@
 //           gather kernel (gpu_kernels/gather_rows.cu) where the GPU reads registered host memory through its host
 //           pointer (cudaDevAttrCanUseHostPointerForRegisteredMem), else one cudaMemcpyAsync per piece; host_fn =
 //           cudaLaunchHostFunc, record/wait = cudaEventRecord/cudaStreamWaitEvent. Events without timing.
-//   kernels: attn_partial = gpu_kernels/attn_partial.cu; lse_merge stays on the host (the pipeline merges there).
+//   kernels: attn_partial = gpu_kernels/attn_partial.cu, gemv = gpu_kernels/gemv.cu; lse_merge stays on the host
+//           (the pipeline merges there).
 // Every CUDA failure is Error(Device) naming the call and the CUDA error; exhausting the cap is Error(Oom).
 #pragma once
 
@@ -30,6 +31,12 @@ std::unique_ptr<Device> make_cuda_device(const CudaDeviceOptions& options);
 // Enqueues the attention partial (AttnPartialArgs' contract in runtime/device.h) on a CUDA stream given as void*.
 // head_dim and head_dim_v at most 256; kv_type f32, f16 or bf16.
 void launch_attn_partial(const AttnPartialArgs& args, void* stream);
+
+// True for the weight types gemv.cu has a kernel for (F32, F16, BF16, Q8_0, Q5_0, Q4_K, Q6_K).
+bool gemv_has_kernel(uint32_t type);
+// Enqueues y = W x (GemvArgs' contract in runtime/device.h) on a CUDA stream given as void*; the caller has checked
+// the type (gemv_has_kernel) and the width (a multiple of the type's block).
+void launch_gemv(const GemvArgs& args, void* stream);
 
 // Enqueues the row gather (Stream::gather's contract in runtime/device.h) on a CUDA stream given as void*: `pieces`
 // and every src must be mapped pinned host memory whose host pointer the device can use (UVA).

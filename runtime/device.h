@@ -134,6 +134,18 @@ struct AttnPartialArgs {
     float* scores;
 };
 
+// Matrix-vector product with a weight matrix in its file type: y[r] = sum_c W[r, c] * x[c].
+//   w (n_rows, n_cols) of type `type` (DType id: F32, F16, BF16, Q8_0, Q5_0, Q4_K, Q6_K), rows of row_bytes(type,
+//   n_cols) back to back, n_cols a multiple of 256 for the k-quants and of 32 otherwise; x (n_cols) f32; y (n_rows)
+//   f32. The decode step's projections (one token), with the weights resident on the device.
+struct GemvArgs {
+    uint32_t type;
+    const void* w;
+    int64_t n_rows, n_cols;
+    const float* x;
+    float* y;
+};
+
 // Kernels a device runs on its streams. The cpu and emu devices fill it with cpu_kernels/ implementations run as
 // host functions in stream order; the cuda device launches kernels.
 struct KernelTable {
@@ -143,6 +155,9 @@ struct KernelTable {
     // o_a, lse_a merged with o_b, lse_b in place (cpu_kernels/lse_merge.h).
     void (*lse_merge)(float* o_a, float* lse_a, const float* o_b, const float* lse_b, int32_t n_head,
                       int32_t head_dim) = nullptr;
+    // Enqueues y = W x (GemvArgs) on `stream`; *args and its buffers as for attn_partial. Error(Unsupported) naming
+    // the type for a type the device has no kernel for.
+    void (*gemv)(Stream& stream, const GemvArgs* args) = nullptr;
 };
 
 struct MemoryInfo {

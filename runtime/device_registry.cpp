@@ -4,10 +4,12 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 
 #include "cpu_kernels/attention.h"
 #include "cpu_kernels/lse_merge.h"
+#include "cpu_kernels/quant.h"
 #include "runtime/device.h"
 #include "runtime/status.h"
 #ifdef BUTLER_WITH_CUDA
@@ -118,10 +120,26 @@ void cpu_attn_partial(Stream& stream, const AttnPartialArgs* a) {
     stream.host_fn(&cpu_attn_partial_run, const_cast<AttnPartialArgs*>(a));
 }
 
+void cpu_gemv_run(void* ctx) {
+    const auto& a = *static_cast<const GemvArgs*>(ctx);
+    gemv(static_cast<DType>(a.type), a.w, a.n_rows, a.n_cols, a.x, a.y);
+}
+
+void cpu_gemv(Stream& stream, const GemvArgs* a) {
+    // Checked here, on the enqueuing thread: an error must not surface on a stream's worker.
+    const DTypeTraits* t = find_dtype(a->type);
+    if (t == nullptr || !t->computable)
+        fail(Status::Unsupported, "gemv: no kernel for tensor type {}", t ? std::string(t->name) : std::to_string(a->type));
+    if (a->n_cols % t->block_elems != 0)
+        fail(Status::InvalidArg, "gemv: {} columns is not a multiple of the {}-value {} block", a->n_cols,
+             t->block_elems, t->name);
+    stream.host_fn(&cpu_gemv_run, const_cast<GemvArgs*>(a));
+}
+
 }  // namespace
 
 const KernelTable& cpu_kernel_table() {
-    static const KernelTable table{&cpu_attn_partial, &lse_merge};
+    static const KernelTable table{&cpu_attn_partial, &lse_merge, &cpu_gemv};
     return table;
 }
 

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -233,6 +234,37 @@ size_t gather_mismatched_bytes(Device& device, uint64_t seed, int n_gathers) {
     size_t bad = 0;
     for (size_t i = 0; i < kDst; ++i) bad += got[i] != want[i];
     return bad;
+}
+
+double gemv_max_rel_err(Device& device, DType type, int64_t n_rows, int64_t n_cols, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    const int64_t stride = row_bytes(type, n_cols);
+    std::vector<uint8_t> w(size_t(n_rows * stride));
+    std::vector<float> row(static_cast<size_t>(n_cols)), y(static_cast<size_t>(n_rows));
+    const std::vector<float> x = gaussian(rng, static_cast<size_t>(n_cols), 1.0f);
+    std::vector<double> want(static_cast<size_t>(n_rows), 0.0);
+    for (int64_t r = 0; r < n_rows; ++r) {
+        row = gaussian(rng, size_t(n_cols), 0.05f);
+        quantize_row(type, row.data(), w.data() + r * stride, n_cols);
+        dequantize_row(type, w.data() + r * stride, row.data(), n_cols);
+        for (int64_t c = 0; c < n_cols; ++c) want[size_t(r)] += double(row[size_t(c)]) * x[size_t(c)];
+    }
+    Buffer w_dev = device.alloc(w.size(), MemKind::Device);
+    Buffer x_dev = device.alloc(sizeof(float) * x.size(), MemKind::Device);
+    Buffer y_dev = device.alloc(sizeof(float) * y.size(), MemKind::Device);
+    Stream& stream = device.default_stream();
+    stream.copy(w_dev.data(), w.data(), w.size());
+    stream.copy(x_dev.data(), x.data(), sizeof(float) * x.size());
+    const GemvArgs args{uint32_t(type), w_dev.data(), n_rows, n_cols, x_dev.as<float>(), y_dev.as<float>()};
+    device.kernels().gemv(stream, &args);
+    stream.copy(y.data(), y_dev.data(), sizeof(float) * y.size());
+    stream.synchronize();
+    double err = 0, norm = 0;
+    for (int64_t r = 0; r < n_rows; ++r) {
+        err  = std::max(err, std::fabs(double(y[size_t(r)]) - want[size_t(r)]));
+        norm = std::max(norm, std::fabs(want[size_t(r)]));
+    }
+    return err / norm;
 }
 
 std::string default_model_or_skip() {

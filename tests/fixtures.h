@@ -135,6 +135,11 @@ std::string random_words(size_t n_words, uint64_t seed);
 // with memcpy (the pieces written, every other byte untouched). `n_gathers` gathers of up to 64 pieces each.
 size_t gather_mismatched_bytes(Device& device, uint64_t seed, int n_gathers);
 
+// Runs the device's gemv kernel (KernelTable::gemv) on random weights quantized to `type` (weights, x and y in
+// device memory) and returns max |y - y64| / max |y64|, where y64 is a float64 product over the rows as
+// dequantize_row decodes them.
+double gemv_max_rel_err(Device& device, DType type, int64_t n_rows, int64_t n_cols, uint64_t seed);
+
 // The default model, or "" when it is not installed. Under CI=true a missing model fails the calling test.
 std::string default_model_or_skip();
 

@@ -171,6 +171,19 @@ TEST_SUITE("cuda") {
         }
     }
 
+    TEST_CASE("gemv kernel: every weight type against float64 over the dequantized rows") {
+        if (!have_gpu()) return;
+        auto dev = make_device("cuda");
+        for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q5_0, DType::Q4_K, DType::Q6_K})
+            for (int64_t n_cols : {256, 2048, 4096 + 256}) {
+                CAPTURE(dtype_name(t));
+                CAPTURE(n_cols);
+                CHECK(gemv_max_rel_err(*dev, t, 301, n_cols, 5) < 1e-5);
+            }
+        const GemvArgs bad{uint32_t(DType::Q4_K), nullptr, 1, 100, nullptr, nullptr};
+        CHECK_THROWS_WITH_AS(dev->kernels().gemv(dev->default_stream(), &bad), doctest::Contains("q4_K"), Error);
+    }
+
     TEST_CASE("gather kernel: every piece lands (16-byte, 4-byte and unaligned), nothing else is written") {
         if (!have_gpu()) return;
         auto dev = make_device("cuda");

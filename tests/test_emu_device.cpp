@@ -78,6 +78,20 @@ TEST_SUITE("device") {
         }
     }
 
+    TEST_CASE("gemv kernel on cpu and emu: every weight type against float64 over the dequantized rows") {
+        for (const char* spec : {"cpu", "emu:delay_us=100,seed=2"}) {
+            auto dev = make_device(spec);
+            for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q5_0, DType::Q4_K, DType::Q6_K}) {
+                CAPTURE(spec);
+                CAPTURE(dtype_name(t));
+                CHECK(test::gemv_max_rel_err(*dev, t, 37, 512, 3) < 1e-5);
+            }
+            // A type without a kernel and a width off the block are refused when enqueued, naming them.
+            const GemvArgs bad{uint32_t(DType::Q4_K), nullptr, 1, 100, nullptr, nullptr};
+            CHECK_THROWS_WITH_AS(dev->kernels().gemv(dev->default_stream(), &bad), doctest::Contains("q4_K"), Error);
+        }
+    }
+
     TEST_CASE("emu: events, in-order streams and synchronize") {
         auto dev  = make_device("emu:delay_us=500");
         Stream& s = dev->default_stream();
