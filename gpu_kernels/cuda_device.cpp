@@ -84,15 +84,18 @@ private:
     cudaStream_t stream_ = nullptr;
 };
 
-void cuda_attn_partial(Stream& stream, const AttnPartialArgs* args) {
+cudaStream_t checked_stream(Stream& stream, const char* kernel) {
     auto* cs = dynamic_cast<CudaStream*>(&stream);
-    if (cs == nullptr) fail(Status::Internal, "the cuda attention kernel was given a stream of another device");
-    launch_attn_partial(*args, cs->handle());
+    if (cs == nullptr) fail(Status::Internal, "the cuda {} kernel was given a stream of another device", kernel);
+    return cs->handle();
+}
+
+void cuda_attn_partial(Stream& stream, const AttnPartialArgs* args) {
+    launch_attn_partial(*args, checked_stream(stream, "attention"));
 }
 
 void cuda_gemv(Stream& stream, const GemvArgs* args) {
-    auto* cs = dynamic_cast<CudaStream*>(&stream);
-    if (cs == nullptr) fail(Status::Internal, "the cuda gemv kernel was given a stream of another device");
+    const cudaStream_t handle = checked_stream(stream, "gemv");
     const DTypeTraits* t = find_dtype(args->type);
     if (t == nullptr || !gemv_has_kernel(args->type))
         fail(Status::Unsupported, "gemv on cuda: no kernel for tensor type {}",
@@ -100,7 +103,17 @@ void cuda_gemv(Stream& stream, const GemvArgs* args) {
     if (args->n_cols % t->block_elems != 0 || args->n_cols % 32 != 0)
         fail(Status::InvalidArg, "gemv on cuda: {} columns is not a multiple of the {}-value {} block", args->n_cols,
              t->block_elems, t->name);
-    launch_gemv(*args, cs->handle());
+    launch_gemv(*args, handle);
+}
+
+void cuda_rmsnorm(Stream& stream, const RmsNormArgs* args) {
+    launch_rmsnorm(*args, checked_stream(stream, "rmsnorm"));
+}
+void cuda_rope(Stream& stream, const RopeArgs* args) {
+    launch_rope(*args, checked_stream(stream, "rope"));
+}
+void cuda_glu(Stream& stream, const GluArgs* args) {
+    launch_glu(*args, checked_stream(stream, "glu"));
 }
 
 class CudaDevice final : public Device {
@@ -148,7 +161,8 @@ public:
         return std::make_unique<CudaEvent>(ordinal_);
     }
     const KernelTable& kernels() const override {
-        static const KernelTable table{&cuda_attn_partial, &butler::lse_merge, &cuda_gemv};
+        static const KernelTable table{&cuda_attn_partial, &butler::lse_merge, &cuda_gemv,
+                                       &cuda_rmsnorm,      &cuda_rope,         &cuda_glu};
         return table;
     }
 

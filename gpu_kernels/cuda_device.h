@@ -7,8 +7,8 @@
 //           gather kernel (gpu_kernels/gather_rows.cu) where the GPU reads registered host memory through its host
 //           pointer (cudaDevAttrCanUseHostPointerForRegisteredMem), else one cudaMemcpyAsync per piece; host_fn =
 //           cudaLaunchHostFunc, record/wait = cudaEventRecord/cudaStreamWaitEvent. Events without timing.
-//   kernels: attn_partial = gpu_kernels/attn_partial.cu, gemv = gpu_kernels/gemv.cu; lse_merge stays on the host
-//           (the pipeline merges there).
+//   kernels: attn_partial = gpu_kernels/attn_partial.cu, gemv = gpu_kernels/gemv.cu, rmsnorm/rope/glu =
+//           gpu_kernels/elementwise.cu; lse_merge stays on the host (the pipeline merges there).
 // Every CUDA failure is Error(Device) naming the call and the CUDA error; exhausting the cap is Error(Oom).
 #pragma once
 
@@ -37,6 +37,12 @@ bool gemv_has_kernel(uint32_t type);
 // Enqueues y = W x (GemvArgs' contract in runtime/device.h) on a CUDA stream given as void*; the caller has checked
 // the type (gemv_has_kernel) and the width (a multiple of the type's block).
 void launch_gemv(const GemvArgs& args, void* stream);
+
+// Enqueue the forward's row and element-wise steps (RmsNormArgs, RopeArgs, GluArgs in runtime/device.h) on a CUDA
+// stream given as void* (gpu_kernels/elementwise.cu).
+void launch_rmsnorm(const RmsNormArgs& args, void* stream);
+void launch_rope(const RopeArgs& args, void* stream);
+void launch_glu(const GluArgs& args, void* stream);
 
 // Enqueues the row gather (Stream::gather's contract in runtime/device.h) on a CUDA stream given as void*: `pieces`
 // and every src must be mapped pinned host memory whose host pointer the device can use (UVA).

@@ -146,6 +146,35 @@ struct GemvArgs {
     float* y;
 };
 
+// Row-wise RMSNorm: out[r, i] = x[r, i] / sqrt(mean_i x[r, :]^2 + eps) * (w ? w[i] : 1), r < n_rows, i < n.
+// out may alias x. (The block norms: one row of n_embd; Gemma's q/k norms: one row per head of head_dim.)
+struct RmsNormArgs {
+    const float* x;
+    const float* w;  // (n) or null
+    float* out;
+    int64_t n_rows, n;
+    float eps;
+};
+
+// Rotary embedding of n_heads rows of head_dim, in place, with one position's tables cos, sin (head_dim / 2:
+// angle_i = pos * inv_freq_i, as cpu_kernels/ops.h rope_angles computes them). neox: pairs (i, i + head_dim / 2);
+// otherwise the interleaved pairs (2i, 2i + 1).
+struct RopeArgs {
+    float* x;
+    const float* cos;
+    const float* sin;
+    int32_t n_heads, head_dim;
+    bool neox;
+};
+
+// Gated activation in place: gate[i] = act(gate[i]) * up[i], i < n; act is GELU (tanh approximation) or SiLU.
+struct GluArgs {
+    float* gate;
+    const float* up;
+    int64_t n;
+    bool gelu;
+};
+
 // Kernels a device runs on its streams. The cpu and emu devices fill it with cpu_kernels/ implementations run as
 // host functions in stream order; the cuda device launches kernels.
 struct KernelTable {
@@ -158,6 +187,10 @@ struct KernelTable {
     // Enqueues y = W x (GemvArgs) on `stream`; *args and its buffers as for attn_partial. Error(Unsupported) naming
     // the type for a type the device has no kernel for.
     void (*gemv)(Stream& stream, const GemvArgs* args) = nullptr;
+    // The forward's row and element-wise steps, enqueued like gemv.
+    void (*rmsnorm)(Stream& stream, const RmsNormArgs* args) = nullptr;
+    void (*rope)(Stream& stream, const RopeArgs* args)       = nullptr;
+    void (*glu)(Stream& stream, const GluArgs* args)         = nullptr;
 };
 
 struct MemoryInfo {

@@ -9,6 +9,7 @@
 
 #include "cpu_kernels/attention.h"
 #include "cpu_kernels/lse_merge.h"
+#include "cpu_kernels/ops.h"
 #include "cpu_kernels/quant.h"
 #include "runtime/device.h"
 #include "runtime/status.h"
@@ -136,10 +137,42 @@ void cpu_gemv(Stream& stream, const GemvArgs* a) {
     stream.host_fn(&cpu_gemv_run, const_cast<GemvArgs*>(a));
 }
 
+void cpu_rmsnorm_run(void* ctx) {
+    const auto& a = *static_cast<const RmsNormArgs*>(ctx);
+    for (int64_t r = 0; r < a.n_rows; ++r) rmsnorm(a.x + r * a.n, a.w, a.out + r * a.n, a.n, a.eps);
+}
+
+void cpu_rmsnorm(Stream& stream, const RmsNormArgs* a) {
+    stream.host_fn(&cpu_rmsnorm_run, const_cast<RmsNormArgs*>(a));
+}
+
+void cpu_rope_run(void* ctx) {
+    const auto& a = *static_cast<const RopeArgs*>(ctx);
+    for (int32_t h = 0; h < a.n_heads; ++h) {
+        float* x = a.x + int64_t(h) * a.head_dim;
+        if (a.neox) rope_neox(x, a.head_dim, a.cos, a.sin);
+        else rope_normal(x, a.head_dim, a.cos, a.sin);
+    }
+}
+
+void cpu_rope(Stream& stream, const RopeArgs* a) {
+    stream.host_fn(&cpu_rope_run, const_cast<RopeArgs*>(a));
+}
+
+void cpu_glu_run(void* ctx) {
+    const auto& a = *static_cast<const GluArgs*>(ctx);
+    if (a.gelu) gelu_tanh_mul(a.gate, a.up, a.n);
+    else silu_mul(a.gate, a.up, a.n);
+}
+
+void cpu_glu(Stream& stream, const GluArgs* a) {
+    stream.host_fn(&cpu_glu_run, const_cast<GluArgs*>(a));
+}
+
 }  // namespace
 
 const KernelTable& cpu_kernel_table() {
-    static const KernelTable table{&cpu_attn_partial, &lse_merge, &cpu_gemv};
+    static const KernelTable table{&cpu_attn_partial, &lse_merge, &cpu_gemv, &cpu_rmsnorm, &cpu_rope, &cpu_glu};
     return table;
 }
 

@@ -140,6 +140,9 @@ size_t gather_mismatched_bytes(Device& device, uint64_t seed, int n_gathers);
 // dequantize_row decodes them.
 double gemv_max_rel_err(Device& device, DType type, int64_t n_rows, int64_t n_cols, uint64_t seed);
 
+// Checks the device's rmsnorm, rope and glu kernels against float64 (tests/test_device_kernels.cpp).
+void check_forward_kernels(Device& device);
+
 // The default model, or "" when it is not installed. Under CI=true a missing model fails the calling test.
 std::string default_model_or_skip();
 

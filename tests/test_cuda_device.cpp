@@ -184,6 +184,12 @@ TEST_SUITE("cuda") {
         CHECK_THROWS_WITH_AS(dev->kernels().gemv(dev->default_stream(), &bad), doctest::Contains("q4_K"), Error);
     }
 
+    TEST_CASE("forward kernels on cuda: rmsnorm, rope, glu against float64") {
+        if (!have_gpu()) return;
+        auto dev = make_device("cuda");
+        check_forward_kernels(*dev);
+    }
+
     TEST_CASE("gather kernel: every piece lands (16-byte, 4-byte and unaligned), nothing else is written") {
         if (!have_gpu()) return;
         auto dev = make_device("cuda");
