@@ -16,11 +16,12 @@ namespace butler::test {
 
 namespace {
 
-// A device copy of host floats, and the way back.
+// A device copy of host floats (landed before the constructor returns: `host` may be a temporary), and the way back.
 struct DeviceFloats {
     Buffer buf;
     DeviceFloats(Device& dev, const std::vector<float>& host) : buf(dev.alloc(4 * host.size(), MemKind::Device)) {
         dev.default_stream().copy(buf.data(), host.data(), 4 * host.size());
+        dev.default_stream().synchronize();
     }
     float* data() const { return buf.as<float>(); }
     std::vector<float> read(Device& dev) const {
