@@ -96,13 +96,9 @@ void cuda_attn_partial(Stream& stream, const AttnPartialArgs* args) {
 
 void cuda_gemv(Stream& stream, const GemvArgs* args) {
     const cudaStream_t handle = checked_stream(stream, "gemv");
-    const DTypeTraits* t = find_dtype(args->type);
-    if (t == nullptr || !gemv_has_kernel(args->type))
-        fail(Status::Unsupported, "gemv on cuda: no kernel for tensor type {}",
-             t ? std::string(t->name) : std::to_string(args->type));
-    if (args->n_cols % t->block_elems != 0 || args->n_cols % 32 != 0)
-        fail(Status::InvalidArg, "gemv on cuda: {} columns is not a multiple of the {}-value {} block", args->n_cols,
-             t->block_elems, t->name);
+    const DTypeTraits& t = check_gemv_args(*args, &gemv_has_kernel, "cuda");
+    if (args->n_cols % 32 != 0)  // the kernel works in 32-value chunks (F32/F16/BF16 blocks are single values)
+        fail(Status::InvalidArg, "gemv on cuda: {} columns of {} is not a multiple of 32", args->n_cols, t.name);
     launch_gemv(*args, handle);
 }
 

@@ -50,7 +50,6 @@ public:
     void make_wait(Stream& stream, int32_t layer) { stream.wait(*events_[size_t(layer)]); }
     // Blocks the host until every copy issued so far landed (tests, teardown).
     void synchronize();
-    CopyPath path() const { return path_; }
 
     const CopyStats& stats() const { return stats_; }
     void reset_stats() { stats_ = {}; }

@@ -175,6 +175,12 @@ struct GluArgs {
     bool gelu;
 };
 
+// The checks every device's gemv makes when it is enqueued: Error(Unsupported) naming the type when `has_kernel`
+// is false for it (or it is unknown), Error(InvalidArg) when n_cols is not a multiple of its block. `device` names
+// the device in the message. Returns the type's traits.
+struct DTypeTraits;
+const DTypeTraits& check_gemv_args(const GemvArgs& args, bool (*has_kernel)(uint32_t type), std::string_view device);
+
 // Kernels a device runs on its streams. The cpu and emu devices fill it with cpu_kernels/ implementations run as
 // host functions in stream order; the cuda device launches kernels.
 struct KernelTable {

@@ -126,14 +126,14 @@ void cpu_gemv_run(void* ctx) {
     gemv(static_cast<DType>(a.type), a.w, a.n_rows, a.n_cols, a.x, a.y);
 }
 
+bool cpu_gemv_has_kernel(uint32_t type) {
+    const DTypeTraits* t = find_dtype(type);
+    return t != nullptr && t->computable;
+}
+
 void cpu_gemv(Stream& stream, const GemvArgs* a) {
     // Checked here, on the enqueuing thread: an error must not surface on a stream's worker.
-    const DTypeTraits* t = find_dtype(a->type);
-    if (t == nullptr || !t->computable)
-        fail(Status::Unsupported, "gemv: no kernel for tensor type {}", t ? std::string(t->name) : std::to_string(a->type));
-    if (a->n_cols % t->block_elems != 0)
-        fail(Status::InvalidArg, "gemv: {} columns is not a multiple of the {}-value {} block", a->n_cols,
-             t->block_elems, t->name);
+    (void)check_gemv_args(*a, &cpu_gemv_has_kernel, "cpu");
     stream.host_fn(&cpu_gemv_run, const_cast<GemvArgs*>(a));
 }
 
@@ -170,6 +170,17 @@ void cpu_glu(Stream& stream, const GluArgs* a) {
 }
 
 }  // namespace
+
+const DTypeTraits& check_gemv_args(const GemvArgs& a, bool (*has_kernel)(uint32_t type), std::string_view device) {
+    const DTypeTraits* t = find_dtype(a.type);
+    if (t == nullptr || !has_kernel(a.type))
+        fail(Status::Unsupported, "gemv on {}: no kernel for tensor type {}", device,
+             t ? std::string(t->name) : std::to_string(a.type));
+    if (a.n_cols % t->block_elems != 0)
+        fail(Status::InvalidArg, "gemv on {}: {} columns is not a multiple of the {}-value {} block", device, a.n_cols,
+             t->block_elems, t->name);
+    return *t;
+}
 
 const KernelTable& cpu_kernel_table() {
     static const KernelTable table{&cpu_attn_partial, &lse_merge, &cpu_gemv, &cpu_rmsnorm, &cpu_rope, &cpu_glu};

@@ -32,15 +32,6 @@ struct DeviceFloats {
     }
 };
 
-double max_rel_err(const std::vector<float>& got, const std::vector<double>& want) {
-    double err = 0, norm = 0;
-    for (size_t i = 0; i < want.size(); ++i) {
-        err  = std::max(err, std::fabs(double(got[i]) - want[i]));
-        norm = std::max(norm, std::fabs(want[i]));
-    }
-    return err / norm;
-}
-
 }  // namespace
 
 void check_forward_kernels(Device& dev) {
