@@ -14,7 +14,7 @@ namespace {
 struct TrainPredictorOptions {
     CommonOptions common;
     std::vector<std::string> text, eval_text;
-    std::string out;
+    std::string out, init;
     int group = 4, d_dash = 16, intdim = 512, held_out = 4;
     std::string loss = "ce";
     TrainOptions train;
@@ -51,15 +51,22 @@ int run_train_predictor(TrainPredictorOptions& o) {
     if (train.empty())
         fail(Status::InvalidArg, "the training text holds no sequence of {} tokens", o.train.seq_len);
 
-    const PredictorShape shape = PredictorShape::of(hp, o.group, o.d_dash, o.intdim);
-    TokenButlerPredictor pred(shape, BaseModelIdentity::of(*model), o.train.seed);
+    const BaseModelIdentity identity = BaseModelIdentity::of(*model);
+    // --init: fine-tune an existing predictor (refused when made for another model); its shape wins over -G etc.
+    std::unique_ptr<TokenButlerPredictor> init;
+    if (!o.init.empty()) init = TokenButlerPredictor::load(o.init, &identity);
+    TokenButlerPredictor pred = init ? std::move(*init)
+                                     : TokenButlerPredictor(PredictorShape::of(hp, o.group, o.d_dash, o.intdim),
+                                                            identity, o.train.seed);
+    const PredictorShape& shape = pred.shape();
     pred.provenance = fmt::format("butler train-predictor --seq-len {} --rows {} --epochs {} --lr {} --loss {} -G {} "
-                                  "--d-dash {} --intdim {} on {} sequences ({} tokens)", o.train.seq_len, o.train.rows,
-                                  o.train.epochs, o.train.lr, o.loss, o.group, o.d_dash, o.intdim, train.size(),
+                                  "--d-dash {} --intdim {}{} on {} sequences ({} tokens)", o.train.seq_len, o.train.rows,
+                                  o.train.epochs, o.train.lr, o.loss, shape.group, shape.d_dash, shape.intdim,
+                                  o.init.empty() ? "" : " --init " + o.init, train.size(),
                                   train.size() * size_t(o.train.seq_len));
     const uint64_t n_params = shape.n_params();
     std::fprintf(stderr, "predictor: %d producers, G %d, d' %d, intdim %d: %llu parameters = %.3f%% of the model's %llu\n",
-                 shape.n_producers(), o.group, o.d_dash, o.intdim, static_cast<unsigned long long>(n_params),
+                 shape.n_producers(), shape.group, shape.d_dash, shape.intdim, static_cast<unsigned long long>(n_params),
                  100.0 * double(n_params) / double(model->n_params()), static_cast<unsigned long long>(model->n_params()));
     std::fprintf(stderr, "training on %zu sequences of %d tokens, %d epoch(s); %zu held-apart sequences\n", train.size(),
                  o.train.seq_len, o.train.epochs, held.size());
@@ -105,6 +112,10 @@ Action register_train_predictor(CLI::App& sub) {
     sub.add_option("--seed", o->train.seed, "initialization and row-sampling seed (default 42)");
     sub.add_option("--checkpoint-every", o->train.checkpoint_every, "steps between checkpoints to OUT.ckpt (default 50)");
     sub.add_flag("--resume", o->train.resume, "continue from OUT.ckpt");
+    sub.add_option("--init", o->init,
+                   "start from this predictor's weights (fine-tuning; its G, d' and intdim are kept) instead of a "
+                   "seeded initialization")
+        ->check(CLI::ExistingFile);
     return [o] { return run_train_predictor(*o); };
 }
 

@@ -24,13 +24,17 @@ void add_offload_options(CLI::App& sub, OffloadOptions& o) {
     sub.add_option("--pcie-gbps", o.pcie_gbps, "emulated link bandwidth in GB/s (default 0.54 x host memcpy)");
     sub.add_option("--interval", o.interval, "prediction interval: select anew every N decode steps (default 1)");
     sub.add_option("--neighbours", o.neighbours, "neighbour fetching: each picked run extended by its length (on|off)");
+    sub.add_option("--forward", o.forward,
+                   "where decode steps compute the model: device (weights resident, every layer's kernels on the "
+                   "device; the default on cuda) or host (the CPU forward, only attention partials on the device; the "
+                   "default on cpu and emu)");
 }
 
 OffloadConfig offload_config(const OffloadOptions& o) {
     OffloadConfig c;
     c.enabled =
         !o.device.empty() || !o.selector.empty() || !o.budget.empty() || !o.device_memory.empty() || !o.attn.empty() ||
-        !o.copy_path.empty() || o.interval != 1 || !o.neighbours.empty();
+        !o.copy_path.empty() || o.interval != 1 || !o.neighbours.empty() || !o.forward.empty();
     if (!c.enabled) return c;
     c.device = o.device.empty() ? "emu" : o.device;
     if (o.pcie_gbps > 0) {
@@ -59,6 +63,12 @@ OffloadConfig offload_config(const OffloadOptions& o) {
         c.neighbours = true;
     else if (!o.neighbours.empty() && o.neighbours != "off")
         fail(Status::Usage, "--neighbours must be on or off (got '{}')", o.neighbours);
+    if (o.forward == "device")
+        c.device_forward = true;
+    else if (o.forward.empty())
+        c.device_forward = c.device.rfind("cuda", 0) == 0;
+    else if (o.forward != "host")
+        fail(Status::Usage, "--forward must be host or device (got '{}')", o.forward);
     return c;
 }
 
@@ -73,6 +83,7 @@ nlohmann::json offload_stats_json(OffloadPipeline& p, const OffloadStats& s) {
     return {{"device", p.device().name()},
             {"selector", c.selector},
             {"attn", attn_mode_name(c.attn)},
+            {"forward", c.device_forward ? "device" : "host"},
             {"budget_tokens", c.budget_tokens},
             {"budget_fraction", c.budget_fraction},
             {"sinks", c.sinks},

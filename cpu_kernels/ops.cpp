@@ -20,6 +20,15 @@ void rmsnorm(const float* x, const float* w, float* out, int64_t n, float eps) {
     }
 }
 
+std::vector<float> rope_inv_freq(int32_t head_dim, float base, float freq_scale, const std::vector<float>& factors) {
+    std::vector<float> inv(static_cast<size_t>(head_dim / 2));
+    for (int32_t i = 0; i < head_dim / 2; ++i)
+        inv[static_cast<size_t>(i)] = static_cast<float>(
+            double(freq_scale) * std::pow(double(base), -2.0 * i / double(head_dim)) /
+            (factors.empty() ? 1.0 : double(factors[static_cast<size_t>(i)])));
+    return inv;
+}
+
 void rope_angles(int64_t pos, const float* inv_freq, int32_t head_dim, float* cos_out, float* sin_out) {
     for (int32_t i = 0; i < head_dim / 2; ++i) {
         const double theta = double(pos) * double(inv_freq[i]);

@@ -111,6 +111,17 @@ void cuda_rope(Stream& stream, const RopeArgs* args) {
 void cuda_glu(Stream& stream, const GluArgs* args) {
     launch_glu(*args, checked_stream(stream, "glu"));
 }
+void cuda_add(Stream& stream, const AddArgs* args) {
+    launch_add(*args, checked_stream(stream, "add"));
+}
+void cuda_scale(Stream& stream, const ScaleArgs* args) {
+    launch_scale(*args, checked_stream(stream, "scale"));
+}
+void cuda_store_row(Stream& stream, const StoreRowArgs* args) {
+    const cudaStream_t handle = checked_stream(stream, "store_row");
+    check_store_row_args(*args, "cuda");
+    launch_store_row(*args, handle);
+}
 
 class CudaDevice final : public Device {
 public:
@@ -158,7 +169,8 @@ public:
     }
     const KernelTable& kernels() const override {
         static const KernelTable table{&cuda_attn_partial, &butler::lse_merge, &cuda_gemv,
-                                       &cuda_rmsnorm,      &cuda_rope,         &cuda_glu};
+                                       &cuda_rmsnorm,      &cuda_rope,         &cuda_glu,
+                                       &cuda_add,          &cuda_scale,        &cuda_store_row};
         return table;
     }
 

@@ -7,8 +7,8 @@
 //           gather kernel (gpu_kernels/gather_rows.cu) where the GPU reads registered host memory through its host
 //           pointer (cudaDevAttrCanUseHostPointerForRegisteredMem), else one cudaMemcpyAsync per piece; host_fn =
 //           cudaLaunchHostFunc, record/wait = cudaEventRecord/cudaStreamWaitEvent. Events without timing.
-//   kernels: attn_partial = gpu_kernels/attn_partial.cu, gemv = gpu_kernels/gemv.cu, rmsnorm/rope/glu =
-//           gpu_kernels/elementwise.cu; lse_merge stays on the host (the pipeline merges there).
+//   kernels: attn_partial = gpu_kernels/attn_partial.cu, gemv = gpu_kernels/gemv.cu, rmsnorm/rope/glu/add/scale/
+//           store_row = gpu_kernels/elementwise.cu; lse_merge stays on the host (the pipeline merges there).
 // Every CUDA failure is Error(Device) naming the call and the CUDA error; exhausting the cap is Error(Oom).
 #pragma once
 
@@ -43,6 +43,10 @@ void launch_gemv(const GemvArgs& args, void* stream);
 void launch_rmsnorm(const RmsNormArgs& args, void* stream);
 void launch_rope(const RopeArgs& args, void* stream);
 void launch_glu(const GluArgs& args, void* stream);
+void launch_add(const AddArgs& args, void* stream);
+void launch_scale(const ScaleArgs& args, void* stream);
+// The caller has checked the type (check_store_row_args).
+void launch_store_row(const StoreRowArgs& args, void* stream);
 
 // Enqueues the row gather (Stream::gather's contract in runtime/device.h) on a CUDA stream given as void*: `pieces`
 // and every src must be mapped pinned host memory whose host pointer the device can use (UVA).

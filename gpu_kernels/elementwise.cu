@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: MIT
 // The forward's row and element-wise steps on the device (contracts in runtime/device.h): RMSNorm (a block per row,
 // sum of squares by a block reduction), RoPE (a thread per rotated pair, both pair layouts), and the gated
-// activations (a thread per element; GELU in its tanh form written as x * sigmoid(2z), as the CPU kernel does).
+// activations (a thread per element; GELU in its tanh form written as x * sigmoid(2z), as the CPU kernel does),
+// the residual add, the query scaling and the K/V row store (f32 -> f32/f16/bf16, round to nearest even).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
 
 #include "gpu_kernels/cuda_check.h"
 #include "gpu_kernels/cuda_device.h"
+#include "runtime/dtype.h"
 
 namespace butler::cuda {
 namespace {
@@ -55,6 +59,25 @@ __global__ void glu_kernel(GluArgs a) {
     a.gate[i] = act * a.up[i];
 }
 
+__global__ void add_kernel(AddArgs a) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < a.n) a.y[i] += a.x[i];
+}
+
+__global__ void scale_kernel(ScaleArgs a) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < a.n) a.x[i] *= a.s;
+}
+
+// type: 0 f32, 1 f16, 2 bf16 (mapped from the DType id on the host).
+__global__ void store_row_kernel(const float* x, void* out, int type, int64_t n) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    if (type == 0) static_cast<float*>(out)[i] = x[i];
+    else if (type == 1) static_cast<__half*>(out)[i] = __float2half_rn(x[i]);
+    else static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(x[i]);
+}
+
 unsigned blocks_for(int64_t n) {
     return unsigned((n + kThreads - 1) / kThreads);
 }
@@ -77,6 +100,25 @@ void launch_rope(const RopeArgs& a, void* stream) {
 void launch_glu(const GluArgs& a, void* stream) {
     if (a.n == 0) return;
     glu_kernel<<<blocks_for(a.n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+    BUTLER_CUDA_CHECK(cudaGetLastError());
+}
+
+void launch_add(const AddArgs& a, void* stream) {
+    if (a.n == 0) return;
+    add_kernel<<<blocks_for(a.n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+    BUTLER_CUDA_CHECK(cudaGetLastError());
+}
+
+void launch_scale(const ScaleArgs& a, void* stream) {
+    if (a.n == 0) return;
+    scale_kernel<<<blocks_for(a.n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+    BUTLER_CUDA_CHECK(cudaGetLastError());
+}
+
+void launch_store_row(const StoreRowArgs& a, void* stream) {
+    if (a.n == 0) return;
+    const int type = a.type == uint32_t(DType::F32) ? 0 : a.type == uint32_t(DType::F16) ? 1 : 2;
+    store_row_kernel<<<blocks_for(a.n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a.x, a.out, type, a.n);
     BUTLER_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -40,6 +40,9 @@ struct OffloadConfig {
     // K/V (the Session fills it in); reserved before the slots, so a cap below it is a clear error.
     uint64_t device_resident_bytes = 0;
     int32_t page_tok       = 16;     // host store page (Quest's page)
+    // Decode steps run the whole model on the device (runtime/device_forward.h: weights resident, the sliding-window
+    // K/V in device rings) instead of the CPU forward with only attention partials on the device.
+    bool device_forward    = false;
     bool skip_copy_wait    = false;  // tests only: plants the missing compute-stream wait the tests must catch
     // Prediction interval (TOKENBUTLER.md §2.5): a fresh selection on the first sparse step and every `interval`
     // steps after it; in between each (layer, KV head) keeps its picks (sinks and window stay current).

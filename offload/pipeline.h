@@ -81,6 +81,9 @@ public:
     Device& device() { return *device_; }
     const HostKvStore& store() const { return *store_; }
     const OffloadConfig& config() const { return config_; }
+    // Gives back the device_resident_bytes counted at construction (the device forward then allocates them as real
+    // buffers: reserved first, the cap's error names them before the slots).
+    void release_resident() { resident_.reset(); }
     int32_t n_slots() const { return slots_->n_slots(); }
 
 private:

@@ -175,11 +175,38 @@ struct GluArgs {
     bool gelu;
 };
 
+// Element-wise sum in place: y[i] += x[i], i < n (residual adds, bias adds).
+struct AddArgs {
+    float* y;
+    const float* x;
+    int64_t n;
+};
+
+// Scaling in place: x[i] *= s, i < n (queries by the attention scale).
+struct ScaleArgs {
+    float* x;
+    int64_t n;
+    float s;
+};
+
+// Conversion of n f32 values to a K/V row of `type` (F32, F16 or BF16: round to nearest even, as
+// cpu_kernels/attention.h store_kv_row): the decode step's K/V written into a device cache.
+struct StoreRowArgs {
+    const float* x;
+    void* out;
+    uint32_t type;  // DType id
+    int64_t n;
+};
+
 // The checks every device's gemv makes when it is enqueued: Error(Unsupported) naming the type when `has_kernel`
 // is false for it (or it is unknown), Error(InvalidArg) when n_cols is not a multiple of its block. `device` names
 // the device in the message. Returns the type's traits.
 struct DTypeTraits;
 const DTypeTraits& check_gemv_args(const GemvArgs& args, bool (*has_kernel)(uint32_t type), std::string_view device);
+
+// The check every device's store_row makes when it is enqueued: Error(Unsupported) naming the type unless it is
+// F32, F16 or BF16.
+void check_store_row_args(const StoreRowArgs& args, std::string_view device);
 
 // Kernels a device runs on its streams. The cpu and emu devices fill it with cpu_kernels/ implementations run as
 // host functions in stream order; the cuda device launches kernels.
@@ -197,6 +224,10 @@ struct KernelTable {
     void (*rmsnorm)(Stream& stream, const RmsNormArgs* args) = nullptr;
     void (*rope)(Stream& stream, const RopeArgs* args)       = nullptr;
     void (*glu)(Stream& stream, const GluArgs* args)         = nullptr;
+    void (*add)(Stream& stream, const AddArgs* args)         = nullptr;
+    void (*scale)(Stream& stream, const ScaleArgs* args)     = nullptr;
+    // Error(Unsupported) naming the type for anything but F32, F16 and BF16 (checked when enqueued).
+    void (*store_row)(Stream& stream, const StoreRowArgs* args) = nullptr;
 };
 
 struct MemoryInfo {

@@ -169,7 +169,42 @@ void cpu_glu(Stream& stream, const GluArgs* a) {
     stream.host_fn(&cpu_glu_run, const_cast<GluArgs*>(a));
 }
 
+void cpu_add_run(void* ctx) {
+    const auto& a = *static_cast<const AddArgs*>(ctx);
+    for (int64_t i = 0; i < a.n; ++i) a.y[i] += a.x[i];
+}
+
+void cpu_add(Stream& stream, const AddArgs* a) {
+    stream.host_fn(&cpu_add_run, const_cast<AddArgs*>(a));
+}
+
+void cpu_scale_run(void* ctx) {
+    const auto& a = *static_cast<const ScaleArgs*>(ctx);
+    for (int64_t i = 0; i < a.n; ++i) a.x[i] *= a.s;
+}
+
+void cpu_scale(Stream& stream, const ScaleArgs* a) {
+    stream.host_fn(&cpu_scale_run, const_cast<ScaleArgs*>(a));
+}
+
+void cpu_store_row_run(void* ctx) {
+    const auto& a = *static_cast<const StoreRowArgs*>(ctx);
+    store_kv_row(static_cast<DType>(a.type), a.x, static_cast<uint8_t*>(a.out), a.n);
+}
+
+void cpu_store_row(Stream& stream, const StoreRowArgs* a) {
+    check_store_row_args(*a, "cpu");
+    stream.host_fn(&cpu_store_row_run, const_cast<StoreRowArgs*>(a));
+}
+
 }  // namespace
+
+void check_store_row_args(const StoreRowArgs& a, std::string_view device) {
+    const auto type = static_cast<DType>(a.type);
+    if (type != DType::F32 && type != DType::F16 && type != DType::BF16)
+        fail(Status::Unsupported, "store_row on {}: K/V rows are f32, f16 or bf16, not {}", device,
+             find_dtype(a.type) ? std::string(find_dtype(a.type)->name) : std::to_string(a.type));
+}
 
 const DTypeTraits& check_gemv_args(const GemvArgs& a, bool (*has_kernel)(uint32_t type), std::string_view device) {
     const DTypeTraits* t = find_dtype(a.type);
@@ -183,7 +218,8 @@ const DTypeTraits& check_gemv_args(const GemvArgs& a, bool (*has_kernel)(uint32_
 }
 
 const KernelTable& cpu_kernel_table() {
-    static const KernelTable table{&cpu_attn_partial, &lse_merge, &cpu_gemv, &cpu_rmsnorm, &cpu_rope, &cpu_glu};
+    static const KernelTable table{&cpu_attn_partial, &lse_merge, &cpu_gemv,  &cpu_rmsnorm,  &cpu_rope,
+                                   &cpu_glu,          &cpu_add,   &cpu_scale, &cpu_store_row};
     return table;
 }
 

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "runtime/emu_device.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -100,7 +102,13 @@ class EmuStream final : public Stream {
 public:
     EmuStream(const EmuOptions& o, double gbps, uint64_t seed) : opts_(o), gbps_(gbps), rng_(seed) {
         ring_.resize(kRing);
-        worker_ = std::thread([this] { run(); });
+        // Kernels run as host functions on the worker; their OpenMP regions get the caller's thread count (-t), not
+        // the default of one per core, which on a busy machine oversubscribes it.
+        const int n_threads = omp_get_max_threads();
+        worker_ = std::thread([this, n_threads] {
+            omp_set_num_threads(n_threads);
+            run();
+        });
     }
     ~EmuStream() override {
         synchronize();

@@ -13,6 +13,7 @@
 #include "cpu_kernels/quant.h"
 #include "offload/pipeline.h"
 #include "predictor/tokenbutler.h"
+#include "runtime/device_forward.h"
 #include "runtime/status.h"
 
 namespace butler {
@@ -42,16 +43,6 @@ struct OnlineLogits {
     }
     double lse() const { return max + std::log(sum); }
 };
-
-// factors: empty, or head_dim / 2 divisors (HParams::rope_freq_factors).
-std::vector<float> rope_inv_freq(int32_t head_dim, float base, float freq_scale, const std::vector<float>& factors) {
-    std::vector<float> inv(static_cast<size_t>(head_dim / 2));
-    for (int32_t i = 0; i < head_dim / 2; ++i)
-        inv[static_cast<size_t>(i)] = static_cast<float>(
-            double(freq_scale) * std::pow(double(base), -2.0 * i / double(head_dim)) /
-            (factors.empty() ? 1.0 : double(factors[static_cast<size_t>(i)])));
-    return inv;
-}
 
 void add_bias(float* x, const float* b, int64_t n) {
     for (int64_t j = 0; j < n; ++j) x[j] += b[j];
@@ -95,13 +86,20 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     if (params_.offload.enabled) {
         if (is_tokenbutler_selector(params_.offload.selector) && !params_.offload.predictor)
             params_.offload.predictor = load_predictor_for(params_.offload.selector, *model_);
-        // What a GPU run keeps on the device besides the K/V slots: the weights and the sliding-window K/V.
+        // What a GPU run keeps on the device besides the K/V slots: the weights and the sliding-window K/V (and, with
+        // the device forward, its scratch: exactly what it allocates).
         uint64_t resident = model_->n_weight_bytes();
         for (int l = 0; l < hp.n_layer; ++l)
             if (hp.is_swa(l))
                 resident += uint64_t(hp.n_head_kv * swa_cap * (hp.head_dim + hp.head_dim_v) * elem);
+        if (params_.offload.device_forward)
+            resident = DeviceForward::device_bytes(*model_, swa_cap, params_.kv_type);
         params_.offload.device_resident_bytes = resident;
         offload_ = std::make_unique<OffloadPipeline>(hp, params_.offload, params_.n_ctx, params_.kv_type);
+        if (params_.offload.device_forward) {
+            offload_->release_resident();
+            device_forward_ = std::make_unique<DeviceForward>(*model_, *offload_, swa_cap, params_.kv_type);
+        }
     }
     try {
         cache_.resize(static_cast<size_t>(hp.n_layer));
@@ -202,19 +200,47 @@ void Session::fill_synthetic_kv(int32_t n, uint64_t seed) {
     }
     if (offload_) offload_->mark_prefilled(n);
     n_past_ = n;
+    rings_on_device_ = false;  // the host rings hold the synthetic K/V now
+}
+
+void Session::rings_to_device(bool device) {
+    if (!device_forward_ || rings_on_device_ == device) return;
+    for (int32_t l = 0; l < model_->hparams().n_layer; ++l) {
+        LayerCache& c = cache_[size_t(l)];
+        if (c.cap == 0) continue;  // offloaded: the host store is the only copy
+        if (device) device_forward_->upload_ring(l, c.k.data(), c.v.data());
+        else device_forward_->download_ring(l, c.k.data(), c.v.data());
+    }
+    rings_on_device_ = device;
+}
+
+void Session::check_tokens(std::span<const TokenId> tokens) const {
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    if (n_past_ + n > params_.n_ctx)
+        fail(Status::InvalidArg, "{} tokens at position {} exceed the context of {} tokens (-c/--ctx)", n, n_past_,
+             params_.n_ctx);
+    const int32_t n_vocab = model_->hparams().n_vocab;
+    for (TokenId t : tokens)
+        if (t < 0 || t >= n_vocab) fail(Status::InvalidArg, "token id {} is outside the vocabulary (0..{})", t, n_vocab - 1);
 }
 
 void Session::eval(std::span<const TokenId> tokens, std::span<const int32_t> out_rows, float* hidden_out) {
     const HParams& hp = model_->hparams();
     const int64_t n = static_cast<int64_t>(tokens.size());
-    if (n_past_ + n > params_.n_ctx)
-        fail(Status::InvalidArg, "{} tokens at position {} exceed the context of {} tokens (-c/--ctx)", n, n_past_,
-             params_.n_ctx);
-    for (TokenId t : tokens)
-        if (t < 0 || t >= hp.n_vocab) fail(Status::InvalidArg, "token id {} is outside the vocabulary (0..{})", t, hp.n_vocab - 1);
+    check_tokens(tokens);
     size_t next_row = 0;
     for (int64_t c0 = 0; c0 < n; c0 += params_.n_ubatch) {
         const int64_t n_chunk = std::min<int64_t>(params_.n_ubatch, n - c0);
+        if (n_chunk == 1 && device_step()) {
+            rings_to_device(true);
+            const bool want_row = next_row < out_rows.size() && out_rows[next_row] == c0;
+            device_forward_->step(tokens[size_t(c0)], n_past_,
+                                  want_row ? hidden_out + static_cast<int64_t>(next_row) * hp.n_embd : nullptr, nullptr);
+            n_past_ += 1;
+            next_row += want_row ? 1 : 0;
+            continue;
+        }
+        rings_to_device(false);
         forward_chunk(tokens.data() + c0, n_chunk, n_past_);
         n_past_ += static_cast<int32_t>(n_chunk);
         // Final norm of the rows the caller asked for in this chunk.
@@ -428,6 +454,13 @@ void Session::compare_rows(const float* hidden, const float* hidden_ref, int64_t
 
 void Session::eval_last(std::span<const TokenId> tokens, float* logits_out) {
     BUTLER_ASSERT(!tokens.empty(), "eval_last needs at least one token");
+    if (tokens.size() == 1 && device_step()) {  // the logits too come from the device
+        check_tokens(tokens);
+        rings_to_device(true);
+        device_forward_->step(tokens[0], n_past_, nullptr, logits_out);
+        n_past_ += 1;
+        return;
+    }
     const int32_t last = static_cast<int32_t>(tokens.size() - 1);
     eval(tokens, std::span<const int32_t>(&last, 1), hidden_last_.data());
     logits(hidden_last_.data(), 1, logits_out);

@@ -29,6 +29,7 @@ struct SessionParams {
 };
 
 class OffloadPipeline;
+class DeviceForward;
 
 // What a layer computed for a chunk, shown to a tap (predictor training): rows of the chunk's n_tok tokens.
 struct LayerTap {
@@ -122,6 +123,12 @@ public:
 
 private:
     void forward_chunk(const TokenId* tokens, int64_t n_tok, int64_t pos0);
+    // Error(InvalidArg) when n tokens do not fit the context after n_past or an id is outside the vocabulary.
+    void check_tokens(std::span<const TokenId> tokens) const;
+    // Single-token steps run on the device (params.offload.device_forward) unless a tap or override watches.
+    bool device_step() const { return device_forward_ && !tap_ && !attention_override_; }
+    // Moves the sliding-window rings to the side that runs next (device: the device forward; else the CPU).
+    void rings_to_device(bool device);
     struct LayerCache;
 
     std::shared_ptr<const Model> model_;
@@ -140,6 +147,8 @@ private:
     MatmulScratch mm_;
     int32_t n_threads_ = 1;
     std::unique_ptr<OffloadPipeline> offload_;
+    std::unique_ptr<DeviceForward> device_forward_;  // after offload_: destroyed first, it uses the pipeline's device
+    bool rings_on_device_ = false;                    // which side holds the sliding-window rings' latest K/V
     std::function<void(const LayerTap&)> tap_;
     std::function<bool(const LayerAttentionIo&)> attention_override_;
 };

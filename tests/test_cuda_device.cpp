@@ -184,7 +184,7 @@ TEST_SUITE("cuda") {
         CHECK_THROWS_WITH_AS(dev->kernels().gemv(dev->default_stream(), &bad), doctest::Contains("q4_K"), Error);
     }
 
-    TEST_CASE("forward kernels on cuda: rmsnorm, rope, glu against float64") {
+    TEST_CASE("forward kernels on cuda: rmsnorm, rope, glu, add, scale, store_row against float64") {
         if (!have_gpu()) return;
         auto dev = make_device("cuda");
         check_forward_kernels(*dev);
@@ -196,7 +196,7 @@ TEST_SUITE("cuda") {
         CHECK(gather_mismatched_bytes(*dev, 12, 40) == 0);
     }
 
-    TEST_CASE("offload pipeline on cuda: exact mode equals the plain CPU runtime") {
+    TEST_CASE("offload pipeline on cuda: exact mode equals the plain CPU runtime, with and without the device forward") {
         if (!have_gpu()) return;
         TinyGemma3Spec spec;
         spec.n_layer = 12;
@@ -220,11 +220,14 @@ TEST_SUITE("cuda") {
         plain.kv_type = DType::F32;
         const auto want = decode(plain);
         for (const char* sel : {"dense", "oracle", "quest"})
-        for (const CopyPath path : {CopyPath::Gather, CopyPath::Memcpy}) {
+        for (const CopyPath path : {CopyPath::Gather, CopyPath::Memcpy})
+        for (const bool device_forward : {false, true}) {  // the whole decode step on the GPU, or attention only
             CAPTURE(sel);
             const std::string path_name = copy_path_name(path);
             CAPTURE(path_name);
+            CAPTURE(device_forward);
             SessionParams sp         = plain;
+            sp.offload.device_forward = device_forward;
             sp.offload.copy_path     = path;
             sp.offload.enabled       = true;
             sp.offload.device        = "cuda";

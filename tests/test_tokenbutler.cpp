@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <fstream>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -265,6 +266,48 @@ TEST_SUITE("tokenbutler") {
         CHECK(back->shape().d_dash == 8);
         CHECK(back->key_proj_all() == p.key_proj_all());
         CHECK(back->producers()[1].w2 == p.producers()[1].w2);
+    }
+
+    TEST_CASE("train-predictor --init fine-tunes the given predictor; a foreign one is refused") {
+        TempDir dir;
+        TempFile mf, other;
+        mf.write(tiny_gemma3_gguf(make_tiny_gemma3(TinyGemma3Spec{}, 21)));
+        TinyGemma3Spec wide;
+        wide.n_embd = 96;
+        other.write(tiny_gemma3_gguf(make_tiny_gemma3(wide, 21)));
+        {
+            std::ofstream text(dir.file("t.txt"));
+            text << random_words(600, 4);
+        }
+        auto train = [&](const std::string& model, const std::string& out, std::vector<std::string> extra) {
+            std::vector<std::string> args{"train-predictor", "-m",      model,    "--text", dir.file("t.txt"),
+                                          "--out",           out,       "--seq-len", "32",  "--rows",
+                                          "8",               "-G",      "2",      "--d-dash", "8",
+                                          "--intdim",        "16",      "--held-out", "0"};
+            args.insert(args.end(), extra.begin(), extra.end());
+            return run_cli(args);
+        };
+        REQUIRE(train(mf.path(), dir.file("p1.gguf"), {"--max-steps", "4", "--lr", "1e-2"}).exit_code == 0);
+        // A vanishing learning rate: fine-tuning from p1 keeps p1's weights; a fresh start keeps the seeded ones.
+        REQUIRE(train(mf.path(), dir.file("p2.gguf"), {"--max-steps", "1", "--lr", "1e-30", "--init", dir.file("p1.gguf")})
+                    .exit_code == 0);
+        REQUIRE(train(mf.path(), dir.file("p3.gguf"), {"--max-steps", "1", "--lr", "1e-30"}).exit_code == 0);
+        auto model = Model::load(mf.path());
+        const BaseModelIdentity id = BaseModelIdentity::of(*model);
+        auto p1 = TokenButlerPredictor::load(dir.file("p1.gguf"), &id);
+        auto p2 = TokenButlerPredictor::load(dir.file("p2.gguf"), &id);
+        auto p3 = TokenButlerPredictor::load(dir.file("p3.gguf"), &id);
+        auto max_diff = [](const std::vector<float>& a, const std::vector<float>& b) {
+            double d = 0;
+            for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(double(a[i]) - b[i]));
+            return d;
+        };
+        CHECK(max_diff(p2->producers()[0].w1, p1->producers()[0].w1) < 1e-6);
+        CHECK(max_diff(p2->key_proj_all(), p1->key_proj_all()) < 1e-6);
+        CHECK(max_diff(p3->producers()[0].w1, p1->producers()[0].w1) > 1e-4);
+        const CliResult foreign = train(other.path(), dir.file("p4.gguf"), {"--max-steps", "1", "--init", dir.file("p1.gguf")});
+        CHECK(foreign.exit_code == 1);
+        CHECK(foreign.err.find("p1.gguf") != std::string::npos);
     }
 
     TEST_CASE("a predictor made for another model is refused, naming both") {
