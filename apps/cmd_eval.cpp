@@ -62,6 +62,7 @@ struct EvalOptions {
     std::string neighbours = "off";
     std::string device     = "cpu";
     std::string kv_type    = "f16";
+    std::string activations;  // --activations f32|q8
     std::string output;  // -o: the JSON to a file
     std::string plot;    // --plot: a PNG
 };
@@ -310,6 +311,7 @@ int run_eval(const EvalOptions& o) {
     base.n_ctx   = int32_t(max_len);
     base.n_ubatch = 512;
     base.kv_type = parse_kv_type(o.kv_type);
+    base.float_activations = parse_float_activations(o.activations);
     {
         Session dense(model, base);
         for (Unit& u : units) {
@@ -442,6 +444,7 @@ Action register_eval(CLI::App& sub) {
     sub.add_option("--neighbours", o->neighbours, "decode view: neighbour fetching on|off (default off)");
     sub.add_option("--device", o->device, "decode view: offload device (default cpu)");
     sub.add_option("--kv-type", o->kv_type, "KV cache type: f16, bf16, f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
+    add_activations_option(sub, o->activations, "f32");
     sub.add_option("-o,--output", o->output, "also write the JSON to this file (atomically)");
     sub.add_option("--plot", o->plot, "write a PNG plot of quality against budget (needs gnuplot)");
     return [o] { return run_eval(*o); };

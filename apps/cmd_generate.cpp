@@ -22,6 +22,7 @@ struct GenerateOptions {
     int n_ctx = 0;
     int n_ubatch = 512;
     std::string kv_type = "f16";
+    std::string activations;  // --activations f32|q8
     SamplerParams sampler;
     bool ignore_eos = false;
     bool parse_special = false;
@@ -52,6 +53,7 @@ int run_generate(const GenerateOptions& o) {
     sp.n_ctx = static_cast<int32_t>(n_ctx);
     sp.n_ubatch = o.n_ubatch;
     sp.kv_type = parse_kv_type(o.kv_type);
+    sp.float_activations = parse_float_activations(o.activations);
     sp.offload = offload_config(o.offload);
     Session session(model, sp);
     Sampler sampler(o.sampler, hp.n_vocab);
@@ -115,6 +117,7 @@ Action register_generate(CLI::App& sub) {
         ->check(CLI::NonNegativeNumber);
     sub.add_option("--ubatch", o->n_ubatch, "tokens per prefill chunk")->check(CLI::PositiveNumber);
     sub.add_option("--kv-type", o->kv_type, "KV cache type: f16, bf16, f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
+    add_activations_option(sub, o->activations, "q8");
     sub.add_option("--temp", o->sampler.temperature, "temperature; 0 = greedy");
     sub.add_option("--top-k", o->sampler.top_k, "top-k (0 = off)");
     sub.add_option("--top-p", o->sampler.top_p, "top-p (1 = off)");

@@ -31,6 +31,7 @@ struct PerplexityOptions {
     std::string kv_type = "f16";
     std::string view;  // decode | simulate; empty: plain (decode when offloading)
     bool top1 = false;  // --top1: also run each window densely and report top-1 agreement with it
+    std::string activations;  // --activations f32|q8
     OffloadOptions offload;
 };
 
@@ -52,6 +53,7 @@ int run_perplexity(const PerplexityOptions& o) {
     sp.n_ctx = static_cast<int32_t>(n_ctx);
     sp.n_ubatch = o.n_ubatch;
     sp.kv_type = parse_kv_type(o.kv_type);
+    sp.float_activations = parse_float_activations(o.activations);
     sp.offload = offload_config(o.offload);
     const std::string view = !o.view.empty() ? o.view : sp.offload.enabled ? "decode" : "plain";
     if (sp.n_ctx > hp.n_ctx_train) fail(Status::InvalidArg, "-c {} exceeds the model's training context {}", n_ctx, hp.n_ctx_train);
@@ -146,7 +148,7 @@ int run_perplexity(const PerplexityOptions& o) {
         nlohmann::json j = {{"model", model->path()},   {"file", o.file},      {"ctx", n_ctx},
                             {"n_tokens", tokens.size()}, {"n_chunks", n_chunk}, {"n_scored", count},
                             {"ppl", ppl},               {"ppl_stderr", stderr_ppl}, {"chunk_ppl", chunks},
-                            {"seconds", seconds},       {"kv_type", o.kv_type},
+                            {"seconds", seconds},       {"kv_type", o.kv_type}, {"activations", o.activations},
                             {"view", view},             {"offload", offload_stats_json(session)},
                             {"masked_share", sim ? nlohmann::json(sim->masked_share()) : nlohmann::json()},
                             {"top1_agreement", dense ? nlohmann::json(double(n_agree) / double(count)) : nlohmann::json()},
@@ -177,6 +179,7 @@ Action register_perplexity(CLI::App& sub) {
     sub.add_option("--chunks", o->n_chunks, "score only the first N windows (0 = all)")->check(CLI::NonNegativeNumber);
     sub.add_option("--ubatch", o->n_ubatch, "tokens per forward chunk")->check(CLI::PositiveNumber);
     sub.add_option("--kv-type", o->kv_type, "KV cache type: f16, bf16, f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
+    add_activations_option(sub, o->activations, "f32");
     sub.add_option("--view", o->view, "decode (first half prefilled, second half decoded token by token; the default "
                                       "with offload) or simulate (one masked prefill, every layer >= 1 sparsified; --budget P% kept)")
         ->check(CLI::IsMember({"decode", "simulate"}));

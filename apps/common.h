@@ -37,6 +37,11 @@ std::shared_ptr<const Model> load_model(const CommonOptions& opts);
 // Parses --kv-type values.
 DType parse_kv_type(const std::string& name);
 
+// --activations f32|q8: what decode GEMVs multiply (SessionParams::float_activations). The evaluation commands
+// default to f32 (a decode step then computes what a prompt chunk does), generation to q8 (faster).
+void add_activations_option(CLI::App& sub, std::string& value, const char* default_name);
+bool parse_float_activations(const std::string& value);
+
 // Reads a whole file; Error(Io) naming it when it cannot be read.
 std::string read_file(const std::string& path);
 

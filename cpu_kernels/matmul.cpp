@@ -38,6 +38,10 @@ void sgemm(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, float al
 }
 
 void matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int64_t ldy, MatmulScratch& scratch) {
+    if (n_tok <= kGemvMaxTokens && scratch.float_activations) {
+        for (int64_t t = 0; t < n_tok; ++t) gemv(w.type, w.data, w.n_rows, w.n_cols, x + t * w.n_cols, y + t * ldy);
+        return;
+    }
     if (n_tok <= kGemvMaxTokens) {
         for (int64_t t = 0; t < n_tok; ++t)
             gemv_q(w.type, w.data, w.n_rows, w.n_cols, x + t * w.n_cols, y + t * ldy, scratch.xq);
@@ -59,7 +63,7 @@ void matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int6
 void matmul_many(std::initializer_list<const WeightMatrix*> w, const float* x, int64_t n_tok,
                  std::initializer_list<float*> y, MatmulScratch& scratch) {
     BUTLER_ASSERT(w.size() == y.size() && w.size() <= 8, "matmul_many: {} matrices, {} outputs", w.size(), y.size());
-    bool fused = n_tok == 1;
+    bool fused = n_tok == 1 && !scratch.float_activations;
     for (const WeightMatrix* m : w)
         fused = fused && m->n_cols == (*w.begin())->n_cols && activation_type(m->type) != DType::F32;
     if (!fused) {

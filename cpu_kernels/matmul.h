@@ -20,6 +20,11 @@ struct MatmulScratch {
     std::vector<float> tile;  // dequantized rows of one tile: as many whole rows as fit
     int64_t tile_rows = 0;    // most rows per tile
     std::vector<uint8_t> xq;  // one activation row quantized for the integer GEMV (quant_dot.h)
+    // GEMV rows (n_tok <= kGemvMaxTokens) multiply float activations (dot_row) instead of 8-bit quantized ones
+    // (dot_row_q, llama.cpp's way, faster): then a decode step computes what a prompt chunk does, to float
+    // rounding. On Gemma 3 270M the 8-bit activations cost ~1-2% perplexity and make a decode-view perplexity move
+    // by as much under any perturbation (thread count, K/V type), which hides the differences between selectors.
+    bool float_activations = false;
     // Sizes the scratch: tiles of at most rows_per_tile rows and n_tile_floats values (at least one row of
     // max_cols columns), and room for one activation row of up to max_cols values.
     void reserve(int64_t n_tile_floats, int64_t rows_per_tile, int64_t max_cols);

@@ -135,6 +135,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
             for (const WeightMatrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
                 tile_floats = std::max(tile_floats, std::min(m->n_rows, kVocabTile) * m->n_cols);
         mm_.reserve(tile_floats, kVocabTile, max_cols);
+        mm_.float_activations = params_.float_activations;
     } catch (const std::bad_alloc&) {
         fail(Status::Oom, "out of memory allocating the KV cache and scratch for a context of {} tokens", params_.n_ctx);
     }

@@ -26,6 +26,9 @@ struct SessionParams {
     int32_t n_ubatch = 512;     // tokens per forward chunk (prefill is chunked into these)
     DType kv_type = DType::F16; // F16 (default, as llama.cpp), BF16 or F32
     OffloadConfig offload;      // when enabled, the global layers' K/V live in the offload pipeline's host store
+    // Decode steps multiply float activations, as prompt chunks do (cpu_kernels/matmul.h MatmulScratch): what the
+    // evaluations use (a decode view then equals the one-pass view); off, 8-bit activations (faster, llama.cpp's).
+    bool float_activations = false;
 };
 
 class OffloadPipeline;

@@ -53,9 +53,10 @@ struct Tiny {
     TempFile file;
     std::shared_ptr<const Model> model;
     std::vector<TokenId> tokens;
-    explicit Tiny(int n_tok, int32_t n_layer = 6) {
+    explicit Tiny(int n_tok, int32_t n_layer = 6, DType weight_type = DType::F32) {
         TinyGemma3Spec spec;
-        spec.n_layer = n_layer;
+        spec.n_layer     = n_layer;
+        spec.weight_type = weight_type;
         file.write(tiny_gemma3_gguf(make_tiny_gemma3(spec, 77)));
         model = Model::load(file.path());
         for (int i = 0; i < n_tok; ++i) tokens.push_back((i * 53 + 7) % model->hparams().n_vocab);
@@ -226,8 +227,10 @@ TEST_SUITE("pipeline") {
         CHECK(bad >= 10);
     }
 
-    TEST_CASE("dense selector in the decode view gives the plain perplexity") {
-        Tiny tiny(128);
+    TEST_CASE("dense selector in the decode view gives the plain perplexity (float activations with quantized weights)") {
+      for (const DType weights : {DType::F32, DType::Q8_0, DType::Q5_0}) {
+        CAPTURE(dtype_name(weights));
+        Tiny tiny(128, 6, weights);
         const int64_t n_ctx = 128, first = n_ctx / 2, n_scored = n_ctx - 1 - first;
         const int32_t n_embd = tiny.model->hparams().n_embd;
         auto nll             = [&](const SessionParams& sp, bool decode_view) {
@@ -252,6 +255,7 @@ TEST_SUITE("pipeline") {
         };
         SessionParams plain;
         plain.n_ctx              = int32_t(n_ctx);
+        plain.float_activations  = true;  // decode steps multiply what prompt chunks multiply
         SessionParams sp         = plain;
         sp.offload.enabled       = true;
         sp.offload.device        = "emu";
@@ -259,6 +263,11 @@ TEST_SUITE("pipeline") {
         sp.offload.budget_tokens = 8;  // ignored by dense
         const double ppl_plain = std::exp(nll(plain, false)), ppl_dense = std::exp(nll(sp, true));
         CHECK(std::fabs(ppl_dense - ppl_plain) / ppl_plain < 1e-4);
+        if (weights != DType::F32) {  // 8-bit activations are a different computation: the decode view moves
+            sp.float_activations = false;
+            CHECK(std::fabs(std::exp(nll(sp, true)) - ppl_plain) / ppl_plain > 1e-6);
+        }
+      }
     }
 
     TEST_CASE("target_logprobs' argmax is the argmax of the full logits") {
