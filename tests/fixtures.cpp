@@ -271,6 +271,16 @@ double max_rel_err(const std::vector<float>& got, const std::vector<double>& wan
     return err / norm;
 }
 
+double rel_diff(const std::vector<float>& got, const std::vector<float>& want) {
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+        if (!std::isfinite(got[i]) || !std::isfinite(want[i])) return INFINITY;  // std::max would swallow a NaN
+        err  = std::max(err, std::fabs(double(got[i]) - want[i]));
+        norm = std::max(norm, std::fabs(double(want[i])));
+    }
+    return err / norm;
+}
+
 std::string default_model_or_skip() {
     try {
         return resolve_model_path("");

@@ -137,6 +137,8 @@ size_t gather_mismatched_bytes(Device& device, uint64_t seed, int n_gathers);
 
 // max_i |got_i - want_i| / max_i |want_i|: a float result against its float64 reference.
 double max_rel_err(const std::vector<float>& got, const std::vector<double>& want);
+// The same between two float results (logits of two runs), INFINITY when either holds a NaN or Inf.
+double rel_diff(const std::vector<float>& got, const std::vector<float>& want);
 
 // Runs the device's gemv kernel (KernelTable::gemv) on random weights quantized to `type` (weights, x and y in
 // device memory) and returns max |y - y64| / max |y64|, where y64 is a float64 product over the rows as

@@ -23,16 +23,6 @@ using namespace butler::test;
 
 namespace {
 
-double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-    double err = 0, norm = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
-        err  = std::max(err, std::fabs(double(a[i]) - b[i]));
-        norm = std::max(norm, std::fabs(double(b[i])));
-    }
-    return err / norm;
-}
-
 struct Trace {
     std::vector<std::vector<float>> logits, hidden;
     uint64_t device_allocs_in_decode = 0;

@@ -20,16 +20,6 @@ using namespace butler::test;
 
 namespace {
 
-double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-    double err = 0, norm = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;  // std::max would swallow a NaN
-        err  = std::max(err, std::fabs(double(a[i]) - b[i]));
-        norm = std::max(norm, std::fabs(double(b[i])));
-    }
-    return err / norm;
-}
-
 // Logits after prefilling tokens[0, n_prefill) and then each later token, one decode step at a time.
 std::vector<std::vector<float>> run(std::shared_ptr<const Model> model, const SessionParams& sp,
                                     const std::vector<TokenId>& tokens, int64_t n_prefill,
