@@ -202,12 +202,14 @@ void DeviceForward::step(TokenId token, int64_t pos, float* hidden_out, float* l
     float* rope = rope_host_.as<float>();  // global cos | sin, local cos | sin
     rope_angles(pos, inv_freq_global_.data(), int32_t(hd), rope, rope + hd / 2);
     rope_angles(pos, inv_freq_local_.data(), int32_t(hd), rope + hd, rope + hd + hd / 2);
-    const int64_t win_lo = hp.n_swa > 0 ? std::max<int64_t>(0, pos - hp.n_swa + 1) : 0;
-    const int64_t n_window = pos - win_lo + 1;
-    BUTLER_ASSERT(n_window <= swa_cap_ || !std::any_of(layers_.begin(), layers_.end(), [](const Layer& L) { return L.swa; }),
-                  "the sliding window does not fit its ring");
     auto* slots = window_slots_.as<int32_t>();
-    for (int64_t i = 0; i < std::min(n_window, swa_cap_); ++i) slots[i] = int32_t((win_lo + i) % swa_cap_);
+    int64_t n_window = 0;  // a model without a sliding window has no ring to index
+    if (hp.n_swa > 0) {
+        const int64_t win_lo = std::max<int64_t>(0, pos - hp.n_swa + 1);
+        n_window = pos - win_lo + 1;
+        BUTLER_ASSERT(n_window <= swa_cap_, "the sliding window does not fit its ring");
+        for (int64_t i = 0; i < n_window; ++i) slots[i] = int32_t((win_lo + i) % swa_cap_);
+    }
 
     float *x = x_.as<float>(), *xn = xn_.as<float>(), *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
     float *attn = attn_.as<float>(), *o = o_.as<float>(), *gate = gate_.as<float>(), *up = up_.as<float>();
