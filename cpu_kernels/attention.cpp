@@ -12,6 +12,7 @@
 
 #include "cpu_kernels/lse_merge.h"
 #include "cpu_kernels/matmul.h"
+#include "cpu_kernels/simd_math.h"
 #include "runtime/status.h"
 
 namespace butler {
@@ -45,14 +46,8 @@ inline float load1(DType type, const uint8_t* row, int64_t i) {
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 namespace {
-inline float hsum(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v);
-    __m128 hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-    return _mm_cvtss_f32(lo);
-}
+using simd::hsum;
+
 inline __m256 load8(DType type, const uint8_t* row, int64_t i) {
     switch (type) {
         case DType::F16:
@@ -87,39 +82,6 @@ void axpy_kv_row(DType type, const uint8_t* row, float a, float* acc, int64_t n)
     for (; i < n; ++i) acc[i] += a * load1(type, row, i);
 }
 
-// Every query head of a KV group against one K row: the row is converted once per 8 values, not once per head.
-void dot_kv_row_group(DType type, const uint8_t* row, const float* q, int64_t n, int32_t n_group, float* out,
-                      int64_t out_stride) {
-    if (n_group > 8 || n % 8 != 0) {
-        for (int32_t h = 0; h < n_group; ++h) out[h * out_stride] = dot_kv_row(type, row, q + h * n, n);
-        return;
-    }
-    __m256 acc[8];
-    for (int32_t h = 0; h < n_group; ++h) acc[h] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n; i += 8) {
-        const __m256 k = load8(type, row, i);
-        for (int32_t h = 0; h < n_group; ++h) acc[h] = _mm256_fmadd_ps(k, _mm256_loadu_ps(q + h * n + i), acc[h]);
-    }
-    for (int32_t h = 0; h < n_group; ++h) out[h * out_stride] = hsum(acc[h]);
-}
-
-// acc[h] (n) += a[h * a_stride] * row for every head h of the group, converting the V row once.
-void axpy_kv_row_group(DType type, const uint8_t* row, const float* a, int64_t a_stride, float* acc, int64_t n,
-                       int32_t n_group) {
-    if (n_group > 8 || n % 8 != 0) {
-        for (int32_t h = 0; h < n_group; ++h) axpy_kv_row(type, row, a[h * a_stride], acc + h * n, n);
-        return;
-    }
-    __m256 va[8];
-    for (int32_t h = 0; h < n_group; ++h) va[h] = _mm256_set1_ps(a[h * a_stride]);
-    for (int64_t i = 0; i < n; i += 8) {
-        const __m256 v = load8(type, row, i);
-        for (int32_t h = 0; h < n_group; ++h) {
-            float* dst = acc + h * n + i;
-            _mm256_storeu_ps(dst, _mm256_fmadd_ps(va[h], v, _mm256_loadu_ps(dst)));
-        }
-    }
-}
 #else
 
 float dot_kv_row(DType type, const uint8_t* row, const float* x, int64_t n) {
@@ -132,32 +94,19 @@ void axpy_kv_row(DType type, const uint8_t* row, float a, float* acc, int64_t n)
     for (int64_t i = 0; i < n; ++i) acc[i] += a * load1(type, row, i);
 }
 
-void dot_kv_row_group(DType type, const uint8_t* row, const float* q, int64_t n, int32_t n_group, float* out,
-                      int64_t out_stride) {
-    for (int32_t h = 0; h < n_group; ++h) out[h * out_stride] = dot_kv_row(type, row, q + h * n, n);
-}
-
-void axpy_kv_row_group(DType type, const uint8_t* row, const float* a, int64_t a_stride, float* acc, int64_t n,
-                       int32_t n_group) {
-    for (int32_t h = 0; h < n_group; ++h) axpy_kv_row(type, row, a[h * a_stride], acc + h * n, n);
-}
 #endif
 
 namespace {
 
-// One kernel body for every row addressing: `row_of(j)` maps the j-th key of the set to a row id of the view.
+// Reference body for any shape: scores row by row, softmax, then the weighted V sum. Used where the blocked AVX2
+// kernel below does not apply (no AVX2 build, head dims not multiples of 8, groups above 8 heads).
 template <typename View, typename RowOf>
-void attend_rows(const float* q, int32_t n_group, const View& kv, int32_t g, int64_t n_keys, RowOf row_of, float* out,
-                 float* lse, float* scores) {
+void attend_rows_generic(const float* q, int32_t n_group, const View& kv, int32_t g, int64_t n_keys, RowOf row_of,
+                         float* out, float* lse, float* scores) {
     const int32_t dk = kv.head_dim, dv = kv.head_dim_v;
-    std::memset(out, 0, sizeof(float) * static_cast<size_t>(n_group) * dv);
-    if (n_keys <= 0) {
-        if (lse)
-            for (int32_t h = 0; h < n_group; ++h) lse[h] = -std::numeric_limits<float>::infinity();
-        return;
-    }
     for (int64_t j = 0; j < n_keys; ++j) {
-        dot_kv_row_group(kv.type, kv.k_row(g, row_of(j)), q, dk, n_group, scores + j, n_keys);
+        const uint8_t* row = kv.k_row(g, row_of(j));
+        for (int32_t h = 0; h < n_group; ++h) scores[h * n_keys + j] = dot_kv_row(kv.type, row, q + h * dk, dk);
     }
     for (int32_t h = 0; h < n_group; ++h) {
         float* s = scores + h * n_keys;
@@ -173,8 +122,187 @@ void attend_rows(const float* q, int32_t n_group, const View& kv, int32_t g, int
         if (lse) lse[h] = m + static_cast<float>(std::log(sum));
     }
     for (int64_t j = 0; j < n_keys; ++j) {
-        axpy_kv_row_group(kv.type, kv.v_row(g, row_of(j)), scores + j, n_keys, out, dv, n_group);
+        const uint8_t* row = kv.v_row(g, row_of(j));
+        for (int32_t h = 0; h < n_group; ++h) axpy_kv_row(kv.type, row, scores[h * n_keys + j], out + h * dv, dv);
     }
+}
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+// Blocked decode attention: keys go in blocks of kRowBlock rows whose addresses are resolved once; the scores of
+// NG heads are computed for ROWS key rows at a time (NG * ROWS independent FMA chains, each K vector converted
+// once), the softmax runs on 8 lanes, and the V sum keeps NG x CH vectors of the output in registers while it
+// walks a block (the block's V rows stay in L1), so the output is loaded and stored once per block, not per row.
+constexpr int64_t kRowBlock = 32;
+constexpr int64_t kRowsAhead = 8;  // rows prefetched ahead of the one being scored (indexed sets are scattered)
+
+template <DType T>
+inline __m256 load8_as(const uint8_t* row, int64_t i) {
+    if constexpr (T == DType::F16) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
+    } else if constexpr (T == DType::BF16) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    } else {
+        return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + i);
+    }
+}
+
+inline void prefetch_row(const uint8_t* row, int64_t bytes) {
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(row + b), _MM_HINT_T0);
+}
+
+// scores[h * stride + j] = q_h . K(rows[j]) for j < nb; rows[nb .. n_avail) are only prefetched.
+template <DType T, int NG>
+void qk_block(const float* q, int32_t dk, const uint8_t* const* rows, int64_t nb, int64_t n_avail, float* scores,
+              int64_t stride, int64_t row_bytes) {
+    constexpr int ROWS = NG <= 2 ? 4 : NG <= 4 ? 2 : 1;
+    int64_t j = 0;
+    for (; j + ROWS <= nb; j += ROWS) {
+        for (int r = 0; r < ROWS; ++r)
+            if (j + r + kRowsAhead < n_avail) prefetch_row(rows[j + r + kRowsAhead], row_bytes);
+        __m256 acc[ROWS][NG];
+        for (int r = 0; r < ROWS; ++r)
+            for (int h = 0; h < NG; ++h) acc[r][h] = _mm256_setzero_ps();
+        for (int32_t i = 0; i < dk; i += 8) {
+            __m256 k[ROWS];
+            for (int r = 0; r < ROWS; ++r) k[r] = load8_as<T>(rows[j + r], i);
+            for (int h = 0; h < NG; ++h) {
+                const __m256 qv = _mm256_loadu_ps(q + int64_t(h) * dk + i);
+                for (int r = 0; r < ROWS; ++r) acc[r][h] = _mm256_fmadd_ps(k[r], qv, acc[r][h]);
+            }
+        }
+        for (int r = 0; r < ROWS; ++r)
+            for (int h = 0; h < NG; ++h) scores[h * stride + j + r] = hsum(acc[r][h]);
+    }
+    for (; j < nb; ++j) {
+        __m256 acc[NG];
+        for (int h = 0; h < NG; ++h) acc[h] = _mm256_setzero_ps();
+        for (int32_t i = 0; i < dk; i += 8) {
+            const __m256 k = load8_as<T>(rows[j], i);
+            for (int h = 0; h < NG; ++h) acc[h] = _mm256_fmadd_ps(k, _mm256_loadu_ps(q + int64_t(h) * dk + i), acc[h]);
+        }
+        for (int h = 0; h < NG; ++h) scores[h * stride + j] = hsum(acc[h]);
+    }
+}
+
+// out[h] (dv) += sum_j p[h * stride + j] * V(rows[j]) for j < nb.
+template <DType T, int NG, int CH>
+void pv_pass(const uint8_t* const* rows, int64_t nb, const float* p, int64_t stride, float* out, int32_t dv,
+             int32_t c) {
+    __m256 acc[NG][CH];
+    for (int h = 0; h < NG; ++h)
+        for (int u = 0; u < CH; ++u) acc[h][u] = _mm256_loadu_ps(out + int64_t(h) * dv + c + 8 * u);
+    for (int64_t j = 0; j < nb; ++j) {
+        __m256 v[CH];
+        for (int u = 0; u < CH; ++u) v[u] = load8_as<T>(rows[j], c + 8 * u);
+        for (int h = 0; h < NG; ++h) {
+            const __m256 ph = _mm256_broadcast_ss(p + h * stride + j);
+            for (int u = 0; u < CH; ++u) acc[h][u] = _mm256_fmadd_ps(ph, v[u], acc[h][u]);
+        }
+    }
+    for (int h = 0; h < NG; ++h)
+        for (int u = 0; u < CH; ++u) _mm256_storeu_ps(out + int64_t(h) * dv + c + 8 * u, acc[h][u]);
+}
+
+template <DType T, int NG>
+void pv_block(const uint8_t* const* rows, int64_t nb, const float* p, int64_t stride, float* out, int32_t dv) {
+    // Vectors per head and pass: enough independent FMA chains to hide the FMA latency, few enough for 16 registers.
+    constexpr int CH = NG <= 2 ? 4 : NG <= 4 ? 2 : 1;
+    int32_t c = 0;
+    for (; c + 8 * CH <= dv; c += 8 * CH) pv_pass<T, NG, CH>(rows, nb, p, stride, out, dv, c);
+    for (; c < dv; c += 8) pv_pass<T, NG, 1>(rows, nb, p, stride, out, dv, c);
+}
+
+// Softmax of each head's scores in place (normalized), lse[h] = max + log(sum). Sums in double.
+inline void softmax_rows(float* scores, int32_t n_group, int64_t n_keys, float* lse) {
+    for (int32_t h = 0; h < n_group; ++h) {
+        float* s = scores + h * n_keys;
+        __m256 vm = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+        int64_t j = 0;
+        for (; j + 8 <= n_keys; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(s + j));
+        float m = -std::numeric_limits<float>::infinity();
+        alignas(32) float lanes[8];
+        _mm256_store_ps(lanes, vm);
+        for (float x : lanes) m = std::max(m, x);
+        for (int64_t t = j; t < n_keys; ++t) m = std::max(m, s[t]);
+        const __m256 bm = _mm256_set1_ps(m);
+        __m256d sum_lo = _mm256_setzero_pd(), sum_hi = _mm256_setzero_pd();
+        for (j = 0; j + 8 <= n_keys; j += 8) {
+            const __m256 e = simd::exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), bm));
+            _mm256_storeu_ps(s + j, e);
+            sum_lo = _mm256_add_pd(sum_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+            sum_hi = _mm256_add_pd(sum_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        }
+        double sum = hsum(_mm256_add_pd(sum_lo, sum_hi));
+        for (; j < n_keys; ++j) sum += (s[j] = std::exp(s[j] - m));
+        const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / sum));
+        for (j = 0; j + 8 <= n_keys; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
+        for (; j < n_keys; ++j) s[j] *= static_cast<float>(1.0 / sum);
+        if (lse) lse[h] = m + static_cast<float>(std::log(sum));
+    }
+}
+
+template <DType T, int NG, typename View, typename RowOf>
+void attend_rows_blocked(const float* q, const View& kv, int32_t g, int64_t n_keys, RowOf row_of, float* out,
+                         float* lse, float* scores) {
+    const int32_t dk = kv.head_dim, dv = kv.head_dim_v;
+    const uint8_t* rows[kRowBlock + kRowsAhead];
+    for (int64_t j0 = 0; j0 < n_keys; j0 += kRowBlock) {
+        const int64_t nb = std::min(kRowBlock, n_keys - j0), n_avail = std::min(kRowBlock + kRowsAhead, n_keys - j0);
+        for (int64_t r = 0; r < n_avail; ++r) rows[r] = kv.k_row(g, row_of(j0 + r));
+        qk_block<T, NG>(q, dk, rows, nb, n_avail, scores + j0, n_keys, int64_t(dk) * kv.elem_bytes);
+    }
+    softmax_rows(scores, NG, n_keys, lse);
+    for (int64_t j0 = 0; j0 < n_keys; j0 += kRowBlock) {
+        const int64_t nb = std::min(kRowBlock, n_keys - j0);
+        for (int64_t r = 0; r < nb; ++r) rows[r] = kv.v_row(g, row_of(j0 + r));
+        if (j0 + kRowBlock < n_keys)  // the next block's first V rows, while this one is summed
+            for (int64_t r = 0; r < std::min<int64_t>(kRowsAhead, n_keys - j0 - kRowBlock); ++r)
+                prefetch_row(kv.v_row(g, row_of(j0 + kRowBlock + r)), int64_t(dv) * kv.elem_bytes);
+        pv_block<T, NG>(rows, nb, scores + j0, n_keys, out, dv);
+    }
+}
+
+template <DType T, typename View, typename RowOf>
+bool attend_rows_dispatch_group(const float* q, int32_t n_group, const View& kv, int32_t g, int64_t n_keys,
+                                RowOf row_of, float* out, float* lse, float* scores) {
+    switch (n_group) {
+        case 1: attend_rows_blocked<T, 1>(q, kv, g, n_keys, row_of, out, lse, scores); return true;
+        case 2: attend_rows_blocked<T, 2>(q, kv, g, n_keys, row_of, out, lse, scores); return true;
+        case 3: attend_rows_blocked<T, 3>(q, kv, g, n_keys, row_of, out, lse, scores); return true;
+        case 4: attend_rows_blocked<T, 4>(q, kv, g, n_keys, row_of, out, lse, scores); return true;
+        case 5: attend_rows_blocked<T, 5>(q, kv, g, n_keys, row_of, out, lse, scores); return true;
+        case 6: attend_rows_blocked<T, 6>(q, kv, g, n_keys, row_of, out, lse, scores); return true;
+        case 7: attend_rows_blocked<T, 7>(q, kv, g, n_keys, row_of, out, lse, scores); return true;
+        case 8: attend_rows_blocked<T, 8>(q, kv, g, n_keys, row_of, out, lse, scores); return true;
+        default: return false;
+    }
+}
+#endif
+
+// One kernel body for every row addressing: `row_of(j)` maps the j-th key of the set to a row id of the view.
+template <typename View, typename RowOf>
+void attend_rows(const float* q, int32_t n_group, const View& kv, int32_t g, int64_t n_keys, RowOf row_of, float* out,
+                 float* lse, float* scores) {
+    std::memset(out, 0, sizeof(float) * static_cast<size_t>(n_group) * kv.head_dim_v);
+    if (n_keys <= 0) {
+        if (lse)
+            for (int32_t h = 0; h < n_group; ++h) lse[h] = -std::numeric_limits<float>::infinity();
+        return;
+    }
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    if (kv.head_dim % 8 == 0 && kv.head_dim_v % 8 == 0) {
+        bool done = false;
+        switch (kv.type) {
+            case DType::F16: done = attend_rows_dispatch_group<DType::F16>(q, n_group, kv, g, n_keys, row_of, out, lse, scores); break;
+            case DType::BF16: done = attend_rows_dispatch_group<DType::BF16>(q, n_group, kv, g, n_keys, row_of, out, lse, scores); break;
+            case DType::F32: done = attend_rows_dispatch_group<DType::F32>(q, n_group, kv, g, n_keys, row_of, out, lse, scores); break;
+            default: break;
+        }
+        if (done) return;
+    }
+#endif
+    attend_rows_generic(q, n_group, kv, g, n_keys, row_of, out, lse, scores);
 }
 
 }  // namespace

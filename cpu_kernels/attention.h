@@ -43,12 +43,6 @@ void store_kv_row(DType type, const float* src, uint8_t* dst, int64_t n);
 float dot_kv_row(DType type, const uint8_t* row, const float* x, int64_t n);
 // acc[i] += a * row[i]
 void axpy_kv_row(DType type, const uint8_t* row, float a, float* acc, int64_t n);
-// The same for the n_group query heads of one KV group, reading the row once: q (n_group, n) -> out[h * out_stride];
-// acc (n_group, n) += a[h * a_stride] * row.
-void dot_kv_row_group(DType type, const uint8_t* row, const float* q, int64_t n, int32_t n_group, float* out,
-                      int64_t out_stride);
-void axpy_kv_row_group(DType type, const uint8_t* row, const float* a, int64_t a_stride, float* acc, int64_t n,
-                       int32_t n_group);
 
 }  // namespace butler
 
