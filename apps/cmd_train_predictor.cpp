@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // butler train-predictor: fits a TokenButler predictor ("project" variant) to the frozen model's own attention
 // over text files (predictor/train.h), and writes it as a predictor GGUF.
+#include <charconv>
 #include <cstdio>
 
 #include "apps/common.h"
@@ -16,7 +17,7 @@ struct TrainPredictorOptions {
     std::vector<std::string> text, eval_text;
     std::string out, init;
     int group = 4, d_dash = 16, intdim = 512, held_out = 4;
-    std::string loss = "ce";
+    std::string loss = "ce", loss_layers = "all";
     TrainOptions train;
 };
 
@@ -44,6 +45,18 @@ int run_train_predictor(TrainPredictorOptions& o) {
     else if (o.loss == "mse") o.train.loss = LossKind::LogitMse;
     else fail(Status::Usage, "--loss must be ce or mse (got '{}')", o.loss);
     o.train.progress = show_progress(o.common) || o.common.progress;
+    if (o.loss_layers == "sparse") {
+        o.train.loss_layers = runtime_sparse_layers(hp);
+    } else if (o.loss_layers != "all") {
+        for (const std::string& item : split_list(o.loss_layers)) {
+            int32_t l = -1;
+            const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), l);
+            if (ec != std::errc() || end != item.data() + item.size() || l < 1 || l >= hp.n_layer)
+                fail(Status::Usage, "--loss-layers: '{}' is not a consumer layer (1..{}), 'all' or 'sparse'", item,
+                     hp.n_layer - 1);
+            o.train.loss_layers.push_back(l);
+        }
+    }
 
     std::vector<std::vector<int32_t>> train = sequences(model->tokenizer(), o.text, o.train.seq_len);
     std::vector<std::vector<int32_t>> held  = sequences(model->tokenizer(), o.eval_text, o.train.seq_len);
@@ -60,8 +73,9 @@ int run_train_predictor(TrainPredictorOptions& o) {
                                                             identity, o.train.seed);
     const PredictorShape& shape = pred.shape();
     pred.provenance = fmt::format("butler train-predictor --seq-len {} --rows {} --epochs {} --lr {} --loss {} -G {} "
-                                  "--d-dash {} --intdim {}{} on {} sequences ({} tokens)", o.train.seq_len, o.train.rows,
-                                  o.train.epochs, o.train.lr, o.loss, shape.group, shape.d_dash, shape.intdim,
+                                  "--d-dash {} --intdim {} --loss-layers {}{} on {} sequences ({} tokens)", o.train.seq_len,
+                                  o.train.rows, o.train.epochs, o.train.lr, o.loss, shape.group, shape.d_dash,
+                                  shape.intdim, o.loss_layers,
                                   o.init.empty() ? "" : " --init " + o.init, train.size(),
                                   train.size() * size_t(o.train.seq_len));
     const uint64_t n_params = shape.n_params();
@@ -105,6 +119,9 @@ Action register_train_predictor(CLI::App& sub) {
     sub.add_option("--lr", o->train.lr, "peak learning rate of AdamW (default 1e-3; cosine after 10% warm-up)");
     sub.add_option("--clip", o->train.clip, "gradient-norm clip (default 20)");
     sub.add_option("--loss", o->loss, "ce: cross-entropy to the attention softmax (default); mse: MSE on logits");
+    sub.add_option("--loss-layers", o->loss_layers,
+                   "consumer layers in the loss: all (default), sparse (those the offload runtime sparsifies: layers "
+                   ">= 1 without a sliding window) or a comma list");
     sub.add_option("-G,--group", o->group, "consumer layers per producer (default 4)");
     sub.add_option("--d-dash", o->d_dash, "importance dimension d' (default 16)");
     sub.add_option("--intdim", o->intdim, "hidden width of the query MLP (default 512)");

@@ -85,15 +85,29 @@ float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
 }  // namespace
 
+std::vector<int32_t> runtime_sparse_layers(const HParams& hp) {
+    std::vector<int32_t> out;
+    for (int32_t l = 1; l < hp.n_layer; ++l)
+        if (!hp.is_swa(l)) out.push_back(l);
+    return out;
+}
+
 double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const TrainSample& s, LossKind kind,
-                      std::vector<std::vector<float>>* grads) {
+                      std::vector<std::vector<float>>* grads, const std::vector<int32_t>& layers) {
     const PredictorShape& ps = p.shape();
     const int64_t R = int64_t(s.rows.size()), n = s.n_tok;
     const int64_t E = ps.n_embd, I = ps.intdim, QW = ps.q_width(), H = ps.n_head, Hkv = ps.n_head_kv;
     const int64_t D = ps.head_dim, dd = ps.d_dash, ng = H / Hkv;
     const int32_t n_prod = ps.n_producers();
     const float inv_sqrt_dd = 1.0f / std::sqrt(float(dd));
-    const double weight     = 1.0 / double((ps.n_layer - 1) * H * R);  // the loss is the mean over (layer, head, row)
+    std::vector<char> in_loss(size_t(ps.n_layer), layers.empty() ? 1 : 0);
+    in_loss[0] = 0;
+    for (int32_t l : layers) {
+        if (l < 1 || l >= ps.n_layer) fail(Status::InvalidArg, "loss layer {} is not a consumer layer (1..{})", l, ps.n_layer - 1);
+        in_loss[size_t(l)] = 1;
+    }
+    const int64_t n_loss_layers = std::count(in_loss.begin(), in_loss.end(), char(1));
+    const double weight = 1.0 / double(n_loss_layers * H * R);  // the loss is the mean over (layer, head, row)
 
     std::vector<ProducerActivations> acts(static_cast<size_t>(n_prod));
     for (int32_t i = 0; i < n_prod; ++i)
@@ -108,6 +122,7 @@ double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const Tr
         std::vector<float> t(size_t(R * ng * n)), st(size_t(R * ng * n)), dqs(size_t(R * ng * dd)), dkp(size_t(n * dd));
 #pragma omp for schedule(dynamic, 1)
         for (int32_t l = 1; l < ps.n_layer; ++l) {
+            if (!in_loss[size_t(l)]) continue;
             const int32_t prod = ps.producer_index(l), slot = ps.slot_of(l);
             const bool swa     = hp.is_swa(l);
             const float* ql    = s.q.data() + int64_t(l) * R * H * D;
@@ -295,7 +310,7 @@ TrainReport train_predictor(TokenButlerPredictor& p, Session& session, const std
         collect_sample(session, seq, sample_rows(int64_t(seq.size()), o.rows, o.tail, o.seed + uint64_t(step)),
                        p.shape(), sample);
         for (size_t i = 0; i < ps.size(); ++i) grads[i].assign(ps[i]->size(), 0.0f);
-        const double loss = predictor_loss(p, hp, sample, o.loss, &grads);
+        const double loss = predictor_loss(p, hp, sample, o.loss, &grads, o.loss_layers);
         if (!std::isfinite(loss)) fail(Status::Internal, "training diverged at step {} (loss {})", step, loss);
         losses.push_back(loss);
         double norm2 = 0;
@@ -345,7 +360,7 @@ TrainReport train_predictor(TokenButlerPredictor& p, Session& session, const std
         for (size_t i = 0; i < held_out.size(); ++i) {
             collect_sample(session, held_out[i], sample_rows(int64_t(held_out[i].size()), o.rows, o.tail, 7 + i),
                            p.shape(), sample);
-            sum += predictor_loss(p, hp, sample, o.loss, nullptr);
+            sum += predictor_loss(p, hp, sample, o.loss, nullptr, o.loss_layers);
         }
         report.eval_loss = sum / double(held_out.size());
     }

@@ -42,9 +42,14 @@ void collect_sample(Session& session, const std::vector<int32_t>& tokens, const 
 std::vector<std::vector<float>*> predictor_params(TokenButlerPredictor& p);
 
 // Mean loss over (consumer layer, head, row) of one sample; with grads (same layout as predictor_params, each the
-// size of its parameter, zeroed by the caller), adds the gradient of that mean loss.
+// size of its parameter, zeroed by the caller), adds the gradient of that mean loss. `layers` restricts the loss to
+// those consumer layers (each in [1, n_layer)); empty: every layer >= 1.
 double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const TrainSample& s, LossKind kind,
-                      std::vector<std::vector<float>>* grads);
+                      std::vector<std::vector<float>>* grads, const std::vector<int32_t>& layers = {});
+
+// The consumer layers the offload runtime sparsifies (and so consults the predictor for): layers >= 1 without a
+// sliding window (on Gemma 3 270M: 5, 11, 17; on a model without windows: every layer >= 1).
+std::vector<int32_t> runtime_sparse_layers(const HParams& hp);
 
 struct TrainOptions {
     int32_t seq_len       = 1024;  // tokens per sequence (BOS first)
@@ -60,6 +65,7 @@ struct TrainOptions {
     int32_t checkpoint_every = 50;  // steps; the checkpoint is OUT.ckpt beside the output
     bool resume           = false;
     int32_t max_steps     = 0;      // 0: all sequences of all epochs
+    std::vector<int32_t> loss_layers;  // consumer layers in the loss; empty: every layer >= 1
     bool progress         = true;
 };
 

@@ -66,13 +66,15 @@ std::vector<double> ref_key(const TokenButlerPredictor& p, int32_t layer, int32_
 
 // The training loss of TOKENBUTLER.md §3.2 (cross-entropy to the model's attention softmax), mean over
 // (consumer layer, query head, row); keys causal and, on sliding-window layers, within the window.
-double ref_loss(const TokenButlerPredictor& p, const HParams& hp, const TrainSample& smp) {
+double ref_loss(const TokenButlerPredictor& p, const HParams& hp, const TrainSample& smp,
+                const std::vector<int32_t>& only_layers = {}) {
     const PredictorShape& s = p.shape();
     const int64_t R = int64_t(smp.rows.size()), n = smp.n_tok, H = s.n_head, Hkv = s.n_head_kv, D = s.head_dim;
     const int64_t ng = H / Hkv;
     double total = 0;
     int64_t count = 0;
     for (int32_t l = 1; l < s.n_layer; ++l) {
+        if (!only_layers.empty() && std::find(only_layers.begin(), only_layers.end(), l) == only_layers.end()) continue;
         const int32_t prod = PredictorShape::producer_of(l, s.group), slot = (l - 1) % s.group;
         for (int64_t r = 0; r < R; ++r) {
             const std::vector<double> qp =
@@ -203,6 +205,37 @@ TEST_SUITE("tokenbutler") {
         CHECK(grads[3][5] == doctest::Approx((lp - lm) / 2e-2).epsilon(2e-2));
     }
 
+    TEST_CASE("a loss restricted to the runtime's sparse layers equals the float64 loss over them; its gradient too") {
+        Problem pb;
+        const std::vector<int32_t> sparse = runtime_sparse_layers(pb.hp);
+        CHECK(sparse == std::vector<int32_t>{2});  // the one global layer of the problem
+        TokenButlerPredictor p(pb.shape, pb.base, 13);
+        std::vector<std::vector<float>*> params = predictor_params(p);
+        std::vector<std::vector<float>> grads(params.size());
+        for (size_t i = 0; i < params.size(); ++i) grads[i].assign(params[i]->size(), 0.0f);
+        const double loss = predictor_loss(p, pb.hp, pb.sample, LossKind::CrossEntropy, &grads, sparse);
+        CHECK(loss == doctest::Approx(ref_loss(p, pb.hp, pb.sample, sparse)).epsilon(1e-5));
+        CHECK(std::fabs(loss - ref_loss(p, pb.hp, pb.sample)) > 1e-3);  // not the all-layer loss
+        // Layer 2 is served by producer 0 (slot 1): producer 1's weights and the other layers' key projections get
+        // no gradient; a parameter that does is checked against central differences.
+        for (float g : grads[6]) CHECK(g == 0.0f);  // producer 1's W1
+        const std::vector<float>& dwk = grads[8];   // W_K (layer, KV head, d', head_dim)
+        const size_t per_layer = size_t(pb.shape.n_head_kv * pb.shape.d_dash * pb.shape.head_dim);
+        for (size_t i = 0; i < dwk.size(); ++i)
+            if (i / per_layer != 2) CHECK(dwk[i] == 0.0f);
+        std::vector<float>& w = *params[2];  // producer 0's W1
+        const size_t j = 7;
+        const float w0 = w[j];
+        w[j] = w0 + 1e-3f;
+        const double lp = ref_loss(p, pb.hp, pb.sample, sparse);
+        w[j] = w0 - 1e-3f;
+        const double lm = ref_loss(p, pb.hp, pb.sample, sparse);
+        w[j] = w0;
+        CHECK(std::fabs(grads[2][j]) > 1e-6);
+        CHECK(grads[2][j] == doctest::Approx((lp - lm) / 2e-3).epsilon(2e-3).scale(1e-4));
+        CHECK_THROWS(predictor_loss(p, pb.hp, pb.sample, LossKind::CrossEntropy, nullptr, {4}));
+    }
+
     TEST_CASE("rows are sampled from the second half, unique, with the last row") {
         const std::vector<int32_t> rows = sample_rows(100, 20, 0.5, 3);
         CHECK(rows.size() == 20);
@@ -308,6 +341,13 @@ TEST_SUITE("tokenbutler") {
         const CliResult foreign = train(other.path(), dir.file("p4.gguf"), {"--max-steps", "1", "--init", dir.file("p1.gguf")});
         CHECK(foreign.exit_code == 1);
         CHECK(foreign.err.find("p1.gguf") != std::string::npos);
+        // --loss-layers: 'sparse' trains (the provenance names it); a layer that is not a consumer is a usage error.
+        REQUIRE(train(mf.path(), dir.file("p5.gguf"), {"--max-steps", "1", "--loss-layers", "sparse"}).exit_code == 0);
+        CHECK(TokenButlerPredictor::load(dir.file("p5.gguf"), &id)->provenance.find("--loss-layers sparse") !=
+              std::string::npos);
+        const CliResult bad = train(mf.path(), dir.file("p6.gguf"), {"--max-steps", "1", "--loss-layers", "1,0"});
+        CHECK(bad.exit_code == 2);
+        CHECK(bad.err.find("--loss-layers") != std::string::npos);
     }
 
     TEST_CASE("a predictor made for another model is refused, naming both") {
