@@ -19,6 +19,7 @@
 #include "cpu_kernels/quant_blocks.h"
 #include "cpu_kernels/quant_extra.h"
 #include "cpu_kernels/quant_fit.h"
+#include "cpu_kernels/simd_math.h"
 #include "runtime/status.h"
 
 namespace butler {
@@ -176,12 +177,7 @@ void dequant_blocks(const void* row, float* y, int64_t n, int64_t block_elems) {
 // --- AVX2 dots -------------------------------------------------------------------------------------------------
 #ifdef BUTLER_QUANT_AVX2
 
-inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s        = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s        = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+using simd::hsum;
 
 // Bytes 0..7 of v, as 8 floats (unsigned / signed).
 inline __m256 u8x8_to_ps(__m128i v) {

@@ -15,6 +15,7 @@
 
 #include "cpu_kernels/quant.h"
 #include "cpu_kernels/quant_blocks.h"
+#include "cpu_kernels/simd_math.h"
 #include "runtime/status.h"
 
 namespace butler {
@@ -144,12 +145,7 @@ float ref_q6_k(const void* row, const void* xq, int64_t n) {
 #ifdef BUTLER_QDOT_AVX2
 // --- AVX2 ----------------------------------------------------------------------------------------------------
 
-inline float hsum_ps(__m256 v) {
-    __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-    return _mm_cvtss_f32(lo);
-}
+inline float hsum_ps(__m256 v) { return simd::hsum(v); }
 
 inline int hsum_epi32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
