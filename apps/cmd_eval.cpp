@@ -292,7 +292,8 @@ int run_eval(const EvalOptions& o) {
         return it != predictors.end() ? it->second : nullptr;
     };
     for (const std::string& sel : selectors) {
-        if (is_tokenbutler_selector(sel) && !predictors.count(sel)) predictors[sel] = load_predictor_for(sel, *model);
+        if (is_tokenbutler_selector(sel) && !predictors.count(sel))
+            predictors[sel] = load_predictor_for(sel, *model, simulate ? PredictorUse::EveryLayer : PredictorUse::Runtime);
         const auto predictor = predictor_of(sel);
         if (simulate) {
             SimulateParams probe;

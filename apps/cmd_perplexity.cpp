@@ -66,7 +66,8 @@ int run_perplexity(const PerplexityOptions& o) {
         simp.selector = sp.offload.selector;
         simp.keep     = sp.offload.budget_fraction;
         simp.sinks    = sp.offload.sinks;
-        if (is_tokenbutler_selector(simp.selector)) simp.predictor = load_predictor_for(simp.selector, *model);
+        if (is_tokenbutler_selector(simp.selector))
+            simp.predictor = load_predictor_for(simp.selector, *model, PredictorUse::EveryLayer);
         sim         = std::make_unique<MaskedPrefillSimulator>(hp, simp, n_ctx);
         sp.offload  = OffloadConfig{};
         sp.n_ubatch = static_cast<int32_t>(n_ctx);

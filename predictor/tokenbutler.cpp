@@ -251,32 +251,38 @@ std::unique_ptr<TokenButlerPredictor> TokenButlerPredictor::load(const GgufFile&
     return p;
 }
 
-std::string default_predictor_path(const std::string& model_path) {
+std::string default_predictor_path(const std::string& model_path, PredictorUse use) {
     if (const char* env = std::getenv("BUTLER_PREDICTOR"); env && *env) return env;
-    const std::string file = std::filesystem::path(model_path).stem().string() + ".tokenbutler.gguf";
-    std::vector<std::filesystem::path> places;
+    const std::string stem = std::filesystem::path(model_path).stem().string();
+    std::vector<std::string> files;
+    if (use == PredictorUse::EveryLayer) files.push_back(stem + ".tokenbutler-all-layers.gguf");
+    files.push_back(stem + ".tokenbutler.gguf");
+    std::vector<std::filesystem::path> dirs;
 #ifdef BUTLER_SOURCE_PREDICTORS
-    places.emplace_back(std::filesystem::path(BUTLER_SOURCE_PREDICTORS) / file);
+    dirs.emplace_back(BUTLER_SOURCE_PREDICTORS);
 #endif
 #ifdef BUTLER_INSTALL_PREDICTORS
-    places.emplace_back(std::filesystem::path(BUTLER_INSTALL_PREDICTORS) / file);
+    dirs.emplace_back(BUTLER_INSTALL_PREDICTORS);
 #endif
     std::string looked;
-    for (const auto& p : places) {
-        std::error_code ec;
-        if (std::filesystem::is_regular_file(p, ec)) return p.string();
-        looked += (looked.empty() ? "" : ", ") + p.string();
-    }
+    for (const std::string& file : files)
+        for (const auto& dir : dirs) {
+            const std::filesystem::path p = dir / file;
+            std::error_code ec;
+            if (std::filesystem::is_regular_file(p, ec)) return p.string();
+            looked += (looked.empty() ? "" : ", ") + p.string();
+        }
     fail(Status::Io, "no TokenButler predictor for {} (looked for {}; train one with `butler train-predictor` or "
-         "pass --selector tokenbutler:PATH)", model_path, looked.empty() ? file : looked);
+         "pass --selector tokenbutler:PATH)", model_path, looked.empty() ? files.back() : looked);
 }
 
 bool is_tokenbutler_selector(const std::string& selector) {
     return selector == "tokenbutler" || selector.rfind("tokenbutler:", 0) == 0;
 }
 
-std::shared_ptr<const TokenButlerPredictor> load_predictor_for(const std::string& selector, const Model& model) {
-    const std::string path = selector.size() > 12 ? selector.substr(12) : default_predictor_path(model.path());
+std::shared_ptr<const TokenButlerPredictor> load_predictor_for(const std::string& selector, const Model& model,
+                                                               PredictorUse use) {
+    const std::string path = selector.size() > 12 ? selector.substr(12) : default_predictor_path(model.path(), use);
     const BaseModelIdentity id = BaseModelIdentity::of(model);
     return TokenButlerPredictor::load(path, &id);
 }

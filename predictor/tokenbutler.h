@@ -118,13 +118,20 @@ struct ProducerActivations {
 void producer_forward(const TokenButlerPredictor::Producer& pr, const PredictorShape& ps, const float* x, int64_t R,
                       ProducerActivations& act);
 
+// Which layers a predictor is fitted to. The offload runtime consults it only on the layers it sparsifies (on
+// Gemma 3 the global ones); the paper's simulate view sparsifies every layer >= 1.
+enum class PredictorUse { Runtime, EveryLayer };
+
 // Resolves the selector argument "tokenbutler[:PATH]" for a base model: PATH when given, else $BUTLER_PREDICTOR,
-// else the shipped predictor for the model's file name (predictors/<stem>.tokenbutler.gguf in the source tree or
-// <prefix>/share/butler/predictors). Error(Io) naming the places looked at when there is none.
-std::string default_predictor_path(const std::string& model_path);
+// else the shipped predictor for the model's file name in the source tree's predictors/ or
+// <prefix>/share/butler/predictors: <stem>.tokenbutler.gguf (fitted to the runtime's sparse layers) for
+// PredictorUse::Runtime; <stem>.tokenbutler-all-layers.gguf (fitted to every layer >= 1) for EveryLayer, falling
+// back to the runtime file. Error(Io) naming the places looked at when there is none.
+std::string default_predictor_path(const std::string& model_path, PredictorUse use = PredictorUse::Runtime);
 // True for "tokenbutler" and "tokenbutler:PATH".
 bool is_tokenbutler_selector(const std::string& selector);
 // Loads the predictor a "tokenbutler[:PATH]" selector names, checked against `model`.
-std::shared_ptr<const TokenButlerPredictor> load_predictor_for(const std::string& selector, const Model& model);
+std::shared_ptr<const TokenButlerPredictor> load_predictor_for(const std::string& selector, const Model& model,
+                                                               PredictorUse use = PredictorUse::Runtime);
 
 }  // namespace butler

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <fstream>
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
 #include <random>
 #include <set>
@@ -468,6 +469,31 @@ TEST_SUITE("tokenbutler") {
                     CHECK(err / norm < 1e-4);
                 }
             }
+        }
+    }
+}
+
+TEST_SUITE("tokenbutler") {
+    TEST_CASE("the shipped predictors: the runtime file by default, the every-layer file for the simulate view") {
+        // The library looks in the source tree's predictors/ (a compile definition of butler_core).
+        if (const char* env = std::getenv("BUTLER_PREDICTOR"); env && *env) {
+            MESSAGE("skipped: $BUTLER_PREDICTOR overrides the lookup");
+            return;
+        }
+        auto ends_with = [](const std::string& s, const std::string& tail) {
+            return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+        };
+        const std::string model = "/models/gemma-3-270m-q4_k_m.gguf";  // only the file name's stem matters
+        CHECK(ends_with(default_predictor_path(model), "/gemma-3-270m-q4_k_m.tokenbutler.gguf"));
+        CHECK(ends_with(default_predictor_path(model, PredictorUse::EveryLayer),
+                        "/gemma-3-270m-q4_k_m.tokenbutler-all-layers.gguf"));
+        // A model without any shipped predictor: the error names both files looked for.
+        try {
+            default_predictor_path("/models/no-such-model.gguf", PredictorUse::EveryLayer);
+            FAIL("expected an error");
+        } catch (const Error& e) {
+            CHECK(std::string(e.what()).find("no-such-model.tokenbutler-all-layers.gguf") != std::string::npos);
+            CHECK(std::string(e.what()).find("no-such-model.tokenbutler.gguf") != std::string::npos);
         }
     }
 }
