@@ -48,15 +48,24 @@ inline float load1(DType type, const uint8_t* row, int64_t i) {
 namespace {
 using simd::hsum;
 
+// 8 values of a K/V row from element i, as floats (the KV type fixed at compile time).
+template <DType T>
+inline __m256 load8_as(const uint8_t* row, int64_t i) {
+    if constexpr (T == DType::F16) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
+    } else if constexpr (T == DType::BF16) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    } else {
+        return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + i);
+    }
+}
+
 inline __m256 load8(DType type, const uint8_t* row, int64_t i) {
     switch (type) {
-        case DType::F16:
-            return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
-        case DType::BF16: {
-            const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i));
-            return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-        }
-        default: return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + i);
+        case DType::F16: return load8_as<DType::F16>(row, i);
+        case DType::BF16: return load8_as<DType::BF16>(row, i);
+        default: return load8_as<DType::F32>(row, i);
     }
 }
 }  // namespace
@@ -134,18 +143,6 @@ void attend_rows_generic(const float* q, int32_t n_group, const View& kv, int32_
 // walks a block (the block's V rows stay in L1), so the output is loaded and stored once per block, not per row.
 constexpr int64_t kRowBlock = 32;
 constexpr int64_t kRowsAhead = 8;  // rows prefetched ahead of the one being scored (indexed sets are scattered)
-
-template <DType T>
-inline __m256 load8_as(const uint8_t* row, int64_t i) {
-    if constexpr (T == DType::F16) {
-        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
-    } else if constexpr (T == DType::BF16) {
-        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i));
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    } else {
-        return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + i);
-    }
-}
 
 inline void prefetch_row(const uint8_t* row, int64_t bytes) {
     for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(row + b), _MM_HINT_T0);
@@ -235,9 +232,10 @@ inline void softmax_rows(float* scores, int32_t n_group, int64_t n_keys, float* 
         }
         double sum = hsum(_mm256_add_pd(sum_lo, sum_hi));
         for (; j < n_keys; ++j) sum += (s[j] = std::exp(s[j] - m));
-        const __m256 inv = _mm256_set1_ps(static_cast<float>(1.0 / sum));
+        const float inv_sum = static_cast<float>(1.0 / sum);
+        const __m256 inv = _mm256_set1_ps(inv_sum);
         for (j = 0; j + 8 <= n_keys; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
-        for (; j < n_keys; ++j) s[j] *= static_cast<float>(1.0 / sum);
+        for (; j < n_keys; ++j) s[j] *= inv_sum;
         if (lse) lse[h] = m + static_cast<float>(std::log(sum));
     }
 }
@@ -294,9 +292,15 @@ void attend_rows(const float* q, int32_t n_group, const View& kv, int32_t g, int
     if (kv.head_dim % 8 == 0 && kv.head_dim_v % 8 == 0) {
         bool done = false;
         switch (kv.type) {
-            case DType::F16: done = attend_rows_dispatch_group<DType::F16>(q, n_group, kv, g, n_keys, row_of, out, lse, scores); break;
-            case DType::BF16: done = attend_rows_dispatch_group<DType::BF16>(q, n_group, kv, g, n_keys, row_of, out, lse, scores); break;
-            case DType::F32: done = attend_rows_dispatch_group<DType::F32>(q, n_group, kv, g, n_keys, row_of, out, lse, scores); break;
+            case DType::F16:
+                done = attend_rows_dispatch_group<DType::F16>(q, n_group, kv, g, n_keys, row_of, out, lse, scores);
+                break;
+            case DType::BF16:
+                done = attend_rows_dispatch_group<DType::BF16>(q, n_group, kv, g, n_keys, row_of, out, lse, scores);
+                break;
+            case DType::F32:
+                done = attend_rows_dispatch_group<DType::F32>(q, n_group, kv, g, n_keys, row_of, out, lse, scores);
+                break;
             default: break;
         }
         if (done) return;

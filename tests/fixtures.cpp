@@ -265,6 +265,7 @@ double gemv_max_rel_err(Device& device, DType type, int64_t n_rows, int64_t n_co
 double max_rel_err(const std::vector<float>& got, const std::vector<double>& want) {
     double err = 0, norm = 0;
     for (size_t i = 0; i < want.size(); ++i) {
+        if (!std::isfinite(got[i]) || !std::isfinite(want[i])) return INFINITY;  // std::max would swallow a NaN
         err  = std::max(err, std::fabs(double(got[i]) - want[i]));
         norm = std::max(norm, std::fabs(want[i]));
     }
@@ -272,13 +273,7 @@ double max_rel_err(const std::vector<float>& got, const std::vector<double>& wan
 }
 
 double rel_diff(const std::vector<float>& got, const std::vector<float>& want) {
-    double err = 0, norm = 0;
-    for (size_t i = 0; i < want.size(); ++i) {
-        if (!std::isfinite(got[i]) || !std::isfinite(want[i])) return INFINITY;  // std::max would swallow a NaN
-        err  = std::max(err, std::fabs(double(got[i]) - want[i]));
-        norm = std::max(norm, std::fabs(double(want[i])));
-    }
-    return err / norm;
+    return max_rel_err(got, std::vector<double>(want.begin(), want.end()));
 }
 
 std::string default_model_or_skip() {

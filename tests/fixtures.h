@@ -135,9 +135,10 @@ std::string random_words(size_t n_words, uint64_t seed);
 // with memcpy (the pieces written, every other byte untouched). `n_gathers` gathers of up to 64 pieces each.
 size_t gather_mismatched_bytes(Device& device, uint64_t seed, int n_gathers);
 
-// max_i |got_i - want_i| / max_i |want_i|: a float result against its float64 reference.
+// max_i |got_i - want_i| / max_i |want_i|: a float result against its float64 reference; INFINITY when either
+// holds a NaN or Inf.
 double max_rel_err(const std::vector<float>& got, const std::vector<double>& want);
-// The same between two float results (logits of two runs), INFINITY when either holds a NaN or Inf.
+// The same between two float results (logits of two runs).
 double rel_diff(const std::vector<float>& got, const std::vector<float>& want);
 
 // Runs the device's gemv kernel (KernelTable::gemv) on random weights quantized to `type` (weights, x and y in
