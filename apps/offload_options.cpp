@@ -24,6 +24,9 @@ void add_offload_options(CLI::App& sub, OffloadOptions& o) {
     sub.add_option("--pcie-gbps", o.pcie_gbps, "emulated link bandwidth in GB/s (default 0.54 x host memcpy)");
     sub.add_option("--interval", o.interval, "prediction interval: select anew every N decode steps (default 1)");
     sub.add_option("--neighbours", o.neighbours, "neighbour fetching: each picked run extended by its length (on|off)");
+    sub.add_option("--select-on", o.select_on,
+                   "where the tokenbutler selector scores and picks tokens: device (the picks come back, not the "
+                   "scores; the default on cuda) or host (the default on cpu and emu)");
     sub.add_option("--forward", o.forward,
                    "where decode steps compute the model: device (weights resident, every layer's kernels on the "
                    "device; the default on cuda) or host (the CPU forward, only attention partials on the device; the "
@@ -34,7 +37,8 @@ OffloadConfig offload_config(const OffloadOptions& o) {
     OffloadConfig c;
     c.enabled =
         !o.device.empty() || !o.selector.empty() || !o.budget.empty() || !o.device_memory.empty() || !o.attn.empty() ||
-        !o.copy_path.empty() || o.interval != 1 || !o.neighbours.empty() || !o.forward.empty();
+        !o.copy_path.empty() || o.interval != 1 || !o.neighbours.empty() || !o.forward.empty() ||
+        !o.select_on.empty();
     if (!c.enabled) return c;
     c.device = o.device.empty() ? "emu" : o.device;
     if (o.pcie_gbps > 0) {
@@ -63,6 +67,12 @@ OffloadConfig offload_config(const OffloadOptions& o) {
         c.neighbours = true;
     else if (!o.neighbours.empty() && o.neighbours != "off")
         fail(Status::Usage, "--neighbours must be on or off (got '{}')", o.neighbours);
+    if (o.select_on == "device")
+        c.select_on = SelectOn::Device;
+    else if (o.select_on == "host")
+        c.select_on = SelectOn::Host;
+    else if (!o.select_on.empty())
+        fail(Status::Usage, "--select-on must be host or device (got '{}')", o.select_on);
     if (o.forward == "device")
         c.device_forward = true;
     else if (o.forward.empty())
@@ -105,6 +115,7 @@ nlohmann::json offload_stats_json(OffloadPipeline& p, const OffloadStats& s) {
             {"wait_ms", s.wait_ms},
             {"interval", c.interval},
             {"neighbours", c.neighbours},
+            {"select_on", p.selects_on_device() ? "device" : "host"},
             {"fresh_selections", s.fresh_selections},
             {"predictor_runs", s.predictor_runs},
             {"predict_ms", s.predict_ms},

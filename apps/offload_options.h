@@ -28,6 +28,7 @@ struct OffloadOptions {
     double pcie_gbps = 0;       // --pcie-gbps (emu)
     int interval = 1;           // --interval: steps between fresh selections
     std::string neighbours;     // --neighbours on|off (default off)
+    std::string select_on;      // --select-on host|device (default device on cuda, host elsewhere)
     std::string forward;        // --forward host|device (default device on cuda, host elsewhere)
 };
 

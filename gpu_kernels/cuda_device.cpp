@@ -123,6 +123,19 @@ void cuda_store_row(Stream& stream, const StoreRowArgs* args) {
     launch_store_row(*args, handle);
 }
 
+void cuda_imp_score(Stream& stream, const ImpScoreArgs* args) {
+    const cudaStream_t handle = checked_stream(stream, "imp_score");
+    if (!imp_score_supported(args->n_group, args->d))
+        fail(Status::Unsupported, "imp_score on cuda: {} query heads per group of d' {} (at most 16 and 128)",
+             args->n_group, args->d);
+    launch_imp_score(*args, handle);
+}
+void cuda_topk(Stream& stream, const TopkArgs* args) {
+    const cudaStream_t handle = checked_stream(stream, "topk");
+    check_topk_args(*args, "cuda");
+    launch_topk(*args, handle);
+}
+
 class CudaDevice final : public Device {
 public:
     explicit CudaDevice(const CudaDeviceOptions& o) : ordinal_(o.ordinal) {
@@ -170,7 +183,8 @@ public:
     const KernelTable& kernels() const override {
         static const KernelTable table{&cuda_attn_partial, &butler::lse_merge, &cuda_gemv,
                                        &cuda_rmsnorm,      &cuda_rope,         &cuda_glu,
-                                       &cuda_add,          &cuda_scale,        &cuda_store_row};
+                                       &cuda_add,          &cuda_scale,        &cuda_store_row,
+                                       &cuda_imp_score,    &cuda_topk};
         return table;
     }
 

@@ -41,6 +41,15 @@ const char* attn_mode_name(AttnMode mode) {
     return "sparse";
 }
 
+const char* select_on_name(SelectOn where) {
+    switch (where) {
+        case SelectOn::Host: return "host";
+        case SelectOn::Device: return "device";
+        case SelectOn::Auto: break;
+    }
+    return "auto";
+}
+
 const char* copy_path_name(CopyPath path) {
     return path == CopyPath::Gather ? "gather" : "memcpy";
 }

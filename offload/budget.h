@@ -25,6 +25,8 @@ enum class AttnMode { Exact, Sparse, Stream };
 // memory) or one stream copy (cudaMemcpyAsync) per contiguous piece, the baseline the gather is measured against.
 enum class CopyPath { Gather, Memcpy };
 
+enum class SelectOn { Auto, Host, Device };
+
 struct OffloadConfig {
     bool enabled           = false;
     std::string device     = "emu";    // make_device() spec
@@ -48,6 +50,9 @@ struct OffloadConfig {
     // steps after it; in between each (layer, KV head) keeps its picks (sinks and window stay current).
     int32_t interval = 1;
     bool neighbours  = false;  // neighbour fetching: picked runs extended right by their own length
+    // Where a learned selector scores and picks (TokenSelector::bind_device): Auto = on the device for cuda, on the
+    // host elsewhere.
+    SelectOn select_on = SelectOn::Auto;
     // The "tokenbutler" selector's predictor (the Session loads it from the selector's PATH or the shipped one).
     std::shared_ptr<const TokenButlerPredictor> predictor;
 
@@ -60,6 +65,7 @@ struct OffloadConfig {
 // Parses "--budget" values: "512" (tokens) or "10%" (share kept). Error(Usage) for 0, negative or garbage.
 void parse_budget(const std::string& text, OffloadConfig& config);
 const char* attn_mode_name(AttnMode mode);
+const char* select_on_name(SelectOn where);  // "auto", "host", "device"
 const char* copy_path_name(CopyPath path);
 // "gather" or "memcpy"; Error(Usage) naming the value otherwise.
 CopyPath parse_copy_path(const std::string& name);

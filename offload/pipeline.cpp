@@ -67,6 +67,12 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
     device_   = make_device(spec);
     resident_ = device_->reserve(config_.device_resident_bytes,
                                  "the model's weights and the sliding-window layers' K/V (resident on a GPU)");
+    const bool on_device = config_.select_on == SelectOn::Device ||
+                           (config_.select_on == SelectOn::Auto && device_->name().rfind("cuda", 0) == 0);
+    if (on_device && !selector_->bind_device(*device_) && config_.select_on == SelectOn::Device)
+        fail(Status::Usage, "--select-on device: the {} selector has no device path (tokenbutler has one)",
+             selector_->name());
+    selects_on_device_ = on_device && selector_->predictor() != nullptr;
 
     KvStoreShape shape;
     shape.n_layer    = n_stored;

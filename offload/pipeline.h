@@ -85,6 +85,8 @@ public:
     // buffers: reserved first, the cap's error names them before the slots).
     void release_resident() { resident_.reset(); }
     int32_t n_slots() const { return slots_->n_slots(); }
+    // True when the selector scores and picks on the device (OffloadConfig::select_on).
+    bool selects_on_device() const { return selects_on_device_; }
 
 private:
     void attend_dense(int32_t layer, const float* q, int64_t n_tok, int64_t pos0, float* out);
@@ -144,6 +146,7 @@ private:
     std::vector<int64_t> imp_q_pos_;                         // (n_stored) the step the queries were made for
     std::vector<float> pred_out_, pred_scratch_;             // (G * n_head * d'), (n_embd + intdim)
     mutable OffloadStats stats_;
+    bool selects_on_device_ = false;
 };
 
 }  // namespace butler

@@ -78,36 +78,30 @@ void expand_with_neighbours(const float* score, std::vector<int32_t>& idx, int64
     }
 }
 
+int64_t pick_count(const SelectionRequest& r, const SinksWindow& sw) {
+    const int64_t lo = sw.sinks, hi = r.n_tok - sw.window;
+    return std::clamp<int64_t>(std::min(r.budget, r.n_tok) - sw.sinks - sw.window, 0, std::max<int64_t>(0, hi - lo));
+}
+
 void select_top(const SelectionRequest& r, const float* score, std::vector<int32_t>& idx, std::vector<int32_t>& out) {
     out.clear();
     const SinksWindow sw = clip_sinks_window(r);
     const int64_t lo = sw.sinks, hi = r.n_tok - sw.window;
-    const int64_t n_pick = std::clamp<int64_t>(std::min(r.budget, r.n_tok) - sw.sinks - sw.window, 0, hi - lo);
+    const int64_t n_pick = pick_count(r, sw);
     for (int64_t t = 0; t < lo; ++t) out.push_back(int32_t(t));
     if (n_pick > 0) {
-        idx.clear();
-        for (int64_t t = lo; t < hi; ++t) idx.push_back(int32_t(t));
         if (r.neighbours) {
+            idx.clear();
+            for (int64_t t = lo; t < hi; ++t) idx.push_back(int32_t(t));
             expand_with_neighbours(score, idx, n_pick, hi, out);
         } else {
-            auto better = [score](int32_t a, int32_t b) {
-                return score[a] > score[b] || (score[a] == score[b] && a < b);
-            };
-            if (n_pick < int64_t(idx.size())) std::nth_element(idx.begin(), idx.begin() + n_pick, idx.end(), better);
-            std::sort(idx.begin(), idx.begin() + n_pick);
-            out.insert(out.end(), idx.begin(), idx.begin() + n_pick);
+            idx.resize(size_t(hi - lo));  // within the reserved capacity
+            const size_t first = out.size();
+            out.resize(first + size_t(n_pick));
+            top_k_ids(score, lo, hi, n_pick, out.data() + first, idx.data());
         }
     }
     for (int64_t t = hi; t < r.n_tok; ++t) out.push_back(int32_t(t));
-}
-
-void add_softmax(const float* logit, int64_t n, float* acc, float scale) {
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t t = 0; t < n; ++t) m = std::max(m, logit[t]);
-    double sum = 0;
-    for (int64_t t = 0; t < n; ++t) sum += std::exp(double(logit[t] - m));
-    const double inv = double(scale) / sum;
-    for (int64_t t = 0; t < n; ++t) acc[t] += float(std::exp(double(logit[t] - m)) * inv);
 }
 
 namespace {

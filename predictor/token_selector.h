@@ -14,10 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "cpu_kernels/select.h"
 #include "offload/kv_store.h"
 
 namespace butler {
 
+class Device;
 class TokenButlerPredictor;
 
 struct SelectionRequest {
@@ -56,6 +58,12 @@ public:
     virtual void reset(int64_t n_tok) {}
     // The learned predictor behind the selection (nullptr for the heuristic selectors).
     virtual const TokenButlerPredictor* predictor() const { return nullptr; }
+    // From now on, scores and top-k run on `device` (KernelTable imp_score, topk): the selection's state moves to
+    // device memory, allocated here (Error(Oom) naming it when it does not fit); select() then allocates nothing
+    // and returns when the device's picks are back. The picks equal the host path's bit for bit on cpu and emu (the
+    // same arithmetic); on cuda, up to float rounding of the scores. False, doing nothing, for a selector without
+    // a device path (every one but tokenbutler). `device` must outlive the selector.
+    virtual bool bind_device(Device& device) { return false; }
 };
 
 // "dense", "oracle", "streamingllm", "h2o", "h2o-tb", "snapkv", "snapkv-tb", "quest", "quest-tb",
@@ -86,14 +94,15 @@ struct SinksWindow {
 };
 SinksWindow clip_sinks_window(const SelectionRequest& r);
 
+// The number of candidates select_top picks: the budget left after sinks and window, at most the candidates there are.
+int64_t pick_count(const SelectionRequest& r, const SinksWindow& sw);
+
 // out = sinks + window + the `n_pick` highest-scoring candidates of [sinks, n_tok - window) (score[t] for token t,
 // ties to the lower id), sorted; with r.neighbours, the picks are chosen by expand_with_neighbours. idx: scratch
 // with capacity n_tok.
 void select_top(const SelectionRequest& r, const float* score, std::vector<int32_t>& idx, std::vector<int32_t>& out);
 
-// acc[t] += scale * softmax(logit)[t] for t in [0, n): the per-head attention mass that oracle and tokenbutler sum
-// over a KV group (one shared selection serves every query head of the group), and snapkv-tb adds and removes.
-void add_softmax(const float* logit, int64_t n, float* acc, float scale = 1.0f);
+// add_softmax: cpu_kernels/select.h.
 
 // Neighbour fetching over candidates idx (all of [lo, hi), any order; reordered in place): the top ceil(n_pick/2)
 // by score, sorted; every run of consecutive picked ids extended to the right by its own length (clamped to hi);

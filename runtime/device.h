@@ -198,6 +198,36 @@ struct StoreRowArgs {
     int64_t n;
 };
 
+// TokenButler selection on the device (predictor/tokenbutler.h): the predicted attention mass of each candidate
+// token of one (stored layer, KV head), summed over the group's query heads:
+//   score[t] = sum_h exp(l_h(t) - max_h) / sum_u exp(l_h(u) - max_h),  l_h(t) = scale * q[h] . keys[t],
+// t, u in [lo, hi). keys (>= hi, d) f32 rows (the importance keys); q (n_group, d) f32; score (>= hi) f32, written
+// at [lo, hi) only; scratch: imp_score_scratch_bytes(hi - lo, n_group) bytes of device memory. Empty range: nothing.
+struct ImpScoreArgs {
+    const float* keys;
+    const float* q;
+    int32_t n_group, d;
+    int64_t lo, hi;
+    float scale;
+    float* score;
+    void* scratch;
+};
+size_t imp_score_scratch_bytes(int64_t n_cand, int32_t n_group);
+
+// The k best candidates of [lo, hi) as ascending token ids: ids (k) = the t with the k largest score[t] (finite
+// scores; ties go to the lower id, as predictor/token_selector.h select_top), sorted; 0 <= k <= hi - lo. score as
+// ImpScoreArgs writes it; ids: device or pinned host memory; scratch: topk_scratch_bytes(hi - lo) bytes of device
+// memory.
+struct TopkArgs {
+    const float* score;
+    int64_t lo, hi, k;
+    int32_t* ids;
+    void* scratch;
+};
+size_t topk_scratch_bytes(int64_t n_cand);
+// The check every device's topk makes when it is enqueued: Error(InvalidArg) unless 0 <= k <= hi - lo.
+void check_topk_args(const TopkArgs& args, std::string_view device);
+
 // The checks every device's gemv makes when it is enqueued: Error(Unsupported) naming the type when `has_kernel`
 // is false for it (or it is unknown), Error(InvalidArg) when n_cols is not a multiple of its block. `device` names
 // the device in the message. Returns the type's traits.
@@ -228,6 +258,9 @@ struct KernelTable {
     void (*scale)(Stream& stream, const ScaleArgs* args)     = nullptr;
     // Error(Unsupported) naming the type for anything but F32, F16 and BF16 (checked when enqueued).
     void (*store_row)(Stream& stream, const StoreRowArgs* args) = nullptr;
+    // TokenButler selection on the device (ImpScoreArgs, TopkArgs), enqueued like gemv.
+    void (*imp_score)(Stream& stream, const ImpScoreArgs* args) = nullptr;
+    void (*topk)(Stream& stream, const TopkArgs* args)           = nullptr;
 };
 
 struct MemoryInfo {

@@ -2,6 +2,7 @@
 // Buffer, Device::alloc, make_device() and the CPU kernel table shared by the cpu and emu devices.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <string>
@@ -11,6 +12,7 @@
 #include "cpu_kernels/lse_merge.h"
 #include "cpu_kernels/ops.h"
 #include "cpu_kernels/quant.h"
+#include "cpu_kernels/select.h"
 #include "runtime/device.h"
 #include "runtime/status.h"
 #ifdef BUTLER_WITH_CUDA
@@ -197,7 +199,41 @@ void cpu_store_row(Stream& stream, const StoreRowArgs* a) {
     stream.host_fn(&cpu_store_row_run, const_cast<StoreRowArgs*>(a));
 }
 
+void cpu_imp_score_run(void* ctx) {
+    const auto& a = *static_cast<const ImpScoreArgs*>(ctx);
+    group_softmax_mass(a.keys, a.q, a.n_group, a.d, a.lo, a.hi, a.scale, a.score, static_cast<float*>(a.scratch));
+}
+
+void cpu_imp_score(Stream& stream, const ImpScoreArgs* a) {
+    stream.host_fn(&cpu_imp_score_run, const_cast<ImpScoreArgs*>(a));
+}
+
+void cpu_topk_run(void* ctx) {
+    const auto& a = *static_cast<const TopkArgs*>(ctx);
+    top_k_ids(a.score, a.lo, a.hi, a.k, a.ids, static_cast<int32_t*>(a.scratch));
+}
+
+void cpu_topk(Stream& stream, const TopkArgs* a) {
+    check_topk_args(*a, "cpu");
+    stream.host_fn(&cpu_topk_run, const_cast<TopkArgs*>(a));
+}
+
 }  // namespace
+
+// The CPU kernels keep one value per candidate (logits, ids); the CUDA kernels need a (max, sum) per head for each of
+// at most 1024 blocks and the folded one, and a 256-bin histogram with the radix select's state.
+size_t imp_score_scratch_bytes(int64_t n_cand, int32_t n_group) {
+    return sizeof(float) * (size_t(std::max<int64_t>(n_cand, 0)) + 2 * 1025 * size_t(std::max(n_group, 1)));
+}
+
+void check_topk_args(const TopkArgs& a, std::string_view device) {
+    const int64_t n = std::max<int64_t>(0, a.hi - a.lo);
+    if (a.k < 0 || a.k > n)
+        fail(Status::InvalidArg, "topk on {}: k {} is outside 0 .. {} (the candidates)", device, a.k, n);
+}
+size_t topk_scratch_bytes(int64_t n_cand) {
+    return sizeof(int32_t) * size_t(std::max<int64_t>(n_cand, 0)) + 4096;
+}
 
 void check_store_row_args(const StoreRowArgs& a, std::string_view device) {
     const auto type = static_cast<DType>(a.type);
@@ -218,8 +254,9 @@ const DTypeTraits& check_gemv_args(const GemvArgs& a, bool (*has_kernel)(uint32_
 }
 
 const KernelTable& cpu_kernel_table() {
-    static const KernelTable table{&cpu_attn_partial, &lse_merge, &cpu_gemv,  &cpu_rmsnorm,  &cpu_rope,
-                                   &cpu_glu,          &cpu_add,   &cpu_scale, &cpu_store_row};
+    static const KernelTable table{&cpu_attn_partial, &lse_merge, &cpu_gemv,      &cpu_rmsnorm,   &cpu_rope,
+                                   &cpu_glu,          &cpu_add,   &cpu_scale,     &cpu_store_row, &cpu_imp_score,
+                                   &cpu_topk};
     return table;
 }
 

@@ -190,6 +190,12 @@ TEST_SUITE("cuda") {
         check_forward_kernels(*dev);
     }
 
+    TEST_CASE("selection kernels on cuda: imp_score and topk against float64 and a full sort") {
+        if (!have_gpu()) return;
+        auto dev = make_device("cuda");
+        check_selection_kernels(*dev);
+    }
+
     TEST_CASE("gather kernel: every piece lands (16-byte, 4-byte and unaligned), nothing else is written") {
         if (!have_gpu()) return;
         auto dev = make_device("cuda");

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MIT
-// The forward's row and element-wise device kernels (KernelTable rmsnorm, rope, glu, add, scale, store_row) against float64 written here,
+// The forward's row and element-wise device kernels (KernelTable rmsnorm, rope, glu, add, scale, store_row) and the
+// selection kernels (imp_score, topk) against float64 and a full sort written here,
 // on the cpu and emu devices; tests/test_cuda_device.cpp runs the same checks on cuda when a GPU is present.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstring>
+#include <numeric>
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -182,9 +185,93 @@ void check_forward_kernels(Device& dev) {
     }
 }
 
+void check_selection_kernels(Device& dev) {
+    std::mt19937_64 rng(33);
+    const KernelTable& k = dev.kernels();
+    Stream& st = dev.default_stream();
+
+    // imp_score: the group's softmax mass over [lo, hi), in float64 here; outside the range nothing is written.
+    const int64_t n_keys = 1000;
+    for (const auto& [n_group, d] : {std::pair{1, 16}, {4, 16}, {8, 32}, {3, 128}}) {
+        const std::vector<float> keys = uniform(rng, size_t(n_keys * d), -1.f, 1.f);
+        const std::vector<float> q    = uniform(rng, size_t(n_group * d), -3.f, 3.f);  // peaked softmax
+        const float scale             = 1.0f / std::sqrt(float(d));
+        for (const auto& [lo, hi] : {std::pair<int64_t, int64_t>{0, n_keys}, {4, 997}, {10, 11}, {5, 5}}) {
+            CAPTURE(n_group);
+            CAPTURE(d);
+            CAPTURE(lo);
+            CAPTURE(hi);
+            std::vector<double> want(size_t(n_keys), 0.0);
+            for (int32_t h = 0; h < n_group; ++h) {
+                std::vector<double> l(static_cast<size_t>(n_keys));
+                double m = -INFINITY, sum = 0;
+                for (int64_t t = lo; t < hi; ++t) {
+                    double dot = 0;
+                    for (int32_t e = 0; e < d; ++e) dot += double(q[size_t(h * d + e)]) * keys[size_t(t * d + e)];
+                    l[size_t(t)] = dot * scale;
+                    m            = std::max(m, l[size_t(t)]);
+                }
+                for (int64_t t = lo; t < hi; ++t) sum += std::exp(l[size_t(t)] - m);
+                for (int64_t t = lo; t < hi; ++t) want[size_t(t)] += std::exp(l[size_t(t)] - m) / sum;
+            }
+            DeviceFloats kd(dev, keys), qd(dev, q), score(dev, std::vector<float>(size_t(n_keys), -7.f));
+            Buffer scratch = dev.alloc(imp_score_scratch_bytes(hi - lo, n_group), MemKind::Device);
+            const ImpScoreArgs a{kd.data(), qd.data(), n_group, d, lo, hi, scale, score.data(), scratch.data()};
+            k.imp_score(st, &a);
+            const std::vector<float> got = score.read(dev);
+            int64_t n_bad = 0;
+            for (int64_t t = 0; t < n_keys; ++t) {
+                const double w = want[size_t(t)], g = got[size_t(t)];
+                n_bad += (t >= lo && t < hi) ? !(std::fabs(g - w) <= 1e-5 * w + 1e-9) : g != -7.f;
+            }
+            CHECK(n_bad == 0);
+        }
+    }
+
+    // topk: ids of the k largest (ties to the lower id), ascending; negative, positive and many tied scores.
+    const int64_t n = 3000;
+    std::vector<float> scores(static_cast<size_t>(n));
+    std::uniform_int_distribution<int> level(-40, 40);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    for (size_t i = 0; i < scores.size(); ++i) scores[i] = i % 3 == 0 ? normal(rng) : float(level(rng)) * 0.25f;
+    DeviceFloats sd(dev, scores);
+    for (const auto& [lo, hi] : {std::pair<int64_t, int64_t>{0, n}, {7, 2993}, {100, 101}}) {
+        for (const int64_t want_k : {int64_t(0), int64_t(1), int64_t(17), (hi - lo) / 2, hi - lo}) {
+            if (want_k > hi - lo) continue;
+            CAPTURE(lo);
+            CAPTURE(hi);
+            CAPTURE(want_k);
+            std::vector<int32_t> order(size_t(hi - lo));
+            std::iota(order.begin(), order.end(), int32_t(lo));
+            std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+                return scores[size_t(a)] > scores[size_t(b)] || (scores[size_t(a)] == scores[size_t(b)] && a < b);
+            });
+            std::vector<int32_t> want(order.begin(), order.begin() + want_k);
+            std::sort(want.begin(), want.end());
+            Buffer ids     = dev.alloc(sizeof(int32_t) * size_t(std::max<int64_t>(want_k, 1)), MemKind::PinnedHost);
+            Buffer scratch = dev.alloc(topk_scratch_bytes(hi - lo), MemKind::Device);
+            const TopkArgs a{sd.data(), lo, hi, want_k, ids.as<int32_t>(), scratch.data()};
+            k.topk(st, &a);
+            st.synchronize();
+            const std::vector<int32_t> got(ids.as<int32_t>(), ids.as<int32_t>() + want_k);
+            CHECK(got == want);
+        }
+    }
+    const TopkArgs too_many{sd.data(), 0, 10, 11, nullptr, nullptr};
+    CHECK_THROWS_WITH_AS(k.topk(st, &too_many), doctest::Contains("outside 0 .. 10"), Error);
+}
+
 }  // namespace butler::test
 
 TEST_SUITE("device") {
+    TEST_CASE("selection kernels on cpu and emu: imp_score and topk against float64 and a full sort") {
+        for (const char* spec : {"cpu", "emu:delay_us=100,seed=4"}) {
+            CAPTURE(spec);
+            auto dev = make_device(spec);
+            test::check_selection_kernels(*dev);
+        }
+    }
+
     TEST_CASE("forward kernels on cpu and emu: rmsnorm, rope, glu, add, scale, store_row against float64") {
         for (const char* spec : {"cpu", "emu:delay_us=100,seed=3"}) {
             CAPTURE(spec);

@@ -10,6 +10,7 @@
 
 #include "offload/kv_store.h"
 #include "predictor/token_selector.h"
+#include "predictor/tokenbutler.h"
 #include "runtime/device.h"
 #include "runtime/status.h"
 
@@ -284,5 +285,57 @@ TEST_SUITE("selectors") {
             prev_hi = n - 16;
         }
         CHECK(!evicted.empty());
+    }
+}
+
+TEST_SUITE("selectors") {
+    TEST_CASE("tokenbutler on the emu device picks what it picks on the host, across growth, neighbours and a rewind") {
+        World w(400, 12);
+        PredictorShape ps;
+        ps.n_layer = 2, ps.n_embd = 8, ps.n_head = 2 * kGroup, ps.n_head_kv = 2, ps.head_dim = kHd;
+        ps.group = 4, ps.d_dash = 8, ps.intdim = 8;
+        auto pred = std::make_shared<const TokenButlerPredictor>(ps, BaseModelIdentity{}, 9);
+        auto emu = make_device("emu:delay_us=50,seed=6");  // outlives the selector bound to it
+        auto host = make_tokenbutler_selector(pred, 1, 2, w.max_tok);
+        auto on_dev = make_tokenbutler_selector(pred, 1, 2, w.max_tok);
+        REQUIRE(on_dev->bind_device(*emu));
+        CHECK_FALSE(make_selector("quest", 1, 2, w.max_tok, kHd)->bind_device(*emu));
+        std::mt19937 rng(4);
+        std::normal_distribution<float> g(0.f, 1.f);
+        std::vector<float> imp_q(size_t(kGroup * ps.d_dash));
+        std::vector<int32_t> a, b;
+        a.reserve(size_t(w.max_tok));
+        b.reserve(size_t(w.max_tok));
+        int64_t n_differ = 0, n_calls = 0;
+        auto step = [&](int64_t n_tok, int64_t budget, bool neighbours) {
+            for (auto& x : imp_q) x = 3.f * g(rng);
+            for (int32_t head = 0; head < 2; ++head) {
+                SelectionRequest r;
+                r.layer = 0, r.g = head, r.n_tok = n_tok, r.n_group = kGroup, r.store = w.store.get();
+                r.budget = budget, r.sinks = 4, r.window = 8, r.model_layer = 1, r.imp_q = imp_q.data();
+                r.neighbours = neighbours;
+                host->select(r, a);
+                on_dev->select(r, b);
+                check_contract(r, b);
+                n_differ += a != b;
+                ++n_calls;
+            }
+        };
+        for (int64_t n_tok = 5; n_tok <= 300; n_tok += 7)
+            for (const int64_t budget : {int64_t(6), int64_t(20), int64_t(64), n_tok})
+                step(n_tok, budget, n_tok % 2 == 0);
+        // A rewind to 120 tokens and new rows from there: both must project (and the device upload) them anew.
+        host->reset(120);
+        on_dev->reset(120);
+        for (int64_t t = 120; t < w.max_tok; ++t)
+            for (int32_t h = 0; h < 2; ++h) {
+                std::vector<float> row(kHd);
+                for (auto& x : row) x = g(rng);
+                w.store->write(0, h, t, row.data(), row.data());
+            }
+        w.store->commit(0, 120, w.max_tok);
+        for (int64_t n_tok = 121; n_tok <= 400; n_tok += 13) step(n_tok, 40, false);
+        CHECK(n_calls > 300);
+        CHECK(n_differ == 0);
     }
 }

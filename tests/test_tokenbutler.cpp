@@ -474,6 +474,64 @@ TEST_SUITE("tokenbutler") {
 }
 
 TEST_SUITE("tokenbutler") {
+    TEST_CASE("selection on the emu device: the same logits as on the host; a selector without a device path is refused") {
+        TinyGemma3Spec spec;
+        spec.n_layer = 12;
+        TempFile mf;
+        mf.write(tiny_gemma3_gguf(make_tiny_gemma3(spec, 78)));
+        auto model = Model::load(mf.path());
+        const HParams& hp = model->hparams();
+        auto pred = std::make_shared<const TokenButlerPredictor>(PredictorShape::of(hp, 4, 8, 16),
+                                                                 BaseModelIdentity::of(*model), 6);
+        std::vector<TokenId> tokens;
+        for (int i = 0; i < 80; ++i) tokens.push_back((i * 29 + 3) % hp.n_vocab);
+        auto run = [&](SelectOn where, bool neighbours, int interval, bool* on_device) {
+            SessionParams sp;
+            sp.n_ctx                 = 128;
+            sp.n_ubatch              = 32;
+            sp.offload.enabled       = true;
+            sp.offload.device        = "emu:delay_us=50,seed=3";
+            sp.offload.selector      = "tokenbutler";
+            sp.offload.predictor     = pred;
+            sp.offload.budget_tokens = 20;
+            sp.offload.window        = 4;
+            sp.offload.neighbours    = neighbours;
+            sp.offload.interval      = interval;
+            sp.offload.select_on     = where;
+            Session s(model, sp);
+            std::vector<float> logits(size_t(hp.n_vocab));
+            std::vector<std::vector<float>> out;
+            s.eval_last(std::span(tokens).first(50), logits.data());
+            for (size_t i = 50; i < tokens.size(); ++i) {
+                s.eval_last(std::span(tokens).subspan(i, 1), logits.data());
+                out.push_back(logits);
+            }
+            *on_device = s.offload()->selects_on_device();
+            return out;
+        };
+        for (bool neighbours : {false, true})
+            for (int interval : {1, 4}) {
+                CAPTURE(neighbours);
+                CAPTURE(interval);
+                bool host_dev = true, dev_dev = false, auto_dev = true;
+                const auto want = run(SelectOn::Host, neighbours, interval, &host_dev);
+                const auto got  = run(SelectOn::Device, neighbours, interval, &dev_dev);
+                run(SelectOn::Auto, neighbours, interval, &auto_dev);
+                CHECK_FALSE(host_dev);
+                CHECK(dev_dev);
+                CHECK_FALSE(auto_dev);  // auto selects on the device on cuda only
+                CHECK(got == want);     // the same picks: bit-equal logits
+            }
+        SessionParams sp;
+        sp.n_ctx                 = 128;
+        sp.offload.enabled       = true;
+        sp.offload.device        = "emu";
+        sp.offload.selector      = "quest";
+        sp.offload.budget_tokens = 20;
+        sp.offload.select_on     = SelectOn::Device;
+        CHECK_THROWS_WITH_AS(Session(model, sp), doctest::Contains("no device path"), Error);
+    }
+
     TEST_CASE("the shipped predictors: the runtime file by default, the every-layer file for the simulate view") {
         // The library looks in the source tree's predictors/ (a compile definition of butler_core).
         if (const char* env = std::getenv("BUTLER_PREDICTOR"); env && *env) {

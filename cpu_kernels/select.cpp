@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: MIT
+#include "cpu_kernels/select.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+namespace butler {
+
+void add_softmax(const float* logit, int64_t n, float* acc, float scale) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t t = 0; t < n; ++t) m = std::max(m, logit[t]);
+    double sum = 0;
+    for (int64_t t = 0; t < n; ++t) sum += std::exp(double(logit[t] - m));
+    const double inv = double(scale) / sum;
+    for (int64_t t = 0; t < n; ++t) acc[t] += float(std::exp(double(logit[t] - m)) * inv);
+}
+
+void group_softmax_mass(const float* keys, const float* q, int32_t n_group, int32_t d, int64_t lo, int64_t hi,
+                        float scale, float* score, float* logit) {
+    const int64_t n = hi - lo;
+    if (n <= 0) return;
+    std::fill(score + lo, score + hi, 0.0f);
+    for (int32_t h = 0; h < n_group; ++h) {
+        const float* qh = q + int64_t(h) * d;
+        for (int64_t t = lo; t < hi; ++t) {
+            const float* k = keys + t * d;
+            float s        = 0;
+            for (int32_t e = 0; e < d; ++e) s += qh[e] * k[e];
+            logit[t - lo] = s * scale;
+        }
+        add_softmax(logit, n, score + lo);
+    }
+}
+
+void top_k_ids(const float* score, int64_t lo, int64_t hi, int64_t k, int32_t* ids, int32_t* idx) {
+    const int64_t n = hi - lo;
+    if (k <= 0 || n <= 0) return;
+    std::iota(idx, idx + n, int32_t(lo));
+    auto better = [score](int32_t a, int32_t b) { return score[a] > score[b] || (score[a] == score[b] && a < b); };
+    if (k < n) std::nth_element(idx, idx + k, idx + n, better);
+    std::sort(idx, idx + k);
+    std::copy(idx, idx + k, ids);
+}
+
+}  // namespace butler

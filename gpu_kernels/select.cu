@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: MIT
+// TokenButler selection on the device (contracts: runtime/device.h ImpScoreArgs, TopkArgs; the CPU twins are
+// cpu_kernels/select.h).
+//
+// imp_score, three launches over the n = hi - lo candidates:
+//   1. partials: up to kMaxBlocks blocks stride over the candidates; each thread keeps an online (max, sum of exp)
+//      per query head of the logits it computed (q staged in shared memory), the block combines them;
+//   2. combine: one block folds the partials into (max, sum) per head;
+//   3. score: a thread per candidate recomputes its logits (d' is small) and sums exp(l - max) / sum over heads.
+// topk, a radix select on an order-preserving 32-bit image of the scores (larger float -> larger key): four passes
+// of 8 bits, each a histogram of the candidates that match the prefix found so far and a one-thread pick of the
+// digit that holds the k-th largest key; then one block walks the candidates in id order and writes every key above
+// the threshold and the first `remaining` keys equal to it (ties to the lower id), so the ids come out ascending.
+#include <cub/block/block_scan.cuh>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "gpu_kernels/cuda_check.h"
+#include "gpu_kernels/cuda_device.h"
+
+namespace butler::cuda {
+namespace {
+
+constexpr int kThreads    = 256;
+constexpr int kMaxBlocks  = 1024;  // runtime/device_registry.cpp sizes the scratch for this many partials
+constexpr int kMaxGroup   = 16;
+constexpr int kMaxDim     = 128;
+constexpr int kScanThreads = 1024;
+
+// (m1, s1) and (m2, s2): sum_i exp(x_i - m) of two sets, folded into one; an empty set is (-inf, 0).
+__device__ void fold(float& m, float& s, float m2, float s2) {
+    const float mm = fmaxf(m, m2);
+    if (mm == -INFINITY) return;
+    s = s * expf(m - mm) + s2 * expf(m2 - mm);
+    m = mm;
+}
+
+__global__ void imp_partials_kernel(ImpScoreArgs a, float* partials) {
+    __shared__ float q[kMaxGroup * kMaxDim];
+    __shared__ float sm[kThreads], ss[kThreads];
+    for (int i = threadIdx.x; i < a.n_group * a.d; i += blockDim.x) q[i] = a.q[i];
+    __syncthreads();
+    float m[kMaxGroup], s[kMaxGroup];
+    for (int h = 0; h < kMaxGroup; ++h) {
+        m[h] = -INFINITY;
+        s[h] = 0.f;
+    }
+    for (int64_t t = a.lo + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < a.hi;
+         t += int64_t(gridDim.x) * blockDim.x) {
+        const float* k = a.keys + t * a.d;
+        for (int h = 0; h < a.n_group; ++h) {
+            float l = 0.f;
+            for (int e = 0; e < a.d; ++e) l += q[h * a.d + e] * k[e];
+            fold(m[h], s[h], l * a.scale, 1.f);
+        }
+    }
+    for (int h = 0; h < a.n_group; ++h) {
+        sm[threadIdx.x] = m[h];
+        ss[threadIdx.x] = s[h];
+        __syncthreads();
+        for (int half = blockDim.x / 2; half > 0; half >>= 1) {
+            if (threadIdx.x < half) {
+                float mm = sm[threadIdx.x], sss = ss[threadIdx.x];
+                fold(mm, sss, sm[threadIdx.x + half], ss[threadIdx.x + half]);
+                sm[threadIdx.x] = mm;
+                ss[threadIdx.x] = sss;
+            }
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) {
+            partials[(int64_t(blockIdx.x) * a.n_group + h) * 2]     = sm[0];
+            partials[(int64_t(blockIdx.x) * a.n_group + h) * 2 + 1] = ss[0];
+        }
+        __syncthreads();
+    }
+}
+
+__global__ void imp_combine_kernel(int n_blocks, int n_group, const float* partials, float* stats) {
+    for (int h = threadIdx.x; h < n_group; h += blockDim.x) {
+        float m = -INFINITY, s = 0.f;
+        for (int b = 0; b < n_blocks; ++b)
+            fold(m, s, partials[(int64_t(b) * n_group + h) * 2], partials[(int64_t(b) * n_group + h) * 2 + 1]);
+        stats[h * 2]     = m;
+        stats[h * 2 + 1] = s;
+    }
+}
+
+__global__ void imp_score_kernel(ImpScoreArgs a, const float* stats) {
+    __shared__ float q[kMaxGroup * kMaxDim];
+    for (int i = threadIdx.x; i < a.n_group * a.d; i += blockDim.x) q[i] = a.q[i];
+    __syncthreads();
+    const int64_t t = a.lo + int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (t >= a.hi) return;
+    const float* k = a.keys + t * a.d;
+    float score    = 0.f;
+    for (int h = 0; h < a.n_group; ++h) {
+        float l = 0.f;
+        for (int e = 0; e < a.d; ++e) l += q[h * a.d + e] * k[e];
+        score += expf(l * a.scale - stats[h * 2]) / stats[h * 2 + 1];
+    }
+    a.score[t] = score;
+}
+
+// --- radix select --------------------------------------------------------------------------------------------
+
+struct TopkState {
+    uint32_t hist[256];
+    uint32_t prefix, mask;
+    unsigned long long remaining;  // keys still to take at the prefix's level
+};
+
+__device__ uint32_t order_key(float x) {
+    const uint32_t b = __float_as_uint(x);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+__global__ void topk_init_kernel(TopkState* st, int64_t k) {
+    st->prefix    = 0;
+    st->mask      = 0;
+    st->remaining = static_cast<unsigned long long>(k);
+}
+
+__global__ void topk_hist_kernel(TopkArgs a, TopkState* st, int shift) {
+    __shared__ uint32_t hist[256];
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+    __syncthreads();
+    const uint32_t prefix = st->prefix, mask = st->mask;
+    for (int64_t t = a.lo + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < a.hi;
+         t += int64_t(gridDim.x) * blockDim.x) {
+        const uint32_t key = order_key(a.score[t]);
+        if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 256; i += blockDim.x)
+        if (hist[i] != 0) atomicAdd(&st->hist[i], hist[i]);
+}
+
+// The digit at `shift` that holds the remaining-th largest key among those matching the prefix.
+__global__ void topk_pick_kernel(TopkState* st, int shift) {
+    unsigned long long above = 0;
+    for (int d = 255; d >= 0; --d) {
+        const unsigned long long c = st->hist[d];
+        if (above + c >= st->remaining) {
+            st->prefix |= uint32_t(d) << shift;
+            st->mask |= 255u << shift;
+            st->remaining -= above;
+            break;
+        }
+        above += c;
+    }
+    for (int d = 0; d < 256; ++d) st->hist[d] = 0;  // ready for the next pass
+}
+
+__global__ void topk_write_kernel(TopkArgs a, const TopkState* st) {
+    using Scan = cub::BlockScan<unsigned int, kScanThreads>;
+    __shared__ typename Scan::TempStorage scan_tmp;
+    __shared__ unsigned long long eq_taken, written;
+    const uint32_t threshold          = st->prefix;
+    const unsigned long long eq_quota = st->remaining;
+    if (threadIdx.x == 0) {
+        eq_taken = 0;
+        written  = 0;
+    }
+    __syncthreads();
+    for (int64_t base = a.lo; base < a.hi; base += kScanThreads) {
+        const int64_t t     = base + threadIdx.x;
+        const uint32_t key  = t < a.hi ? order_key(a.score[t]) : 0u;
+        const bool in       = t < a.hi;
+        const unsigned eq   = in && key == threshold;
+        unsigned eq_rank = 0, eq_total = 0;
+        Scan(scan_tmp).ExclusiveSum(eq, eq_rank, eq_total);
+        __syncthreads();
+        const unsigned sel = in && (key > threshold || (eq && eq_taken + eq_rank < eq_quota));
+        unsigned sel_rank = 0, sel_total = 0;
+        Scan(scan_tmp).ExclusiveSum(sel, sel_rank, sel_total);
+        if (sel) a.ids[written + sel_rank] = int32_t(t);
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            eq_taken += eq_total;
+            written += sel_total;
+        }
+        __syncthreads();
+    }
+}
+
+int blocks_for(int64_t n) {
+    const int64_t b = (n + kThreads - 1) / kThreads;
+    return int(b < kMaxBlocks ? (b > 0 ? b : 1) : kMaxBlocks);
+}
+
+}  // namespace
+
+bool imp_score_supported(int32_t n_group, int32_t d) {
+    return n_group >= 1 && n_group <= kMaxGroup && d >= 1 && d <= kMaxDim;
+}
+
+void launch_imp_score(const ImpScoreArgs& a, void* stream) {
+    const int64_t n = a.hi - a.lo;
+    if (n <= 0) return;
+    auto s           = static_cast<cudaStream_t>(stream);
+    const int blocks = blocks_for(n);
+    float* partials  = static_cast<float*>(a.scratch);
+    float* stats     = partials + int64_t(kMaxBlocks) * a.n_group * 2;
+    imp_partials_kernel<<<blocks, kThreads, 0, s>>>(a, partials);
+    BUTLER_CUDA_CHECK(cudaGetLastError());
+    imp_combine_kernel<<<1, 32, 0, s>>>(blocks, a.n_group, partials, stats);
+    BUTLER_CUDA_CHECK(cudaGetLastError());
+    imp_score_kernel<<<unsigned((n + kThreads - 1) / kThreads), kThreads, 0, s>>>(a, stats);
+    BUTLER_CUDA_CHECK(cudaGetLastError());
+}
+
+void launch_topk(const TopkArgs& a, void* stream) {
+    const int64_t n = a.hi - a.lo;
+    if (a.k <= 0 || n <= 0) return;
+    static_assert(sizeof(TopkState) <= 4096, "topk_scratch_bytes reserves 4096 bytes for the radix state");
+    auto s      = static_cast<cudaStream_t>(stream);
+    auto* state = static_cast<TopkState*>(a.scratch);
+    BUTLER_CUDA_CHECK(cudaMemsetAsync(state->hist, 0, sizeof(state->hist), s));
+    topk_init_kernel<<<1, 1, 0, s>>>(state, a.k);
+    BUTLER_CUDA_CHECK(cudaGetLastError());
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        topk_hist_kernel<<<blocks_for(n), kThreads, 0, s>>>(a, state, shift);
+        BUTLER_CUDA_CHECK(cudaGetLastError());
+        topk_pick_kernel<<<1, 1, 0, s>>>(state, shift);
+        BUTLER_CUDA_CHECK(cudaGetLastError());
+    }
+    topk_write_kernel<<<1, kScanThreads, 0, s>>>(a, state);
+    BUTLER_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace butler::cuda
