@@ -6,6 +6,9 @@
 #include <limits>
 #include <numeric>
 
+#include "cpu_kernels/quant.h"
+#include "runtime/dtype.h"
+
 namespace butler {
 
 void add_softmax(const float* logit, int64_t n, float* acc, float scale) {
@@ -42,6 +45,21 @@ void top_k_ids(const float* score, int64_t lo, int64_t hi, int64_t k, int32_t* i
     if (k < n) std::nth_element(idx, idx + k, idx + n, better);
     std::sort(idx, idx + k);
     std::copy(idx, idx + k, ids);
+}
+
+void importance_query(const float* x, const float* ln_w, const float* ln_b, const float* w1, const float* w2,
+                      int64_t n_embd, int64_t intdim, int64_t q_width, float eps, float* out, float* scratch) {
+    float* y = scratch;           // (n_embd) LayerNorm(x)
+    float* a = scratch + n_embd;  // (intdim) SiLU(W1 y)
+    double mean = 0, var = 0;
+    for (int64_t j = 0; j < n_embd; ++j) mean += x[j];
+    mean /= double(n_embd);
+    for (int64_t j = 0; j < n_embd; ++j) var += (x[j] - mean) * (x[j] - mean);
+    const float inv = float(1.0 / std::sqrt(var / double(n_embd) + eps));
+    for (int64_t j = 0; j < n_embd; ++j) y[j] = (x[j] - float(mean)) * inv * ln_w[j] + ln_b[j];
+    gemv(DType::F32, w1, intdim, n_embd, y, a);
+    for (int64_t i = 0; i < intdim; ++i) a[i] = a[i] / (1.0f + std::exp(-a[i]));
+    gemv(DType::F32, w2, q_width, intdim, a, out);
 }
 
 }  // namespace butler

@@ -23,4 +23,10 @@ void group_softmax_mass(const float* keys, const float* q, int32_t n_group, int3
 // hi - lo. idx: scratch of hi - lo ids.
 void top_k_ids(const float* score, int64_t lo, int64_t hi, int64_t k, int32_t* ids, int32_t* idx);
 
+// TokenButler's query MLP for one token: out (q_width) = W2 . SiLU(W1 . LayerNorm(x)) (runtime/device.h
+// ImpQueryArgs); LayerNorm's mean and variance in double, the products by the threaded row gemv. scratch: n_embd +
+// intdim floats.
+void importance_query(const float* x, const float* ln_w, const float* ln_b, const float* w1, const float* w2,
+                      int64_t n_embd, int64_t intdim, int64_t q_width, float eps, float* out, float* scratch);
+
 }  // namespace butler

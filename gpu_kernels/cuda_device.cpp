@@ -130,6 +130,9 @@ void cuda_imp_score(Stream& stream, const ImpScoreArgs* args) {
              args->n_group, args->d);
     launch_imp_score(*args, handle);
 }
+void cuda_imp_query(Stream& stream, const ImpQueryArgs* args) {
+    launch_imp_query(*args, checked_stream(stream, "imp_query"));
+}
 void cuda_topk(Stream& stream, const TopkArgs* args) {
     const cudaStream_t handle = checked_stream(stream, "topk");
     check_topk_args(*args, "cuda");
@@ -184,7 +187,7 @@ public:
         static const KernelTable table{&cuda_attn_partial, &butler::lse_merge, &cuda_gemv,
                                        &cuda_rmsnorm,      &cuda_rope,         &cuda_glu,
                                        &cuda_add,          &cuda_scale,        &cuda_store_row,
-                                       &cuda_imp_score,    &cuda_topk};
+                                       &cuda_imp_score,    &cuda_topk,         &cuda_imp_query};
         return table;
     }
 

@@ -49,11 +49,12 @@ void launch_scale(const ScaleArgs& args, void* stream);
 // The caller has checked the type (check_store_row_args).
 void launch_store_row(const StoreRowArgs& args, void* stream);
 
-// TokenButler selection (ImpScoreArgs, TopkArgs in runtime/device.h; gpu_kernels/select.cu). imp_score handles up
+// TokenButler selection (ImpScoreArgs, TopkArgs, ImpQueryArgs in runtime/device.h; gpu_kernels/select.cu). imp_score handles up
 // to 16 query heads per group and d' up to 128 (imp_score_supported); the caller has checked topk's k.
 bool imp_score_supported(int32_t n_group, int32_t d);
 void launch_imp_score(const ImpScoreArgs& args, void* stream);
 void launch_topk(const TopkArgs& args, void* stream);
+void launch_imp_query(const ImpQueryArgs& args, void* stream);
 
 // Enqueues the row gather (Stream::gather's contract in runtime/device.h) on a CUDA stream given as void*: `pieces`
 // and every src must be mapped pinned host memory whose host pointer the device can use (UVA).

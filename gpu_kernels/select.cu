@@ -11,6 +11,7 @@
 // of 8 bits, each a histogram of the candidates that match the prefix found so far and a one-thread pick of the
 // digit that holds the k-th largest key; then one block walks the candidates in id order and writes every key above
 // the threshold and the first `remaining` keys equal to it (ties to the lower id), so the ids come out ascending.
+// imp_query: LayerNorm in one block, then a warp per row of W1 (with SiLU) and of W2.
 #include <cub/block/block_scan.cuh>
 #include <cuda_runtime.h>
 
@@ -185,6 +186,44 @@ __global__ void topk_write_kernel(TopkArgs a, const TopkState* st) {
     }
 }
 
+// --- the predictor's query MLP -------------------------------------------------------------------------------
+
+__device__ float block_sum(float x, float* shared) {
+    for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+    if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = x;
+    __syncthreads();
+    float total = 0.f;
+    for (int w = 0; w < int(blockDim.x / 32); ++w) total += shared[w];
+    __syncthreads();
+    return total;
+}
+
+// One block: y = LayerNorm(x) into the scratch (two passes: mean, then the centred variance).
+__global__ void imp_layernorm_kernel(ImpQueryArgs a) {
+    __shared__ float partial[kThreads / 32];
+    float s = 0.f;
+    for (int64_t j = threadIdx.x; j < a.n_embd; j += blockDim.x) s += a.x[j];
+    const float mean = block_sum(s, partial) / float(a.n_embd);
+    float v = 0.f;
+    for (int64_t j = threadIdx.x; j < a.n_embd; j += blockDim.x) v += (a.x[j] - mean) * (a.x[j] - mean);
+    const float inv = rsqrtf(block_sum(v, partial) / float(a.n_embd) + a.eps);
+    for (int64_t j = threadIdx.x; j < a.n_embd; j += blockDim.x)
+        a.scratch[j] = (a.x[j] - mean) * inv * a.ln_w[j] + a.ln_b[j];
+}
+
+// A warp per output row: out[r] = act(w[r] . in), act = SiLU or the identity.
+__global__ void imp_rows_kernel(const float* w, const float* in, float* out, int64_t n_rows, int64_t n_cols,
+                                bool silu) {
+    const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+    if (r >= n_rows) return;
+    const int lane = threadIdx.x % 32;
+    const float* row = w + r * n_cols;
+    float s = 0.f;
+    for (int64_t c = lane; c < n_cols; c += 32) s += row[c] * in[c];
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0) out[r] = silu ? s / (1.f + expf(-s)) : s;
+}
+
 int blocks_for(int64_t n) {
     const int64_t b = (n + kThreads - 1) / kThreads;
     return int(b < kMaxBlocks ? (b > 0 ? b : 1) : kMaxBlocks);
@@ -208,6 +247,21 @@ void launch_imp_score(const ImpScoreArgs& a, void* stream) {
     imp_combine_kernel<<<1, 32, 0, s>>>(blocks, a.n_group, partials, stats);
     BUTLER_CUDA_CHECK(cudaGetLastError());
     imp_score_kernel<<<unsigned((n + kThreads - 1) / kThreads), kThreads, 0, s>>>(a, stats);
+    BUTLER_CUDA_CHECK(cudaGetLastError());
+}
+
+void launch_imp_query(const ImpQueryArgs& a, void* stream) {
+    auto s              = static_cast<cudaStream_t>(stream);
+    float* y            = a.scratch;
+    float* act          = a.scratch + a.n_embd;
+    constexpr int kRows = kThreads / 32;  // rows per block, a warp each
+    imp_layernorm_kernel<<<1, kThreads, 0, s>>>(a);
+    BUTLER_CUDA_CHECK(cudaGetLastError());
+    imp_rows_kernel<<<unsigned((a.intdim + kRows - 1) / kRows), kThreads, 0, s>>>(a.w1, y, act, a.intdim, a.n_embd,
+                                                                                 true);
+    BUTLER_CUDA_CHECK(cudaGetLastError());
+    imp_rows_kernel<<<unsigned((a.q_width + kRows - 1) / kRows), kThreads, 0, s>>>(a.w2, act, a.out, a.q_width,
+                                                                                  a.intdim, false);
     BUTLER_CUDA_CHECK(cudaGetLastError());
 }
 

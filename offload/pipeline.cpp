@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "cpu_kernels/lse_merge.h"
+#include "predictor/device_predictor.h"
 #include "predictor/tokenbutler.h"
 #include "runtime/status.h"
 
@@ -73,6 +74,7 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
         fail(Status::Usage, "--select-on device: the {} selector has no device path (tokenbutler has one)",
              selector_->name());
     selects_on_device_ = on_device && selector_->predictor() != nullptr;
+    if (selects_on_device_) device_predictor_ = std::make_unique<DevicePredictor>(*selector_->predictor(), *device_);
 
     KvStoreShape shape;
     shape.n_layer    = n_stored;
@@ -262,7 +264,11 @@ void OffloadPipeline::select_layer(int32_t layer, const float* q, int64_t pos, s
             if (pred) {
                 BUTLER_ASSERT(imp_q_pos_[size_t(layer)] == pos, "no importance queries for layer {} at {}",
                               r.model_layer, pos);
-                r.imp_q = imp_q_.data() + (int64_t(layer) * n_head_ + int64_t(g) * n_group_) * pred->shape().d_dash;
+                const int64_t head_offset = int64_t(g) * n_group_ * pred->shape().d_dash;
+                r.imp_q_on_device         = device_predictor_ != nullptr;
+                r.imp_q = r.imp_q_on_device ? device_predictor_->queries(r.model_layer) + head_offset
+                                            : imp_q_.data() + int64_t(layer) * n_head_ * pred->shape().d_dash +
+                                                  head_offset;
             }
             selector_->select(r, o);
             picks.clear();
@@ -294,13 +300,15 @@ void OffloadPipeline::observe_hidden(int32_t model_layer, int64_t pos, const flo
     const PredictorShape& ps         = pred.shape();
     if (prediction_due(pos)) {
         const auto t0 = std::chrono::steady_clock::now();
-        pred.query(model_layer, x, pred_out_.data(), pred_scratch_.data());
+        if (device_predictor_) device_predictor_->run(model_layer, x);
+        else pred.query(model_layer, x, pred_out_.data(), pred_scratch_.data());
         for (int32_t layer : producer_consumers_[size_t(model_layer)]) {
+            imp_q_pos_[size_t(layer)] = pos;
+            if (device_predictor_) continue;  // selection reads them from device memory
             const int32_t slot = ps.slot_of(stored_model_layer_[size_t(layer)]);
             std::memcpy(imp_q_.data() + int64_t(layer) * n_head_ * ps.d_dash,
                         pred_out_.data() + int64_t(slot) * n_head_ * ps.d_dash,
                         sizeof(float) * size_t(n_head_ * ps.d_dash));
-            imp_q_pos_[size_t(layer)] = pos;
         }
         stats_.predict_ms += ms_since(t0);
         ++stats_.predictor_runs;

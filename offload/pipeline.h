@@ -34,6 +34,8 @@
 
 namespace butler {
 
+class DevicePredictor;
+
 struct OffloadStats {
     uint64_t dense_steps   = 0;                          // layer-chunks attended densely (prefill, first decode token)
     uint64_t sparse_steps  = 0;                          // layer-steps through the selector
@@ -147,6 +149,7 @@ private:
     std::vector<float> pred_out_, pred_scratch_;             // (G * n_head * d'), (n_embd + intdim)
     mutable OffloadStats stats_;
     bool selects_on_device_ = false;
+    std::unique_ptr<DevicePredictor> device_predictor_;  // selection on the device: the query MLP there too
 };
 
 }  // namespace butler

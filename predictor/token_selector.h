@@ -42,6 +42,7 @@ struct SelectionRequest {
     // (n_group, d') of the current token, made by the layer's producer.
     int32_t model_layer  = 0;
     const float* imp_q   = nullptr;
+    bool imp_q_on_device = false;  // imp_q is device memory (predictor/device_predictor.h; bound selectors only)
     // Neighbour fetching (TOKENBUTLER.md §2.5): the top half of the picks, each run of consecutive picked tokens
     // extended to the right by its own length, the rest of the budget filled in score order.
     bool neighbours = false;

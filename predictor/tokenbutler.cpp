@@ -8,6 +8,7 @@
 #include <random>
 
 #include "cpu_kernels/matmul.h"
+#include "cpu_kernels/select.h"
 #include "runtime/gguf.h"
 #include "runtime/hparams.h"
 #include "runtime/model.h"
@@ -113,27 +114,8 @@ TokenButlerPredictor::TokenButlerPredictor(const PredictorShape& shape, const Ba
 
 void TokenButlerPredictor::query(int32_t producer, const float* x, float* out, float* scratch) const {
     const Producer& p = producers_[size_t(producer / shape_.group)];
-    const int64_t E = shape_.n_embd, I = shape_.intdim;
-    float* y = scratch;      // (E) LayerNorm(x)
-    float* a = scratch + E;  // (I) SiLU(W1 y)
-    double mean = 0, var = 0;
-    for (int64_t j = 0; j < E; ++j) mean += x[j];
-    mean /= double(E);
-    for (int64_t j = 0; j < E; ++j) var += (x[j] - mean) * (x[j] - mean);
-    const float inv = float(1.0 / std::sqrt(var / double(E) + kLayerNormEps));
-    for (int64_t j = 0; j < E; ++j) y[j] = (x[j] - float(mean)) * inv * p.ln_w[size_t(j)] + p.ln_b[size_t(j)];
-    for (int64_t i = 0; i < I; ++i) {
-        const float* w = p.w1.data() + i * E;
-        float z        = 0;
-        for (int64_t j = 0; j < E; ++j) z += w[j] * y[j];
-        a[i] = z / (1.0f + std::exp(-z));
-    }
-    for (int64_t r = 0; r < shape_.q_width(); ++r) {
-        const float* w = p.w2.data() + r * I;
-        float s        = 0;
-        for (int64_t i = 0; i < I; ++i) s += w[i] * a[i];
-        out[r] = s;
-    }
+    importance_query(x, p.ln_w.data(), p.ln_b.data(), p.w1.data(), p.w2.data(), shape_.n_embd, shape_.intdim,
+                     shape_.q_width(), kLayerNormEps, out, scratch);
 }
 
 void TokenButlerPredictor::project_key(int32_t layer, int32_t g, const float* k, float* out) const {

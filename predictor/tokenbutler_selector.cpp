@@ -66,6 +66,7 @@ public:
         // candidates: the sinks and window are kept anyway).
         const float scale = 1.0f / std::sqrt(float(d_));
         if (device_ == nullptr) {
+            BUTLER_ASSERT(!r.imp_q_on_device, "importance queries in device memory for a selector on the host");
             group_softmax_mass(keys, r.imp_q, r.n_group, d_, sw.sinks, hi, scale, score_.data(), logit_.data());
             select_top(r, score_.data(), idx_, out);
             return;
@@ -142,9 +143,13 @@ void TokenButlerSelector::select_on_device(const SelectionRequest& r, const Sink
     out.clear();
     for (int64_t t = 0; t < lo; ++t) out.push_back(int32_t(t));
     if (n_pick > 0 && (n_pick < hi - lo || r.neighbours)) {
-        std::copy(r.imp_q, r.imp_q + int64_t(r.n_group) * d_, q_pinned_.as<float>());
-        score_args_ = ImpScoreArgs{keys_dev, q_pinned_.as<float>(), r.n_group, d_, lo, hi, scale,
-                                   score_dev_.as<float>(), scratch_dev_.data()};
+        const float* q = r.imp_q;
+        if (!r.imp_q_on_device) {
+            std::copy(r.imp_q, r.imp_q + int64_t(r.n_group) * d_, q_pinned_.as<float>());
+            q = q_pinned_.as<float>();
+        }
+        score_args_ = ImpScoreArgs{keys_dev, q, r.n_group, d_, lo, hi, scale, score_dev_.as<float>(),
+                                   scratch_dev_.data()};
         kt.imp_score(*stream_, &score_args_);
         if (r.neighbours) {
             // Neighbour fetching walks the picks in score order on the host: the scores come back.

@@ -228,6 +228,19 @@ size_t topk_scratch_bytes(int64_t n_cand);
 // The check every device's topk makes when it is enqueued: Error(InvalidArg) unless 0 <= k <= hi - lo.
 void check_topk_args(const TopkArgs& args, std::string_view device);
 
+// TokenButler's importance queries of one producer for one token (predictor/tokenbutler.h):
+//   out = W2 . SiLU(W1 . LayerNorm(x)),  LayerNorm(x) = (x - mean) / sqrt(var + eps) * ln_w + ln_b,
+// x (n_embd) f32 (device or pinned host memory); ln_w, ln_b (n_embd), w1 (intdim, n_embd), w2 (q_width, intdim) f32
+// row-major; out (q_width) f32; scratch: (n_embd + intdim) floats of device memory.
+struct ImpQueryArgs {
+    const float* x;
+    const float *ln_w, *ln_b, *w1, *w2;
+    int64_t n_embd, intdim, q_width;
+    float eps;
+    float* out;
+    float* scratch;
+};
+
 // The checks every device's gemv makes when it is enqueued: Error(Unsupported) naming the type when `has_kernel`
 // is false for it (or it is unknown), Error(InvalidArg) when n_cols is not a multiple of its block. `device` names
 // the device in the message. Returns the type's traits.
@@ -258,9 +271,10 @@ struct KernelTable {
     void (*scale)(Stream& stream, const ScaleArgs* args)     = nullptr;
     // Error(Unsupported) naming the type for anything but F32, F16 and BF16 (checked when enqueued).
     void (*store_row)(Stream& stream, const StoreRowArgs* args) = nullptr;
-    // TokenButler selection on the device (ImpScoreArgs, TopkArgs), enqueued like gemv.
+    // TokenButler selection on the device (ImpScoreArgs, TopkArgs, ImpQueryArgs), enqueued like gemv.
     void (*imp_score)(Stream& stream, const ImpScoreArgs* args) = nullptr;
     void (*topk)(Stream& stream, const TopkArgs* args)           = nullptr;
+    void (*imp_query)(Stream& stream, const ImpQueryArgs* args) = nullptr;
 };
 
 struct MemoryInfo {

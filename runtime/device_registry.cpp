@@ -218,6 +218,15 @@ void cpu_topk(Stream& stream, const TopkArgs* a) {
     stream.host_fn(&cpu_topk_run, const_cast<TopkArgs*>(a));
 }
 
+void cpu_imp_query_run(void* ctx) {
+    const auto& a = *static_cast<const ImpQueryArgs*>(ctx);
+    importance_query(a.x, a.ln_w, a.ln_b, a.w1, a.w2, a.n_embd, a.intdim, a.q_width, a.eps, a.out, a.scratch);
+}
+
+void cpu_imp_query(Stream& stream, const ImpQueryArgs* a) {
+    stream.host_fn(&cpu_imp_query_run, const_cast<ImpQueryArgs*>(a));
+}
+
 }  // namespace
 
 // The CPU kernels keep one value per candidate (logits, ids); the CUDA kernels need a (max, sum) per head for each of
@@ -256,7 +265,7 @@ const DTypeTraits& check_gemv_args(const GemvArgs& a, bool (*has_kernel)(uint32_
 const KernelTable& cpu_kernel_table() {
     static const KernelTable table{&cpu_attn_partial, &lse_merge, &cpu_gemv,      &cpu_rmsnorm,   &cpu_rope,
                                    &cpu_glu,          &cpu_add,   &cpu_scale,     &cpu_store_row, &cpu_imp_score,
-                                   &cpu_topk};
+                                   &cpu_topk,         &cpu_imp_query};
     return table;
 }
 

@@ -148,7 +148,7 @@ double gemv_max_rel_err(Device& device, DType type, int64_t n_rows, int64_t n_co
 
 // Checks the device's rmsnorm, rope and glu kernels against float64 (tests/test_device_kernels.cpp).
 void check_forward_kernels(Device& device);
-// Checks the device's imp_score and topk kernels against float64 and a full sort (tests/test_device_kernels.cpp).
+// Checks the device's imp_score, topk and imp_query kernels against float64 and a full sort (tests/test_device_kernels.cpp).
 void check_selection_kernels(Device& device);
 
 // The default model, or "" when it is not installed. Under CI=true a missing model fails the calling test.

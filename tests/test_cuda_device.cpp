@@ -190,7 +190,7 @@ TEST_SUITE("cuda") {
         check_forward_kernels(*dev);
     }
 
-    TEST_CASE("selection kernels on cuda: imp_score and topk against float64 and a full sort") {
+    TEST_CASE("selection kernels on cuda: imp_score, topk and imp_query against float64 and a full sort") {
         if (!have_gpu()) return;
         auto dev = make_device("cuda");
         check_selection_kernels(*dev);

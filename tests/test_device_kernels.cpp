@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The forward's row and element-wise device kernels (KernelTable rmsnorm, rope, glu, add, scale, store_row) and the
-// selection kernels (imp_score, topk) against float64 and a full sort written here,
+// selection kernels (imp_score, topk, imp_query) against float64 and a full sort written here,
 // on the cpu and emu devices; tests/test_cuda_device.cpp runs the same checks on cuda when a GPU is present.
 #include <doctest/doctest.h>
 
@@ -9,6 +9,7 @@
 #include <numeric>
 #include <algorithm>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "runtime/device.h"
@@ -257,6 +258,37 @@ void check_selection_kernels(Device& dev) {
             CHECK(got == want);
         }
     }
+    // imp_query: W2 . SiLU(W1 . LayerNorm(x)) in float64 here, at a predictor's shapes.
+    for (const auto& [E, I, QW] : {std::tuple<int64_t, int64_t, int64_t>{640, 512, 256}, {200, 72, 40}}) {
+        CAPTURE(E);
+        const std::vector<float> x = uniform(rng, size_t(E), -2.f, 6.f), ln_w = uniform(rng, size_t(E), 0.5f, 1.5f),
+                                 ln_b = uniform(rng, size_t(E), -0.2f, 0.2f), w1 = uniform(rng, size_t(I * E), -0.1f, 0.1f),
+                                 w2 = uniform(rng, size_t(QW * I), -0.2f, 0.2f);
+        double mean = 0, var = 0;
+        for (float v : x) mean += v;
+        mean /= double(E);
+        for (float v : x) var += (v - mean) * (v - mean);
+        const double inv = 1.0 / std::sqrt(var / double(E) + 1e-5);
+        std::vector<double> y(static_cast<size_t>(E)), a(static_cast<size_t>(I)), want(static_cast<size_t>(QW));
+        for (int64_t j = 0; j < E; ++j) y[size_t(j)] = (x[size_t(j)] - mean) * inv * ln_w[size_t(j)] + ln_b[size_t(j)];
+        for (int64_t i = 0; i < I; ++i) {
+            double z = 0;
+            for (int64_t j = 0; j < E; ++j) z += double(w1[size_t(i * E + j)]) * y[size_t(j)];
+            a[size_t(i)] = z / (1.0 + std::exp(-z));
+        }
+        for (int64_t r = 0; r < QW; ++r) {
+            double o = 0;
+            for (int64_t i = 0; i < I; ++i) o += double(w2[size_t(r * I + i)]) * a[size_t(i)];
+            want[size_t(r)] = o;
+        }
+        DeviceFloats xd(dev, x), lw(dev, ln_w), lb(dev, ln_b), w1d(dev, w1), w2d(dev, w2),
+            out(dev, std::vector<float>(size_t(QW), 0.f)), scratch(dev, std::vector<float>(size_t(E + I), 0.f));
+        const ImpQueryArgs q{xd.data(), lw.data(), lb.data(), w1d.data(), w2d.data(), E, I, QW, 1e-5f, out.data(),
+                             scratch.data()};
+        k.imp_query(st, &q);
+        CHECK(max_rel_err(out.read(dev), want) < 1e-5);
+    }
+
     const TopkArgs too_many{sd.data(), 0, 10, 11, nullptr, nullptr};
     CHECK_THROWS_WITH_AS(k.topk(st, &too_many), doctest::Contains("outside 0 .. 10"), Error);
 }
@@ -264,7 +296,7 @@ void check_selection_kernels(Device& dev) {
 }  // namespace butler::test
 
 TEST_SUITE("device") {
-    TEST_CASE("selection kernels on cpu and emu: imp_score and topk against float64 and a full sort") {
+    TEST_CASE("selection kernels on cpu and emu: imp_score, topk and imp_query against float64 and a full sort") {
         for (const char* spec : {"cpu", "emu:delay_us=100,seed=4"}) {
             CAPTURE(spec);
             auto dev = make_device(spec);
