@@ -176,7 +176,10 @@ __global__ void topk_write_kernel(TopkArgs a, const TopkState* st) {
         const unsigned sel = in && (key > threshold || (eq && eq_taken + eq_rank < eq_quota));
         unsigned sel_rank = 0, sel_total = 0;
         Scan(scan_tmp).ExclusiveSum(sel, sel_rank, sel_total);
-        if (sel) a.ids[written + sel_rank] = int32_t(t);
+        if (sel) {
+            a.ids[written + sel_rank] = int32_t(t);
+            if (a.id_scores) a.id_scores[written + sel_rank] = a.score[t];
+        }
         __syncthreads();
         if (threadIdx.x == 0) {
             eq_taken += eq_total;

@@ -6,7 +6,8 @@
 // projected once; the importance queries come in the request, made by the layer's producer.
 // Device path (bind_device): keys are still projected on the host (one d' x head_dim product per new token) and
 // mirrored to device memory as they are made; scoring and top-k run there (KernelTable imp_score, topk), and only the
-// picked ids come back, so a step's selection costs the host O(new tokens) instead of O(context).
+// picked ids come back (with their scores for neighbour fetching), so a step's selection costs the host O(new
+// tokens + budget) instead of O(context).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -93,7 +94,7 @@ private:
     // device memory; the argument structs live here until the stream ran them.
     Device* device_ = nullptr;
     std::unique_ptr<Stream> stream_;
-    Buffer keys_pinned_, keys_dev_, q_pinned_, ids_pinned_, score_pinned_, score_dev_, scratch_dev_;
+    Buffer keys_pinned_, keys_dev_, q_pinned_, ids_pinned_, picked_pinned_, score_pinned_, score_dev_, scratch_dev_;
     std::vector<int64_t> uploaded_;
     ImpScoreArgs score_args_{};
     TopkArgs topk_args_{};
@@ -108,6 +109,7 @@ bool TokenButlerSelector::bind_device(Device& device) {
     Buffer keys_dev    = device.alloc(key_bytes, MemKind::Device);
     Buffer q_pinned    = device.alloc(sizeof(float) * size_t(n_group * d_), MemKind::PinnedHost);
     Buffer ids_pinned  = device.alloc(sizeof(int32_t) * size_t(max_tok_), MemKind::PinnedHost);
+    Buffer picked      = device.alloc(sizeof(float) * size_t(max_tok_), MemKind::PinnedHost);
     Buffer score_pin   = device.alloc(sizeof(float) * size_t(max_tok_), MemKind::PinnedHost);
     Buffer score_dev   = device.alloc(sizeof(float) * size_t(max_tok_), MemKind::Device);
     Buffer scratch     = device.alloc(std::max(imp_score_scratch_bytes(max_tok_, n_group), topk_scratch_bytes(max_tok_)),
@@ -118,6 +120,7 @@ bool TokenButlerSelector::bind_device(Device& device) {
     keys_dev_     = std::move(keys_dev);
     q_pinned_     = std::move(q_pinned);
     ids_pinned_   = std::move(ids_pinned);
+    picked_pinned_ = std::move(picked);
     score_pinned_ = std::move(score_pin);
     score_dev_    = std::move(score_dev);
     scratch_dev_  = std::move(scratch);
@@ -142,7 +145,7 @@ void TokenButlerSelector::select_on_device(const SelectionRequest& r, const Sink
     }
     out.clear();
     for (int64_t t = 0; t < lo; ++t) out.push_back(int32_t(t));
-    if (n_pick > 0 && (n_pick < hi - lo || r.neighbours)) {
+    if (n_pick > 0 && n_pick < hi - lo) {
         const float* q = r.imp_q;
         if (!r.imp_q_on_device) {
             std::copy(r.imp_q, r.imp_q + int64_t(r.n_group) * d_, q_pinned_.as<float>());
@@ -151,18 +154,29 @@ void TokenButlerSelector::select_on_device(const SelectionRequest& r, const Sink
         score_args_ = ImpScoreArgs{keys_dev, q, r.n_group, d_, lo, hi, scale, score_dev_.as<float>(),
                                    scratch_dev_.data()};
         kt.imp_score(*stream_, &score_args_);
-        if (r.neighbours) {
-            // Neighbour fetching walks the picks in score order on the host: the scores come back.
-            stream_->copy(score_pinned_.as<float>() + lo, score_dev_.as<float>() + lo, sizeof(float) * size_t(hi - lo));
-            stream_->synchronize();
-            select_top(r, score_pinned_.as<float>(), idx_, out);
-            return;
-        }
-        topk_args_ = TopkArgs{score_dev_.as<float>(), lo, hi, n_pick, ids_pinned_.as<int32_t>(), scratch_dev_.data()};
+        float* picked_scores = r.neighbours ? picked_pinned_.as<float>() : nullptr;
+        topk_args_ = TopkArgs{score_dev_.as<float>(), lo,           hi, n_pick, ids_pinned_.as<int32_t>(),
+                              picked_scores,          scratch_dev_.data()};
         kt.topk(*stream_, &topk_args_);
         stream_->synchronize();
         const int32_t* ids = ids_pinned_.as<int32_t>();
-        out.insert(out.end(), ids, ids + n_pick);
+        if (!r.neighbours) {
+            out.insert(out.end(), ids, ids + n_pick);
+        } else {
+            // Neighbour fetching (the best half, its runs, then the rest in score order) reads the scores of the
+            // n_pick best only, placed at their ids: the fill from the best n_pick always reaches n_pick (every one
+            // of them is either added or already in as a neighbour, and the neighbours already in count too).
+            float* score = score_pinned_.as<float>();
+            idx_.clear();
+            for (int64_t i = 0; i < n_pick; ++i) {
+                score[ids[i]] = picked_scores[i];
+                idx_.push_back(ids[i]);
+            }
+            const size_t first = out.size();
+            expand_with_neighbours(score, idx_, n_pick, hi, out);
+            BUTLER_ASSERT(int64_t(out.size() - first) == n_pick, "neighbour fetching picked {} of {}",
+                          out.size() - first, n_pick);
+        }
     } else {
         stream_->synchronize();  // the key upload reads keys this call may rewrite after a reset
         for (int64_t t = lo; t < lo + n_pick; ++t) out.push_back(int32_t(t));

@@ -216,12 +216,13 @@ size_t imp_score_scratch_bytes(int64_t n_cand, int32_t n_group);
 
 // The k best candidates of [lo, hi) as ascending token ids: ids (k) = the t with the k largest score[t] (finite
 // scores; ties go to the lower id, as predictor/token_selector.h select_top), sorted; 0 <= k <= hi - lo. score as
-// ImpScoreArgs writes it; ids: device or pinned host memory; scratch: topk_scratch_bytes(hi - lo) bytes of device
-// memory.
+// ImpScoreArgs writes it; ids: device or pinned host memory; id_scores (k): null or, like ids, the picked scores
+// (id_scores[i] = score[ids[i]]); scratch: topk_scratch_bytes(hi - lo) bytes of device memory.
 struct TopkArgs {
     const float* score;
     int64_t lo, hi, k;
     int32_t* ids;
+    float* id_scores;
     void* scratch;
 };
 size_t topk_scratch_bytes(int64_t n_cand);

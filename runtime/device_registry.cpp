@@ -211,6 +211,8 @@ void cpu_imp_score(Stream& stream, const ImpScoreArgs* a) {
 void cpu_topk_run(void* ctx) {
     const auto& a = *static_cast<const TopkArgs*>(ctx);
     top_k_ids(a.score, a.lo, a.hi, a.k, a.ids, static_cast<int32_t*>(a.scratch));
+    if (a.id_scores)
+        for (int64_t i = 0; i < a.k; ++i) a.id_scores[i] = a.score[a.ids[i]];
 }
 
 void cpu_topk(Stream& stream, const TopkArgs* a) {

@@ -250,12 +250,17 @@ void check_selection_kernels(Device& dev) {
             std::vector<int32_t> want(order.begin(), order.begin() + want_k);
             std::sort(want.begin(), want.end());
             Buffer ids     = dev.alloc(sizeof(int32_t) * size_t(std::max<int64_t>(want_k, 1)), MemKind::PinnedHost);
+            Buffer picked = dev.alloc(sizeof(float) * size_t(std::max<int64_t>(want_k, 1)), MemKind::PinnedHost);
             Buffer scratch = dev.alloc(topk_scratch_bytes(hi - lo), MemKind::Device);
-            const TopkArgs a{sd.data(), lo, hi, want_k, ids.as<int32_t>(), scratch.data()};
+            const TopkArgs a{sd.data(), lo, hi, want_k, ids.as<int32_t>(), picked.as<float>(), scratch.data()};
             k.topk(st, &a);
             st.synchronize();
             const std::vector<int32_t> got(ids.as<int32_t>(), ids.as<int32_t>() + want_k);
             CHECK(got == want);
+            int64_t n_bad = 0;
+            for (int64_t i = 0; i < want_k && got == want; ++i)
+                n_bad += picked.as<float>()[i] != scores[size_t(want[size_t(i)])];
+            CHECK(n_bad == 0);
         }
     }
     // imp_query: W2 . SiLU(W1 . LayerNorm(x)) in float64 here, at a predictor's shapes.
@@ -289,7 +294,7 @@ void check_selection_kernels(Device& dev) {
         CHECK(max_rel_err(out.read(dev), want) < 1e-5);
     }
 
-    const TopkArgs too_many{sd.data(), 0, 10, 11, nullptr, nullptr};
+    const TopkArgs too_many{sd.data(), 0, 10, 11, nullptr, nullptr, nullptr};
     CHECK_THROWS_WITH_AS(k.topk(st, &too_many), doctest::Contains("outside 0 .. 10"), Error);
 }
 
