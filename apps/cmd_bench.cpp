@@ -53,6 +53,7 @@ struct BenchOptions {
     int interval      = 1;
     std::string neighbours = "off";
     std::string copy_path  = "gather";
+    std::string select_on;  // empty: the device on cuda, the host elsewhere
     std::string file;  // prompt text (repeated to the context); default: the held-apart text of scripts/fetch-text
     std::string json_path;
     std::string plot;
@@ -272,6 +273,7 @@ int run_bench(const BenchOptions& o) {
     oo.interval      = o.interval;
     oo.neighbours    = o.neighbours;
     oo.copy_path     = o.copy_path;
+    oo.select_on     = o.select_on;
     std::string selector = o.selector;
     if (selector.empty()) {
         try {
@@ -320,6 +322,9 @@ int run_bench(const BenchOptions& o) {
     j["selector"]     = selector;
     j["interval"]     = o.interval;
     j["neighbours"]   = o.neighbours;
+    const bool on_device = base.select_on == SelectOn::Device ||
+                           (base.select_on == SelectOn::Auto && o.device.rfind("cuda", 0) == 0);
+    j["select_on"] = is_tokenbutler_selector(selector) && on_device ? "device" : "host";
     j["copy_path"]    = o.copy_path;
     j["synthetic_kv"] = o.synthetic_kv;
     j["n_steps"]      = o.n_steps;
@@ -371,6 +376,8 @@ Action register_bench(CLI::App& sub) {
     sub.add_option("--interval", o->interval, "prediction interval (default 1)")->check(CLI::PositiveNumber);
     sub.add_option("--neighbours", o->neighbours, "neighbour fetching on|off (default off)")
         ->check(CLI::IsMember({"on", "off"}));
+    sub.add_option("--select-on", o->select_on, "where the tokenbutler selector scores and picks: device (the "
+                   "default on cuda) or host (the default on cpu and emu)");
     sub.add_option("--copy", o->copy_path, "how rows reach the device: gather (default; on cuda one kernel per layer "
                    "reading mapped pinned memory) or memcpy (one copy per contiguous run)");
     sub.add_option("-f,--file", o->file, "prompt text, repeated to the context (default: kjv-john.txt of scripts/fetch-text)");

@@ -5,9 +5,12 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 
 #include "apps/common.h"
+#include "predictor/tokenbutler.h"
 #include "runtime/gguf.h"
+#include "runtime/model.h"
 #include "runtime/random_model.h"
 #include "runtime/status.h"
 
@@ -21,6 +24,7 @@ struct MakeModelOptions {
     int32_t n_layer = 0;
     int32_t n_vocab = 0;
     uint64_t seed = 1;
+    bool predictor = false;
 };
 
 DType parse_type(const std::string& name) {
@@ -55,6 +59,17 @@ int run_make_model(const MakeModelOptions& o) {
     w.write(o.out);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::fprintf(stderr, "wrote %s in %.1f s\n", o.out.c_str(), s);
+    if (o.predictor) {
+        // Seeded, untrained: its picks are arbitrary, its cost is a trained predictor's (latency measurements).
+        const auto model       = Model::load(o.out);
+        const PredictorShape ps = PredictorShape::of(model->hparams(), 4, 16, 512);
+        const TokenButlerPredictor pred(ps, BaseModelIdentity::of(*model), o.seed);
+        const std::filesystem::path out(o.out);
+        const std::string path = (out.parent_path() / (out.stem().string() + ".tokenbutler.gguf")).string();
+        pred.save(path);
+        std::fprintf(stderr, "wrote %s: an untrained TokenButler predictor (%llu parameters) for timing runs\n",
+                     path.c_str(), static_cast<unsigned long long>(ps.n_params()));
+    }
     return 0;
 }
 
@@ -70,6 +85,9 @@ Action register_make_model(CLI::App& sub) {
     sub.add_option("--n-layer", o->n_layer, "override the layer count (0: the real one; for tests)");
     sub.add_option("--n-vocab", o->n_vocab, "override the vocabulary size (0: the real one; for tests)");
     sub.add_option("--seed", o->seed, "random seed")->capture_default_str();
+    sub.add_flag("--predictor", o->predictor,
+                 "also write an untrained (seeded) TokenButler predictor beside it, OUT-STEM.tokenbutler.gguf, which "
+                 "the tokenbutler selector finds by default: its picks are arbitrary, its cost is real (benchmarks)");
     return [o] { return run_make_model(*o); };
 }
 

@@ -2,7 +2,8 @@
 # Runs on the GPU machine (device tool, carry [".device"], after scripts/gpu-pack here) and writes under $OUT:
 #   1. the cuda, device and offload test suites (the CUDA kernels against their CPU references);
 #   2. bench_copy: the gather kernel vs one cudaMemcpyAsync per run vs one contiguous copy;
-#   3. butler bench on a random Llama-3.1-8B-shape Q4_K file under an 8 GiB cap, synthetic K/V, 32K and 128K;
+#   3. butler bench on a random Llama-3.1-8B-shape Q4_K file (with an untrained predictor beside it, so the
+#      tokenbutler selector runs, scoring and picking on the GPU) under an 8 GiB cap, synthetic K/V, 32K and 128K;
 #   4. ../shared/anchors/hf_offload_bench.py at the same contexts, in the same run (the peer).
 # STEPS (default "tests copy bench hf") picks a subset; each step's log is $OUT/<step>.log.
 set -uo pipefail
@@ -22,7 +23,7 @@ for s in $steps; do
         tests) "$B/butler_tests" -ts=cuda,device,offload ;;
         copy) "$B/bench_copy" --device cuda --json "$OUT/bench_copy.json" ;;
         bench)
-            [ -f /tmp/l8b.gguf ] || "$B/butler" make-random-model --like llama-3.1-8b --type Q4_K --out /tmp/l8b.gguf
+            [ -f /tmp/l8b.gguf ] || "$B/butler" make-random-model --like llama-3.1-8b --type Q4_K --predictor --out /tmp/l8b.gguf
             "$B/butler" bench -m /tmp/l8b.gguf -c "$ctx" --budget 5%,10% --device cuda:mem=8GiB --synthetic-kv \
                 --interval 4 --neighbours on --json "$OUT/bench-8b.json" ;;
         hf) python3 .device/anchors/hf_offload_bench.py "$(echo "$ctx" | sed 's/K/*1024/g' | tr ',' '\n' |

@@ -240,6 +240,8 @@ std::string default_predictor_path(const std::string& model_path, PredictorUse u
     if (use == PredictorUse::EveryLayer) files.push_back(stem + ".tokenbutler-all-layers.gguf");
     files.push_back(stem + ".tokenbutler.gguf");
     std::vector<std::filesystem::path> dirs;
+    dirs.push_back(std::filesystem::path(model_path).parent_path());  // beside the model first
+    if (dirs.back().empty()) dirs.back() = ".";
 #ifdef BUTLER_SOURCE_PREDICTORS
     dirs.emplace_back(BUTLER_SOURCE_PREDICTORS);
 #endif

@@ -123,7 +123,7 @@ void producer_forward(const TokenButlerPredictor::Producer& pr, const PredictorS
 enum class PredictorUse { Runtime, EveryLayer };
 
 // Resolves the selector argument "tokenbutler[:PATH]" for a base model: PATH when given, else $BUTLER_PREDICTOR,
-// else the shipped predictor for the model's file name in the source tree's predictors/ or
+// else the predictor for the model's file name beside the model file, in the source tree's predictors/ or in
 // <prefix>/share/butler/predictors: <stem>.tokenbutler.gguf (fitted to the runtime's sparse layers) for
 // PredictorUse::Runtime; <stem>.tokenbutler-all-layers.gguf (fitted to every layer >= 1) for EveryLayer, falling
 // back to the runtime file. Error(Io) naming the places looked at when there is none.

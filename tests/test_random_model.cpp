@@ -5,12 +5,16 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "cpu_kernels/quant.h"
+#include "predictor/tokenbutler.h"
 #include "runtime/gguf.h"
 #include "runtime/model.h"
 #include "runtime/random_model.h"
@@ -163,6 +167,28 @@ TEST_SUITE("random_model") {
                 }
             }
         }
+    }
+
+    TEST_CASE("--predictor writes an untrained predictor beside the model; bench finds it and selects on the device") {
+        TempDir dir;
+        const std::string model = dir.file("g8.gguf");
+        const CliResult made = run_cli({"make-random-model", "--like", "gemma-3-270m", "--n-layer", "8", "--n-vocab",
+                                        "1024", "--predictor", "--out", model});
+        REQUIRE_MESSAGE(made.exit_code == 0, made.err);
+        const std::string pred_path = dir.file("g8.tokenbutler.gguf");
+        REQUIRE(std::filesystem::is_regular_file(pred_path));
+        auto m    = Model::load(model);
+        auto pred = TokenButlerPredictor::load(pred_path, nullptr);
+        CHECK(pred->base().matches(BaseModelIdentity::of(*m)));
+        CHECK(default_predictor_path(model) == pred_path);
+        const CliResult r = run_cli({"bench", "-m", model, "-c", "96", "--budget", "25%", "-n", "2", "--synthetic-kv",
+                                     "--modes", "sparse", "--select-on", "device", "--json", "-"});
+        REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+        const nlohmann::json j = nlohmann::json::parse(r.out);
+        CHECK(j["selector"] == "tokenbutler");
+        CHECK(j["select_on"] == "device");
+        REQUIRE(j["rows"].size() == 1);
+        CHECK(j["rows"][0]["predictor_share"].get<double>() > 0);
     }
 
     TEST_CASE("bad input: unknown model or type, exit 1 naming it") {
