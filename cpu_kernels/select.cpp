@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "cpu_kernels/quant.h"
+#include "cpu_kernels/simd_math.h"
 #include "runtime/dtype.h"
 
 namespace butler {
@@ -20,6 +21,23 @@ void add_softmax(const float* logit, int64_t n, float* acc, float scale) {
     for (int64_t t = 0; t < n; ++t) acc[t] += float(std::exp(double(logit[t] - m)) * inv);
 }
 
+namespace {
+
+// scale * q . k over d values.
+inline float scaled_dot(const float* q, const float* k, int32_t d, float scale) {
+    int32_t e = 0;
+    float s   = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 acc = _mm256_setzero_ps();
+    for (; e + 8 <= d; e += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + e), _mm256_loadu_ps(k + e), acc);
+    s = simd::hsum(acc);
+#endif
+    for (; e < d; ++e) s += q[e] * k[e];
+    return s * scale;
+}
+
+}  // namespace
+
 void group_softmax_mass(const float* keys, const float* q, int32_t n_group, int32_t d, int64_t lo, int64_t hi,
                         float scale, float* score, float* logit) {
     const int64_t n = hi - lo;
@@ -27,13 +45,32 @@ void group_softmax_mass(const float* keys, const float* q, int32_t n_group, int3
     std::fill(score + lo, score + hi, 0.0f);
     for (int32_t h = 0; h < n_group; ++h) {
         const float* qh = q + int64_t(h) * d;
+        float m         = -std::numeric_limits<float>::infinity();
         for (int64_t t = lo; t < hi; ++t) {
-            const float* k = keys + t * d;
-            float s        = 0;
-            for (int32_t e = 0; e < d; ++e) s += qh[e] * k[e];
-            logit[t - lo] = s * scale;
+            logit[t - lo] = scaled_dot(qh, keys + t * d, d, scale);
+            m             = std::max(m, logit[t - lo]);
         }
-        add_softmax(logit, n, score + lo);
+        // exp(l - max) in place (vector exp, relative error ~1e-7), summed in double.
+        int64_t i  = 0;
+        double sum = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+        const __m256 vm = _mm256_set1_ps(m);
+        __m256d lo4 = _mm256_setzero_pd(), hi4 = _mm256_setzero_pd();
+        for (; i + 8 <= n; i += 8) {
+            const __m256 e = simd::exp256(_mm256_sub_ps(_mm256_loadu_ps(logit + i), vm));
+            _mm256_storeu_ps(logit + i, e);
+            lo4 = _mm256_add_pd(lo4, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+            hi4 = _mm256_add_pd(hi4, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+        }
+        sum = simd::hsum(lo4) + simd::hsum(hi4);
+#endif
+        for (; i < n; ++i) {
+            logit[i] = std::exp(logit[i] - m);
+            sum += logit[i];
+        }
+        const float inv = float(1.0 / sum);
+        float* acc      = score + lo;
+        for (int64_t t = 0; t < n; ++t) acc[t] += logit[t] * inv;
     }
 }
 
