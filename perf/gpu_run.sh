@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (device tool, carry [".device"], after scripts/gpu-pack here) and writes under $OUT:
 #   1. the cuda, device and offload test suites (the CUDA kernels against their CPU references);
-#   2. bench_copy: the gather kernel vs one cudaMemcpyAsync per run vs one contiguous copy;
+#   2. bench_copy: the gather kernel vs one cudaMemcpyAsync per run vs one contiguous copy; bench_select: one
+#      TokenButler selection (scores + top-k) per (layer, KV head) on the GPU at 8K..128K candidates;
 #   3. butler bench on a random Llama-3.1-8B-shape Q4_K file (with an untrained predictor beside it, so the
 #      tokenbutler selector runs, scoring and picking on the GPU) under an 8 GiB cap, synthetic K/V, 32K and 128K;
 #   4. ../shared/anchors/hf_offload_bench.py at the same contexts, in the same run (the peer).
@@ -21,7 +22,8 @@ for s in $steps; do
     echo "== $s"
     case $s in
         tests) "$B/butler_tests" -ts=cuda,device,offload ;;
-        copy) "$B/bench_copy" --device cuda --json "$OUT/bench_copy.json" ;;
+        copy) "$B/bench_copy" --device cuda --json "$OUT/bench_copy.json" &&
+                "$B/bench_select" --device cuda --json "$OUT/bench_select.json" ;;
         bench)
             [ -f /tmp/l8b.gguf ] || "$B/butler" make-random-model --like llama-3.1-8b --type Q4_K --predictor --out /tmp/l8b.gguf
             "$B/butler" bench -m /tmp/l8b.gguf -c "$ctx" --budget 5%,10% --device cuda:mem=8GiB --synthetic-kv \
