@@ -68,6 +68,7 @@ struct Row {
     double ttft_s = -1, tpot_ms = 0, tpot_mean_ms = 0;
     double bytes_per_token = 0, device_mib = 0, predictor_share = 0, hit_rate = 0;
     int64_t slots = 0;
+    std::string select_on, select_on_note;  // where the selector scored and picked; why not on the device
 
     nlohmann::json json() const {
         nlohmann::json j = {{"context", context}, {"mode", mode}, {"fits", fits}};
@@ -84,6 +85,8 @@ struct Row {
         j["predictor_share"] = predictor_share;
         j["hit_rate"]        = hit_rate;
         j["slots_per_head"]  = slots;
+        if (!select_on.empty()) j["select_on"] = select_on;
+        if (!select_on_note.empty()) j["select_on_note"] = select_on_note;
         return j;
     }
 };
@@ -187,6 +190,8 @@ Row run_one(const std::shared_ptr<const Model>& model, const BenchOptions& o, co
         row.predictor_share    = total > 0 ? st.predict_ms / total : 0;
         row.hit_rate           = st.copy.hit_rate();
         row.slots              = pipe->n_slots();
+        row.select_on          = pipe->selects_on_device() ? "device" : "host";
+        row.select_on_note     = pipe->select_on_device_note();
         const MemoryInfo mem   = pipe->device().memory_info();
         row.device_mib         = double(mem.total_bytes - mem.free_bytes) / double(1 << 20);
     }
@@ -322,9 +327,6 @@ int run_bench(const BenchOptions& o) {
     j["selector"]     = selector;
     j["interval"]     = o.interval;
     j["neighbours"]   = o.neighbours;
-    const bool on_device = base.select_on == SelectOn::Device ||
-                           (base.select_on == SelectOn::Auto && o.device.rfind("cuda", 0) == 0);
-    j["select_on"] = is_tokenbutler_selector(selector) && on_device ? "device" : "host";
     j["copy_path"]    = o.copy_path;
     j["synthetic_kv"] = o.synthetic_kv;
     j["n_steps"]      = o.n_steps;

@@ -70,11 +70,21 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
                                  "the model's weights and the sliding-window layers' K/V (resident on a GPU)");
     const bool on_device = config_.select_on == SelectOn::Device ||
                            (config_.select_on == SelectOn::Auto && device_->name().rfind("cuda", 0) == 0);
-    if (on_device && !selector_->bind_device(*device_) && config_.select_on == SelectOn::Device)
+    if (on_device && selector_->predictor() == nullptr && config_.select_on == SelectOn::Device)
         fail(Status::Usage, "--select-on device: the {} selector has no device path (tokenbutler has one)",
              selector_->name());
-    selects_on_device_ = on_device && selector_->predictor() != nullptr;
-    if (selects_on_device_) device_predictor_ = std::make_unique<DevicePredictor>(*selector_->predictor(), *device_);
+    if (on_device && selector_->predictor() != nullptr) {
+        // What selection keeps on the device (the importance keys: n_stored x n_head_kv x n_ctx x d' floats) may
+        // not fit beside the weights and slots; asked for explicitly that is an error, by default the host selects.
+        try {
+            device_predictor_  = std::make_unique<DevicePredictor>(*selector_->predictor(), *device_);
+            selects_on_device_ = selector_->bind_device(*device_);
+        } catch (const Error& e) {
+            if (e.status() != Status::Oom || config_.select_on == SelectOn::Device) throw;
+            device_predictor_.reset();
+            select_on_device_note_ = e.what();
+        }
+    }
 
     KvStoreShape shape;
     shape.n_layer    = n_stored;

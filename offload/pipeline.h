@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "offload/budget.h"
@@ -89,6 +90,9 @@ public:
     int32_t n_slots() const { return slots_->n_slots(); }
     // True when the selector scores and picks on the device (OffloadConfig::select_on).
     bool selects_on_device() const { return selects_on_device_; }
+    // Why selection stays on the host although select_on is Auto and the device is cuda (what did not fit); empty
+    // otherwise.
+    const std::string& select_on_device_note() const { return select_on_device_note_; }
 
 private:
     void attend_dense(int32_t layer, const float* q, int64_t n_tok, int64_t pos0, float* out);
@@ -149,6 +153,7 @@ private:
     std::vector<float> pred_out_, pred_scratch_;             // (G * n_head * d'), (n_embd + intdim)
     mutable OffloadStats stats_;
     bool selects_on_device_ = false;
+    std::string select_on_device_note_;
     std::unique_ptr<DevicePredictor> device_predictor_;  // selection on the device: the query MLP there too
 };
 

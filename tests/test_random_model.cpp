@@ -186,8 +186,8 @@ TEST_SUITE("random_model") {
         REQUIRE_MESSAGE(r.exit_code == 0, r.err);
         const nlohmann::json j = nlohmann::json::parse(r.out);
         CHECK(j["selector"] == "tokenbutler");
-        CHECK(j["select_on"] == "device");
         REQUIRE(j["rows"].size() == 1);
+        CHECK(j["rows"][0]["select_on"] == "device");
         CHECK(j["rows"][0]["predictor_share"].get<double>() > 0);
     }
 
