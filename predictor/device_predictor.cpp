@@ -18,7 +18,6 @@ DevicePredictor::DevicePredictor(const TokenButlerPredictor& predictor, Device& 
     out_           = device.alloc(sizeof(float) * size_t(ps.n_producers() * QW), MemKind::Device);
     scratch_       = device.alloc(sizeof(float) * size_t(E + I), MemKind::Device);
     x_pinned_      = device.alloc(sizeof(float) * size_t(E), MemKind::PinnedHost);
-    device_bytes_  = out_.n_bytes() + scratch_.n_bytes();
     for (int32_t p = 0; p < ps.n_producers(); ++p) {
         const TokenButlerPredictor::Producer& pr = predictor.producers()[size_t(p)];
         float* s = staging.as<float>();
@@ -33,7 +32,6 @@ DevicePredictor::DevicePredictor(const TokenButlerPredictor& predictor, Device& 
         args_.push_back(ImpQueryArgs{x_pinned_.as<float>(), d, d + E, d + 2 * E, d + 2 * E + I * E, E, I, QW,
                                      TokenButlerPredictor::kLayerNormEps, out_.as<float>() + int64_t(p) * QW,
                                      scratch_.as<float>()});
-        device_bytes_ += per_producer;
         weights_.push_back(std::move(w));
     }
 }

@@ -31,7 +31,6 @@ public:
     // Device memory: the query heads' queries (n_head, d') of consumer model layer `layer` (>= 1) from the last run()
     // of its producer.
     const float* queries(int32_t layer) const;
-    uint64_t device_bytes() const { return device_bytes_; }
 
 private:
     const TokenButlerPredictor& predictor_;
@@ -40,7 +39,6 @@ private:
     std::vector<Buffer> weights_;  // per producer: ln_w | ln_b | w1 | w2 in one buffer
     Buffer x_pinned_, out_, scratch_;
     std::vector<ImpQueryArgs> args_;  // per producer
-    uint64_t device_bytes_ = 0;
 };
 
 }  // namespace butler
