@@ -23,22 +23,25 @@ void add_softmax(const float* logit, int64_t n, float* acc, float scale) {
 
 namespace {
 
-// scale * q . k over d values.
-inline float scaled_dot(const float* q, const float* k, int32_t d, float scale) {
+// scale * q . k over d values, k IEEE half.
+inline float scaled_dot(const float* q, const uint16_t* k, int32_t d, float scale) {
     int32_t e = 0;
     float s   = 0;
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
     __m256 acc = _mm256_setzero_ps();
-    for (; e + 8 <= d; e += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + e), _mm256_loadu_ps(k + e), acc);
+    for (; e + 8 <= d; e += 8) {
+        const __m256 kf = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k + e)));
+        acc             = _mm256_fmadd_ps(_mm256_loadu_ps(q + e), kf, acc);
+    }
     s = simd::hsum(acc);
 #endif
-    for (; e < d; ++e) s += q[e] * k[e];
+    for (; e < d; ++e) s += q[e] * f16_to_f32(k[e]);
     return s * scale;
 }
 
 }  // namespace
 
-void group_softmax_mass(const float* keys, const float* q, int32_t n_group, int32_t d, int64_t lo, int64_t hi,
+void group_softmax_mass(const uint16_t* keys, const float* q, int32_t n_group, int32_t d, int64_t lo, int64_t hi,
                         float scale, float* score, float* logit) {
     const int64_t n = hi - lo;
     if (n <= 0) return;

@@ -14,9 +14,10 @@ namespace butler {
 void add_softmax(const float* logit, int64_t n, float* acc, float scale = 1.0f);
 
 // TokenButler's group mass over candidates [lo, hi): score[t] = sum over the n_group heads h of
-// softmax_t(scale * q[h] . keys[t]), keys (>= hi, d) rows, q (n_group, d). Writes score[lo, hi) only; logit: scratch
-// of hi - lo floats. AVX2 dot products and exp (relative error ~1e-7), the softmax sums in double.
-void group_softmax_mass(const float* keys, const float* q, int32_t n_group, int32_t d, int64_t lo, int64_t hi,
+// softmax_t(scale * q[h] . keys[t]), keys (>= hi, d) IEEE half rows, q (n_group, d). Writes score[lo, hi) only;
+// logit: scratch of hi - lo floats. AVX2 dot products (keys widened by F16C) and exp (relative error ~1e-7), the
+// softmax sums in double.
+void group_softmax_mass(const uint16_t* keys, const float* q, int32_t n_group, int32_t d, int64_t lo, int64_t hi,
                         float scale, float* score, float* logit);
 
 // ids (k) = the candidates t in [lo, hi) with the k largest score[t] (ties to the lower id), ascending; 0 <= k <=

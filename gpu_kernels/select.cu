@@ -13,6 +13,7 @@
 // the threshold and the first `remaining` keys equal to it (ties to the lower id), so the ids come out ascending.
 // imp_query: LayerNorm in one block, then a warp per row of W1 (with SiLU) and of W2.
 #include <cub/block/block_scan.cuh>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -29,6 +30,8 @@ constexpr int kMaxBlocks  = 1024;  // runtime/device_registry.cpp sizes the scra
 constexpr int kMaxGroup   = 16;
 constexpr int kMaxDim     = 128;
 constexpr int kScanThreads = 1024;
+
+__device__ float half_bits_to_float(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 
 // (m1, s1) and (m2, s2): sum_i exp(x_i - m) of two sets, folded into one; an empty set is (-inf, 0).
 __device__ void fold(float& m, float& s, float m2, float s2) {
@@ -50,10 +53,10 @@ __global__ void imp_partials_kernel(ImpScoreArgs a, float* partials) {
     }
     for (int64_t t = a.lo + int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < a.hi;
          t += int64_t(gridDim.x) * blockDim.x) {
-        const float* k = a.keys + t * a.d;
+        const uint16_t* k = a.keys + t * a.d;
         for (int h = 0; h < a.n_group; ++h) {
             float l = 0.f;
-            for (int e = 0; e < a.d; ++e) l += q[h * a.d + e] * k[e];
+            for (int e = 0; e < a.d; ++e) l += q[h * a.d + e] * half_bits_to_float(k[e]);
             fold(m[h], s[h], l * a.scale, 1.f);
         }
     }
@@ -94,11 +97,11 @@ __global__ void imp_score_kernel(ImpScoreArgs a, const float* stats) {
     __syncthreads();
     const int64_t t = a.lo + int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (t >= a.hi) return;
-    const float* k = a.keys + t * a.d;
-    float score    = 0.f;
+    const uint16_t* k = a.keys + t * a.d;
+    float score       = 0.f;
     for (int h = 0; h < a.n_group; ++h) {
         float l = 0.f;
-        for (int e = 0; e < a.d; ++e) l += q[h * a.d + e] * k[e];
+        for (int e = 0; e < a.d; ++e) l += q[h * a.d + e] * half_bits_to_float(k[e]);
         score += expf(l * a.scale - stats[h * 2]) / stats[h * 2 + 1];
     }
     a.score[t] = score;

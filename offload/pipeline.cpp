@@ -74,7 +74,7 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
         fail(Status::Usage, "--select-on device: the {} selector has no device path (tokenbutler has one)",
              selector_->name());
     if (on_device && selector_->predictor() != nullptr) {
-        // What selection keeps on the device (the importance keys: n_stored x n_head_kv x n_ctx x d' floats) may
+        // What selection keeps on the device (the importance keys: n_stored x n_head_kv x n_ctx x d' halves) may
         // not fit beside the weights and slots; asked for explicitly that is an error, by default the host selects.
         try {
             device_predictor_  = std::make_unique<DevicePredictor>(*selector_->predictor(), *device_);

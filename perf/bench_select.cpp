@@ -17,6 +17,7 @@
 
 #include "perf/harness.h"
 #include "runtime/device.h"
+#include "runtime/dtype.h"
 #include "runtime/status.h"
 
 using namespace butler;
@@ -50,9 +51,9 @@ int main(int argc, char** argv) {
         nlohmann::json rows = nlohmann::json::array();
         for (const int64_t n : contexts) {
             const int64_t picks = std::max<int64_t>(1, int64_t(std::ceil(keep * double(n))));
-            std::vector<float> keys_host(size_t(n * d));
-            for (float& x : keys_host) x = g(rng);
-            Buffer keys    = dev->alloc(sizeof(float) * keys_host.size(), MemKind::Device);
+            std::vector<uint16_t> keys_host(size_t(n * d));  // importance keys are IEEE half
+            for (uint16_t& x : keys_host) x = f32_to_f16(g(rng));
+            Buffer keys    = dev->alloc(sizeof(uint16_t) * keys_host.size(), MemKind::Device);
             Buffer q       = dev->alloc(sizeof(float) * size_t(n_group * d), MemKind::PinnedHost);
             Buffer score   = dev->alloc(sizeof(float) * size_t(n), MemKind::Device);
             Buffer ids     = dev->alloc(sizeof(int32_t) * size_t(picks), MemKind::PinnedHost);
@@ -60,7 +61,7 @@ int main(int argc, char** argv) {
                                         MemKind::Device);
             stream.copy(keys.data(), keys_host.data(), keys.n_bytes());
             for (int32_t i = 0; i < n_group * d; ++i) q.as<float>()[i] = 2.f * g(rng);
-            const ImpScoreArgs sa{keys.as<float>(), q.as<float>(), n_group, d, 0, n, 1.0f / std::sqrt(float(d)),
+            const ImpScoreArgs sa{keys.as<uint16_t>(), q.as<float>(), n_group, d, 0, n, 1.0f / std::sqrt(float(d)),
                                   score.as<float>(), scratch.data()};
             const TopkArgs ta{score.as<float>(), 0, n, picks, ids.as<int32_t>(), nullptr, scratch.data()};
             auto once = [&] {

@@ -3,7 +3,10 @@
 // sum_h softmax(q'_h.k'/sqrt(d')) over the candidates, top picks outside sinks and
 // the recent window (TOKENBUTLER.md §2.4). The importance keys k' = K . W_K are cached per (stored layer, KV head,
 // token) and appended as tokens leave the recent window (before that the window covers them), so each key is
-// projected once; the importance queries come in the request, made by the layer's producer.
+// projected once; the importance queries come in the request, made by the layer's producer. The keys are kept in
+// IEEE half (relative rounding 2^-11, far below what separates picks; the scores are f32 products): n_stored x
+// n_head_kv x n_ctx x d' values are 1 GiB for Llama-3.1-8B at 128K (2 GiB in f32), device memory that a small GPU
+// needs for the K/V rows it streams.
 // Device path (bind_device): keys are still projected on the host (one d' x head_dim product per new token) and
 // mirrored to device memory as they are made; scoring and top-k run there (KernelTable imp_score, topk), and only the
 // picked ids come back (with their scores for neighbour fetching), so a step's selection costs the host O(new
@@ -17,11 +20,14 @@
 #include "predictor/token_selector.h"
 #include "predictor/tokenbutler.h"
 #include "runtime/device.h"
+#include "runtime/dtype.h"
 #include "runtime/status.h"
 
 namespace butler {
 
 namespace {
+
+constexpr float kHalfMax = 65504.0f;  // the largest finite IEEE half
 
 class TokenButlerSelector final : public TokenSelector {
 public:
@@ -56,11 +62,14 @@ public:
         const float* wk      = p_->key_proj(r.model_layer, r.g);
         const int32_t hd     = kv.head_dim;
         const int64_t head   = int64_t(r.layer) * n_head_kv_ + r.g;
-        float* keys          = keys_host_ + head * max_tok_ * d_;
+        uint16_t* keys       = keys_host_ + head * max_tok_ * d_;
         int64_t& done        = projected_[size_t(head)];
         for (int64_t t = done; t < hi; ++t) {
             const uint8_t* k = kv.k_row(r.g, t);
-            for (int32_t e = 0; e < d_; ++e) keys[t * d_ + e] = dot_kv_row(kv.type, k, wk + int64_t(e) * hd, hd);
+            for (int32_t e = 0; e < d_; ++e) {
+                const float v    = dot_kv_row(kv.type, k, wk + int64_t(e) * hd, hd);
+                keys[t * d_ + e] = f32_to_f16(std::clamp(v, -kHalfMax, kHalfMax));  // no inf into the softmax
+            }
         }
         done = std::max(done, hi);
         // Predicted attention mass of each candidate, summed over the group's query heads (softmax over the
@@ -76,25 +85,26 @@ public:
     }
 
 private:
-    void select_on_device(const SelectionRequest& r, const SinksWindow& sw, int64_t head, const float* keys,
+    void select_on_device(const SelectionRequest& r, const SinksWindow& sw, int64_t head, const uint16_t* keys,
                           float scale, std::vector<int32_t>& out);
 
     std::shared_ptr<const TokenButlerPredictor> p_;
     int32_t n_head_kv_;
     int64_t max_tok_;
     int32_t d_;
-    std::vector<float> keys_;         // (n_layer, n_head_kv, max_tok, d') until bind_device moves them to pinned memory
-    float* keys_host_ = nullptr;      // keys_ or keys_pinned_
+    std::vector<uint16_t> keys_;      // (n_layer, n_head_kv, max_tok, d') IEEE half, until bind_device moves them to
+                                      // pinned memory
+    uint16_t* keys_host_ = nullptr;   // keys_ or keys_pinned_
     std::vector<int64_t> projected_;  // (n_layer, n_head_kv) tokens whose k' is cached
-    std::vector<float> score_;        // (max_tok)
-    std::vector<float> logit_;        // (max_tok) one head's predicted logits
+    std::vector<float> score_;        // (max_tok) the scores; on the device path, the picked ones at their ids
+    std::vector<float> logit_;        // (max_tok) one head's predicted logits (host path only)
     std::vector<int32_t> idx_;
     // The device path (bind_device): the keys mirrored in device memory, the tokens mirrored so far per (layer, KV
     // head), one group's importance queries and the picks in pinned memory, the scores and the kernels' scratch in
     // device memory; the argument structs live here until the stream ran them.
     Device* device_ = nullptr;
     std::unique_ptr<Stream> stream_;
-    Buffer keys_pinned_, keys_dev_, q_pinned_, ids_pinned_, picked_pinned_, score_pinned_, score_dev_, scratch_dev_;
+    Buffer keys_pinned_, keys_dev_, q_pinned_, ids_pinned_, picked_pinned_, score_dev_, scratch_dev_;
     std::vector<int64_t> uploaded_;
     ImpScoreArgs score_args_{};
     TopkArgs topk_args_{};
@@ -104,43 +114,42 @@ bool TokenButlerSelector::bind_device(Device& device) {
     if (device_ == &device) return true;
     BUTLER_ASSERT(device_ == nullptr, "a tokenbutler selector bound to a second device");
     const int32_t n_group = p_->shape().n_head / std::max(1, n_head_kv_);
-    const size_t key_bytes = sizeof(float) * keys_.size();
+    const size_t key_bytes = sizeof(uint16_t) * keys_.size();
     Buffer keys_pinned = device.alloc(key_bytes, MemKind::PinnedHost);
     Buffer keys_dev    = device.alloc(key_bytes, MemKind::Device);
     Buffer q_pinned    = device.alloc(sizeof(float) * size_t(n_group * d_), MemKind::PinnedHost);
     Buffer ids_pinned  = device.alloc(sizeof(int32_t) * size_t(max_tok_), MemKind::PinnedHost);
     Buffer picked      = device.alloc(sizeof(float) * size_t(max_tok_), MemKind::PinnedHost);
-    Buffer score_pin   = device.alloc(sizeof(float) * size_t(max_tok_), MemKind::PinnedHost);
     Buffer score_dev   = device.alloc(sizeof(float) * size_t(max_tok_), MemKind::Device);
     Buffer scratch     = device.alloc(std::max(imp_score_scratch_bytes(max_tok_, n_group), topk_scratch_bytes(max_tok_)),
                                       MemKind::Device);
-    std::copy(keys_.begin(), keys_.end(), keys_pinned.as<float>());
+    std::copy(keys_.begin(), keys_.end(), keys_pinned.as<uint16_t>());
     stream_       = device.create_stream();
     keys_pinned_  = std::move(keys_pinned);
     keys_dev_     = std::move(keys_dev);
     q_pinned_     = std::move(q_pinned);
     ids_pinned_   = std::move(ids_pinned);
     picked_pinned_ = std::move(picked);
-    score_pinned_ = std::move(score_pin);
     score_dev_    = std::move(score_dev);
     scratch_dev_  = std::move(scratch);
-    keys_host_    = keys_pinned_.as<float>();
-    std::vector<float>().swap(keys_);
+    keys_host_    = keys_pinned_.as<uint16_t>();
+    std::vector<uint16_t>().swap(keys_);
+    std::vector<float>().swap(logit_);
     uploaded_.assign(projected_.size(), 0);
     device_ = &device;
     return true;
 }
 
 void TokenButlerSelector::select_on_device(const SelectionRequest& r, const SinksWindow& sw, int64_t head,
-                                           const float* keys, float scale, std::vector<int32_t>& out) {
+                                           const uint16_t* keys, float scale, std::vector<int32_t>& out) {
     const int64_t lo = sw.sinks, hi = r.n_tok - sw.window;
     const int64_t n_pick = pick_count(r, sw);
     const KernelTable& kt = device_->kernels();
-    float* keys_dev = keys_dev_.as<float>() + head * max_tok_ * d_;
+    uint16_t* keys_dev = keys_dev_.as<uint16_t>() + head * max_tok_ * d_;
     // The keys projected since the last upload (the current one is the only new row on most steps).
     int64_t& up = uploaded_[size_t(head)];
     if (hi > up) {
-        stream_->copy(keys_dev + up * d_, keys + up * d_, sizeof(float) * size_t((hi - up) * d_));
+        stream_->copy(keys_dev + up * d_, keys + up * d_, sizeof(uint16_t) * size_t((hi - up) * d_));
         up = hi;
     }
     out.clear();
@@ -166,7 +175,7 @@ void TokenButlerSelector::select_on_device(const SelectionRequest& r, const Sink
             // Neighbour fetching (the best half, its runs, then the rest in score order) reads the scores of the
             // n_pick best only, placed at their ids: the fill from the best n_pick always reaches n_pick (every one
             // of them is either added or already in as a neighbour, and the neighbours already in count too).
-            float* score = score_pinned_.as<float>();
+            float* score = score_.data();
             idx_.clear();
             for (int64_t i = 0; i < n_pick; ++i) {
                 score[ids[i]] = picked_scores[i];

@@ -201,10 +201,11 @@ struct StoreRowArgs {
 // TokenButler selection on the device (predictor/tokenbutler.h): the predicted attention mass of each candidate
 // token of one (stored layer, KV head), summed over the group's query heads:
 //   score[t] = sum_h exp(l_h(t) - max_h) / sum_u exp(l_h(u) - max_h),  l_h(t) = scale * q[h] . keys[t],
-// t, u in [lo, hi). keys (>= hi, d) f32 rows (the importance keys); q (n_group, d) f32; score (>= hi) f32, written
-// at [lo, hi) only; scratch: imp_score_scratch_bytes(hi - lo, n_group) bytes of device memory. Empty range: nothing.
+// t, u in [lo, hi). keys (>= hi, d) IEEE half rows (the importance keys: f16 halves their memory, which grows with
+// the context; the products and sums are f32); q (n_group, d) f32; score (>= hi) f32, written at [lo, hi) only;
+// scratch: imp_score_scratch_bytes(hi - lo, n_group) bytes of device memory. Empty range: nothing.
 struct ImpScoreArgs {
-    const float* keys;
+    const uint16_t* keys;
     const float* q;
     int32_t n_group, d;
     int64_t lo, hi;

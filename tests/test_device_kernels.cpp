@@ -23,21 +23,24 @@ namespace butler::test {
 
 namespace {
 
-// A device copy of host floats (landed before the constructor returns: `host` may be a temporary), and the way back.
-struct DeviceFloats {
+// A device copy of a host array (landed before the constructor returns: `host` may be a temporary), and the way back.
+template <typename T>
+struct DeviceArray {
     Buffer buf;
-    DeviceFloats(Device& dev, const std::vector<float>& host) : buf(dev.alloc(4 * host.size(), MemKind::Device)) {
-        dev.default_stream().copy(buf.data(), host.data(), 4 * host.size());
+    DeviceArray(Device& dev, const std::vector<T>& host)
+        : buf(dev.alloc(sizeof(T) * host.size(), MemKind::Device)) {
+        dev.default_stream().copy(buf.data(), host.data(), sizeof(T) * host.size());
         dev.default_stream().synchronize();
     }
-    float* data() const { return buf.as<float>(); }
-    std::vector<float> read(Device& dev) const {
-        std::vector<float> out(buf.n_bytes() / 4);
+    T* data() const { return buf.as<T>(); }
+    std::vector<T> read(Device& dev) const {
+        std::vector<T> out(buf.n_bytes() / sizeof(T));
         dev.default_stream().copy(out.data(), buf.data(), buf.n_bytes());
         dev.default_stream().synchronize();
         return out;
     }
 };
+using DeviceFloats = DeviceArray<float>;
 
 // IEEE half and bfloat16 bit patterns decoded in float64 (normal and subnormal values; no inf/NaN here).
 double half_to_double(uint16_t h) {
@@ -193,8 +196,11 @@ void check_selection_kernels(Device& dev) {
 
     // imp_score: the group's softmax mass over [lo, hi), in float64 here; outside the range nothing is written.
     const int64_t n_keys = 1000;
-    for (const auto& [n_group, d] : {std::pair{1, 16}, {4, 16}, {8, 32}, {3, 128}}) {
-        const std::vector<float> keys = uniform(rng, size_t(n_keys * d), -1.f, 1.f);
+    for (const auto& [n_group, d] : {std::pair{1, 16}, {4, 16}, {8, 32}, {3, 128}, {2, 12}}) {
+        // Half keys as bit patterns: signed, magnitudes from 2^-14 (subnormal below) to ~2, decoded in float64.
+        std::vector<uint16_t> keys(size_t(n_keys * d));
+        std::uniform_int_distribution<int> bits(0, 0x3fff);
+        for (uint16_t& h : keys) h = uint16_t(bits(rng) | (rng() & 1 ? 0x8000 : 0));
         const std::vector<float> q    = uniform(rng, size_t(n_group * d), -3.f, 3.f);  // peaked softmax
         const float scale             = 1.0f / std::sqrt(float(d));
         for (const auto& [lo, hi] : {std::pair<int64_t, int64_t>{0, n_keys}, {4, 997}, {10, 11}, {5, 5}}) {
@@ -208,14 +214,16 @@ void check_selection_kernels(Device& dev) {
                 double m = -INFINITY, sum = 0;
                 for (int64_t t = lo; t < hi; ++t) {
                     double dot = 0;
-                    for (int32_t e = 0; e < d; ++e) dot += double(q[size_t(h * d + e)]) * keys[size_t(t * d + e)];
+                    for (int32_t e = 0; e < d; ++e)
+                        dot += double(q[size_t(h * d + e)]) * half_to_double(keys[size_t(t * d + e)]);
                     l[size_t(t)] = dot * scale;
                     m            = std::max(m, l[size_t(t)]);
                 }
                 for (int64_t t = lo; t < hi; ++t) sum += std::exp(l[size_t(t)] - m);
                 for (int64_t t = lo; t < hi; ++t) want[size_t(t)] += std::exp(l[size_t(t)] - m) / sum;
             }
-            DeviceFloats kd(dev, keys), qd(dev, q), score(dev, std::vector<float>(size_t(n_keys), -7.f));
+            DeviceArray<uint16_t> kd(dev, keys);
+            DeviceFloats qd(dev, q), score(dev, std::vector<float>(size_t(n_keys), -7.f));
             Buffer scratch = dev.alloc(imp_score_scratch_bytes(hi - lo, n_group), MemKind::Device);
             const ImpScoreArgs a{kd.data(), qd.data(), n_group, d, lo, hi, scale, score.data(), scratch.data()};
             k.imp_score(st, &a);

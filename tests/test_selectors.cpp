@@ -339,3 +339,65 @@ TEST_SUITE("selectors") {
         CHECK(n_differ == 0);
     }
 }
+
+TEST_SUITE("selectors") {
+    TEST_CASE("tokenbutler picks the float64 top of its predicted group mass (keys kept in half precision)") {
+        World w(400, 21);
+        PredictorShape ps;
+        ps.n_layer = 2, ps.n_embd = 8, ps.n_head = 2 * kGroup, ps.n_head_kv = 2, ps.head_dim = kHd;
+        ps.group = 4, ps.d_dash = 8, ps.intdim = 8;
+        auto pred = std::make_shared<const TokenButlerPredictor>(ps, BaseModelIdentity{}, 5);
+        auto sel  = make_tokenbutler_selector(pred, 1, 2, w.max_tok);
+        std::mt19937 rng(8);
+        std::normal_distribution<float> g(0.f, 1.f);
+        std::vector<float> imp_q(size_t(kGroup * ps.d_dash));
+        std::vector<int32_t> out;
+        int64_t n_checked = 0, n_clear = 0;
+        for (int64_t n_tok = 40; n_tok <= 400; n_tok += 45)
+            for (const int64_t budget : {int64_t(20), int64_t(60), int64_t(150)})
+                for (int32_t head = 0; head < 2; ++head) {
+                    if (budget >= n_tok) continue;
+                    for (auto& x : imp_q) x = 3.f * g(rng);
+                    SelectionRequest r;
+                    r.layer = 0, r.g = head, r.n_tok = n_tok, r.n_group = kGroup, r.store = w.store.get();
+                    r.budget = budget, r.sinks = 4, r.window = 8, r.model_layer = 1, r.imp_q = imp_q.data();
+                    sel->select(r, out);
+                    // float64: k' = K . W_K, the group's softmax mass over the candidates [sinks, n_tok - window).
+                    const int64_t lo = 4, hi = n_tok - 8, n_pick = budget - 4 - 8;
+                    const float* wk = pred->key_proj(1, head);
+                    std::vector<double> score(size_t(hi), 0.0);
+                    for (int32_t h = 0; h < kGroup; ++h) {
+                        std::vector<double> l(static_cast<size_t>(hi));
+                        double m = -INFINITY, sum = 0;
+                        for (int64_t t = lo; t < hi; ++t) {
+                            const float* k = &w.k[size_t((head * w.max_tok + t) * kHd)];
+                            double dot = 0;
+                            for (int32_t e = 0; e < ps.d_dash; ++e) {
+                                double kd = 0;
+                                for (int32_t j = 0; j < kHd; ++j) kd += double(k[j]) * wk[e * kHd + j];
+                                dot += double(imp_q[size_t(h * ps.d_dash + e)]) * kd;
+                            }
+                            l[size_t(t)] = dot / std::sqrt(double(ps.d_dash));
+                            m            = std::max(m, l[size_t(t)]);
+                        }
+                        for (int64_t t = lo; t < hi; ++t) sum += std::exp(l[size_t(t)] - m);
+                        for (int64_t t = lo; t < hi; ++t) score[size_t(t)] += std::exp(l[size_t(t)] - m) / sum;
+                    }
+                    std::vector<double> sorted(score.begin() + lo, score.end());
+                    std::sort(sorted.begin(), sorted.end(), std::greater<>());
+                    const double kth = sorted[size_t(n_pick - 1)], next = sorted[size_t(n_pick)];
+                    const std::set<int32_t> picked(out.begin(), out.end());
+                    CHECK(int64_t(out.size()) == budget);
+                    // Half-precision keys move a score by well under 1%: only near-ties may go either way.
+                    for (int64_t t = lo; t < hi; ++t) {
+                        const double s = score[size_t(t)];
+                        if (s > 1.01 * next) CHECK(picked.count(int32_t(t)));
+                        if (s < 0.99 * kth) CHECK_FALSE(picked.count(int32_t(t)));
+                        n_clear += s > 1.01 * next || s < 0.99 * kth;
+                    }
+                    ++n_checked;
+                }
+        CHECK(n_checked > 30);
+        CHECK(n_clear > 2000);
+    }
+}
