@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <memory>
 #include <random>
 #include <set>
 #include <vector>
@@ -38,6 +39,14 @@ struct World {
         store->commit(0, 0, max_tok);
     }
 };
+
+// A seeded TokenButler predictor for World's one stored layer (model layer 1), 2 KV heads of kGroup query heads.
+std::shared_ptr<const TokenButlerPredictor> tiny_predictor(uint64_t seed) {
+    PredictorShape ps;
+    ps.n_layer = 2, ps.n_embd = 8, ps.n_head = 2 * kGroup, ps.n_head_kv = 2, ps.head_dim = kHd;
+    ps.group = 4, ps.d_dash = 8, ps.intdim = 8;
+    return std::make_shared<const TokenButlerPredictor>(ps, BaseModelIdentity{}, seed);
+}
 
 const char* kNames[] = {"oracle", "streamingllm", "h2o", "h2o-tb", "snapkv", "snapkv-tb", "quest", "quest-tb"};
 
@@ -291,10 +300,8 @@ TEST_SUITE("selectors") {
 TEST_SUITE("selectors") {
     TEST_CASE("tokenbutler on the emu device picks what it picks on the host, across growth, neighbours and a rewind") {
         World w(400, 12);
-        PredictorShape ps;
-        ps.n_layer = 2, ps.n_embd = 8, ps.n_head = 2 * kGroup, ps.n_head_kv = 2, ps.head_dim = kHd;
-        ps.group = 4, ps.d_dash = 8, ps.intdim = 8;
-        auto pred = std::make_shared<const TokenButlerPredictor>(ps, BaseModelIdentity{}, 9);
+        auto pred                = tiny_predictor(9);
+        const PredictorShape& ps = pred->shape();
         auto emu = make_device("emu:delay_us=50,seed=6");  // outlives the selector bound to it
         auto host = make_tokenbutler_selector(pred, 1, 2, w.max_tok);
         auto on_dev = make_tokenbutler_selector(pred, 1, 2, w.max_tok);
@@ -343,10 +350,8 @@ TEST_SUITE("selectors") {
 TEST_SUITE("selectors") {
     TEST_CASE("tokenbutler picks the float64 top of its predicted group mass (keys kept in half precision)") {
         World w(400, 21);
-        PredictorShape ps;
-        ps.n_layer = 2, ps.n_embd = 8, ps.n_head = 2 * kGroup, ps.n_head_kv = 2, ps.head_dim = kHd;
-        ps.group = 4, ps.d_dash = 8, ps.intdim = 8;
-        auto pred = std::make_shared<const TokenButlerPredictor>(ps, BaseModelIdentity{}, 5);
+        auto pred                = tiny_predictor(5);
+        const PredictorShape& ps = pred->shape();
         auto sel  = make_tokenbutler_selector(pred, 1, 2, w.max_tok);
         std::mt19937 rng(8);
         std::normal_distribution<float> g(0.f, 1.f);
