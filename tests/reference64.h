@@ -43,6 +43,15 @@ inline void rope64(double* x, size_t d, double pos, double base, const std::vect
     }
 }
 
+// acc[t] += softmax(logit[lo, hi))[t] for t in [lo, hi): one head's attention weights, added into the mass a
+// group of heads gives each token.
+inline void add_softmax64(const Vec& logit, size_t lo, size_t hi, Vec& acc) {
+    double m = -INFINITY, sum = 0;
+    for (size_t t = lo; t < hi; ++t) m = std::max(m, logit[t]);
+    for (size_t t = lo; t < hi; ++t) sum += std::exp(logit[t] - m);
+    for (size_t t = lo; t < hi; ++t) acc[t] += std::exp(logit[t] - m) / sum;
+}
+
 // max |got - ref| / max |ref|
 inline double rel_error(const float* got, const Vec& ref) {
     double max_diff = 0, max_ref = 0;

@@ -16,6 +16,7 @@
 #include "runtime/dtype.h"
 #include "runtime/status.h"
 #include "tests/fixtures.h"
+#include "tests/reference64.h"
 
 using namespace butler;
 
@@ -211,16 +212,13 @@ void check_selection_kernels(Device& dev) {
             std::vector<double> want(size_t(n_keys), 0.0);
             for (int32_t h = 0; h < n_group; ++h) {
                 std::vector<double> l(static_cast<size_t>(n_keys));
-                double m = -INFINITY, sum = 0;
                 for (int64_t t = lo; t < hi; ++t) {
                     double dot = 0;
                     for (int32_t e = 0; e < d; ++e)
                         dot += double(q[size_t(h * d + e)]) * half_to_double(keys[size_t(t * d + e)]);
                     l[size_t(t)] = dot * scale;
-                    m            = std::max(m, l[size_t(t)]);
                 }
-                for (int64_t t = lo; t < hi; ++t) sum += std::exp(l[size_t(t)] - m);
-                for (int64_t t = lo; t < hi; ++t) want[size_t(t)] += std::exp(l[size_t(t)] - m) / sum;
+                add_softmax64(l, size_t(lo), size_t(hi), want);
             }
             DeviceArray<uint16_t> kd(dev, keys);
             DeviceFloats qd(dev, q), score(dev, std::vector<float>(size_t(n_keys), -7.f));

@@ -14,8 +14,11 @@
 #include "predictor/tokenbutler.h"
 #include "runtime/device.h"
 #include "runtime/status.h"
+#include "tests/reference64.h"
 
 using namespace butler;
+using test::add_softmax64;
+using test::Vec;
 
 namespace {
 
@@ -145,10 +148,9 @@ TEST_SUITE("selectors") {
                     std::vector<double> sum(static_cast<size_t>(n), 0.0);
                     for (const auto& [qq, nk] : past)
                         for (int h = 0; h < kGroup; ++h) {
-                            double mx = -1e300, z = 0;
-                            for (int64_t t = 0; t < nk; ++t) mx = std::max(mx, logit(qq, h, t));
-                            for (int64_t t = 0; t < nk; ++t) z += std::exp(logit(qq, h, t) - mx);
-                            for (int64_t t = 0; t < nk; ++t) sum[size_t(t)] += std::exp(logit(qq, h, t) - mx) / z;
+                            Vec l(static_cast<size_t>(nk));
+                            for (int64_t t = 0; t < nk; ++t) l[size_t(t)] = logit(qq, h, t);
+                            add_softmax64(l, 0, size_t(nk), sum);
                         }
                     for (int64_t t = 0; t < n; ++t) {
                         double m = -1e300;
@@ -200,10 +202,7 @@ TEST_SUITE("selectors") {
                 for (int64_t t = 0; t < r.n_tok; ++t)
                     for (int d = 0; d < kHd; ++d)
                         dot[size_t(t)] += double(q[size_t(h * kHd + d)]) * w.k[size_t((r.g * w.max_tok + t) * kHd + d)];
-                const double mx = *std::max_element(dot.begin(), dot.end());
-                double sum = 0;
-                for (double x : dot) sum += std::exp(x - mx);
-                for (int64_t t = 0; t < r.n_tok; ++t) score[size_t(t)] += std::exp(dot[size_t(t)] - mx) / sum;
+                add_softmax64(dot, 0, dot.size(), score);
             }
             const std::set<int32_t> s(out.begin(), out.end());
             double min_in = 1e300, max_out = -1e300;
@@ -241,15 +240,11 @@ TEST_SUITE("selectors") {
             for (int h = 0; h < kGroup; ++h) {
                 const float* q  = &obs[size_t((o * n_head + r.g * kGroup + h) * kHd)];
                 const int64_t p = r.obs_pos0 + o;
-                std::vector<double> s(size_t(p + 1));
-                double m = -1e300, sum = 0;
-                for (int64_t t = 0; t <= p; ++t) {
-                    double dot = 0;
-                    for (int d = 0; d < kHd; ++d) dot += double(q[d]) * w.k[size_t((r.g * w.max_tok + t) * kHd + d)];
-                    m = std::max(m, s[size_t(t)] = dot);
-                }
-                for (double& x : s) sum += (x = std::exp(x - m));
-                for (int64_t t = 0; t < prefix; ++t) vote[size_t(t)] += s[size_t(t)] / sum;
+                Vec s(size_t(p + 1)), attn(size_t(p + 1), 0.0);
+                for (int64_t t = 0; t <= p; ++t)
+                    for (int d = 0; d < kHd; ++d) s[size_t(t)] += double(q[d]) * w.k[size_t((r.g * w.max_tok + t) * kHd + d)];
+                add_softmax64(s, 0, s.size(), attn);
+                for (int64_t t = 0; t < prefix; ++t) vote[size_t(t)] += attn[size_t(t)];
             }
         for (int64_t t = 0; t < prefix; ++t) {
             for (int64_t j = t - 2; j <= t + 2; ++j)
@@ -372,8 +367,7 @@ TEST_SUITE("selectors") {
                     const float* wk = pred->key_proj(1, head);
                     std::vector<double> score(size_t(hi), 0.0);
                     for (int32_t h = 0; h < kGroup; ++h) {
-                        std::vector<double> l(static_cast<size_t>(hi));
-                        double m = -INFINITY, sum = 0;
+                        Vec l(static_cast<size_t>(hi));
                         for (int64_t t = lo; t < hi; ++t) {
                             const float* k = &w.k[size_t((head * w.max_tok + t) * kHd)];
                             double dot = 0;
@@ -383,10 +377,8 @@ TEST_SUITE("selectors") {
                                 dot += double(imp_q[size_t(h * ps.d_dash + e)]) * kd;
                             }
                             l[size_t(t)] = dot / std::sqrt(double(ps.d_dash));
-                            m            = std::max(m, l[size_t(t)]);
                         }
-                        for (int64_t t = lo; t < hi; ++t) sum += std::exp(l[size_t(t)] - m);
-                        for (int64_t t = lo; t < hi; ++t) score[size_t(t)] += std::exp(l[size_t(t)] - m) / sum;
+                        add_softmax64(l, size_t(lo), size_t(hi), score);
                     }
                     std::vector<double> sorted(score.begin() + lo, score.end());
                     std::sort(sorted.begin(), sorted.end(), std::greater<>());
