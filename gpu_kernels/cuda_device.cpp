@@ -47,6 +47,7 @@ public:
     }
     ~CudaStream() override {
         ignore_error(cudaStreamSynchronize(stream_));
+        destroy_blas_handle(blas_);
         ignore_error(cudaStreamDestroy(stream_));
     }
     void copy(void* dst, const void* src, size_t n_bytes) override {
@@ -73,6 +74,12 @@ public:
     }
     void synchronize() override { BUTLER_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
     cudaStream_t handle() const { return stream_; }
+    // Made on first use: only streams that run a gemm pay for a cuBLAS handle (and its workspace, which cuBLAS
+    // allocates outside the --device-memory cap).
+    void* blas_handle() {
+        if (blas_ == nullptr) blas_ = create_blas_handle(stream_);
+        return blas_;
+    }
 
 private:
     static const CudaEvent& checked_event(const Event& e) {
@@ -82,13 +89,15 @@ private:
     }
     bool gather_kernel_;
     cudaStream_t stream_ = nullptr;
+    void* blas_          = nullptr;
 };
 
-cudaStream_t checked_stream(Stream& stream, const char* kernel) {
+CudaStream& checked_cuda_stream(Stream& stream, const char* kernel) {
     auto* cs = dynamic_cast<CudaStream*>(&stream);
     if (cs == nullptr) fail(Status::Internal, "the cuda {} kernel was given a stream of another device", kernel);
-    return cs->handle();
+    return *cs;
 }
+cudaStream_t checked_stream(Stream& stream, const char* kernel) { return checked_cuda_stream(stream, kernel).handle(); }
 
 void cuda_attn_partial(Stream& stream, const AttnPartialArgs* args) {
     launch_attn_partial(*args, checked_stream(stream, "attention"));
@@ -100,6 +109,17 @@ void cuda_gemv(Stream& stream, const GemvArgs* args) {
     if (args->n_cols % 32 != 0)  // the kernel works in 32-value chunks (F32/F16/BF16 blocks are single values)
         fail(Status::InvalidArg, "gemv on cuda: {} columns of {} is not a multiple of 32", args->n_cols, t.name);
     launch_gemv(*args, handle);
+}
+
+void cuda_gemm(Stream& stream, const GemmArgs* args) {
+    CudaStream& cs = checked_cuda_stream(stream, "gemm");
+    (void)check_gemm_args(*args, &gemv_has_kernel, "cuda");
+    if (!gemm_fits_int(*args))
+        fail(Status::InvalidArg, "gemm on cuda: {} x {} weights and {} tokens exceed cuBLAS's 32-bit sizes",
+             args->n_rows, args->n_cols, args->n_tok);
+    if (args->n_cols % 32 != 0)
+        fail(Status::InvalidArg, "gemm on cuda: {} columns is not a multiple of 32", args->n_cols);
+    launch_gemm(*args, cs.handle(), cs.blas_handle());
 }
 
 void cuda_rmsnorm(Stream& stream, const RmsNormArgs* args) {
@@ -187,7 +207,8 @@ public:
         static const KernelTable table{&cuda_attn_partial, &butler::lse_merge, &cuda_gemv,
                                        &cuda_rmsnorm,      &cuda_rope,         &cuda_glu,
                                        &cuda_add,          &cuda_scale,        &cuda_store_row,
-                                       &cuda_imp_score,    &cuda_topk,         &cuda_imp_query};
+                                       &cuda_imp_score,    &cuda_topk,         &cuda_imp_query,
+                                       &cuda_gemm};
         return table;
     }
 

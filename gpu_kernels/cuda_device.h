@@ -7,7 +7,8 @@
 //           gather kernel (gpu_kernels/gather_rows.cu) where the GPU reads registered host memory through its host
 //           pointer (cudaDevAttrCanUseHostPointerForRegisteredMem), else one cudaMemcpyAsync per piece; host_fn =
 //           cudaLaunchHostFunc, record/wait = cudaEventRecord/cudaStreamWaitEvent. Events without timing.
-//   kernels: attn_partial = gpu_kernels/attn_partial.cu, gemv = gpu_kernels/gemv.cu, rmsnorm/rope/glu/add/scale/
+//   kernels: attn_partial = gpu_kernels/attn_partial.cu, gemv = gpu_kernels/gemv.cu, gemm = gpu_kernels/gemm.cu
+//           (dequantized tiles into cuBLAS; each stream makes its cuBLAS handle on its first gemm), rmsnorm/rope/glu/add/scale/
 //           store_row = gpu_kernels/elementwise.cu, imp_score/topk = gpu_kernels/select.cu; lse_merge stays on
 //           the host (the pipeline merges there).
 // Every CUDA failure is Error(Device) naming the call and the CUDA error; exhausting the cap is Error(Oom).
@@ -38,6 +39,17 @@ bool gemv_has_kernel(uint32_t type);
 // Enqueues y = W x (GemvArgs' contract in runtime/device.h) on a CUDA stream given as void*; the caller has checked
 // the type (gemv_has_kernel) and the width (a multiple of the type's block).
 void launch_gemv(const GemvArgs& args, void* stream);
+
+// A cuBLAS handle bound to a CUDA stream given as void* (Error(Device) naming the cuBLAS status when it cannot be
+// made), and its release (null: nothing).
+void* create_blas_handle(void* stream);
+void destroy_blas_handle(void* handle);
+// Whether every size of a gemm fits cuBLAS's int arguments.
+bool gemm_fits_int(const GemmArgs& args);
+// Enqueues Y = X W^T (GemmArgs' contract in runtime/device.h; gpu_kernels/gemm.cu) on a CUDA stream given as void*
+// through the stream's cuBLAS handle; the caller has checked the arguments (check_gemm_args, gemm_fits_int).
+// scratch must be 16-byte aligned.
+void launch_gemm(const GemmArgs& args, void* stream, void* blas_handle);
 
 // Enqueue the forward's row and element-wise steps (RmsNormArgs, RopeArgs, GluArgs in runtime/device.h) on a CUDA
 // stream given as void* (gpu_kernels/elementwise.cu).

@@ -11,7 +11,13 @@ set -uo pipefail
 OUT=${OUT:-/tmp/butler-out}
 mkdir -p "$OUT"
 tar xJf .device/butler-run.tar.xz -C /tmp
-export LD_LIBRARY_PATH=/tmp/butler-run/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# cuBLAS comes from the machine's CUDA toolkit (scripts/gpu-pack leaves it out of the pack).
+cuda_lib=/usr/local/cuda/lib64
+command -v nvcc >/dev/null && cuda_lib=$(dirname "$(readlink -f "$(command -v nvcc)")")/../lib64
+export LD_LIBRARY_PATH=/tmp/butler-run/lib:$cuda_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+if ldd /tmp/butler-run/bin/butler | grep -q "not found"; then
+    echo "gpu_run: libraries not found:" >&2; ldd /tmp/butler-run/bin/butler | grep "not found" >&2; exit 1
+fi
 B=/tmp/butler-run/bin
 steps=${STEPS:-tests copy bench hf}
 ctx=${CTX:-32K,128K}

@@ -146,6 +146,27 @@ struct GemvArgs {
     float* y;
 };
 
+// Matrix product with a weight matrix in its file type, for many tokens (prefill): y[t, r] = sum_c W[r, c] * x[t, c].
+//   w, type, n_rows, n_cols as GemvArgs; x (n_tok, n_cols) f32 row-major; y rows of ldy >= n_rows floats, columns
+//   [0, n_rows) written. The device dequantizes W to f32 in tiles of tile_rows rows into `scratch` (tile_rows *
+//   n_cols floats of device memory, 16-byte aligned; neither is used for F32 weights) and multiplies each tile with
+//   all n_tok rows of x, so the dequantization is paid once per tile, not per token: oneDNN sgemm on cpu/emu; cuBLAS
+//   on cuda with TF32 tensor-core inputs (10-bit mantissas, f32 range and accumulation: relative error ~1e-3 of the
+//   f32 product, the order of f16 weights). gemm_tile_rows picks tile_rows for a scratch of at most 64 MiB.
+struct GemmArgs {
+    uint32_t type;
+    const void* w;
+    int64_t n_rows, n_cols;
+    const float* x;
+    int64_t n_tok;
+    float* y;
+    int64_t ldy;
+    void* scratch;
+    int64_t tile_rows;
+};
+// At most 16 Mi floats a tile, at least one row, at most n_rows.
+int64_t gemm_tile_rows(int64_t n_rows, int64_t n_cols);
+
 // Row-wise RMSNorm: out[r, i] = x[r, i] / sqrt(mean_i x[r, :]^2 + eps) * (w ? w[i] : 1), r < n_rows, i < n.
 // out may alias x. (The block norms: one row of n_embd; Gemma's q/k norms: one row per head of head_dim.)
 struct RmsNormArgs {
@@ -249,6 +270,10 @@ struct ImpQueryArgs {
 struct DTypeTraits;
 const DTypeTraits& check_gemv_args(const GemvArgs& args, bool (*has_kernel)(uint32_t type), std::string_view device);
 
+// check_gemv_args for a gemm, plus ldy >= n_rows, n_tok >= 0 and tile_rows >= 1 (but for F32 weights); `device`
+// as there.
+const DTypeTraits& check_gemm_args(const GemmArgs& args, bool (*has_kernel)(uint32_t type), std::string_view device);
+
 // The check every device's store_row makes when it is enqueued: Error(Unsupported) naming the type unless it is
 // F32, F16 or BF16.
 void check_store_row_args(const StoreRowArgs& args, std::string_view device);
@@ -277,6 +302,9 @@ struct KernelTable {
     void (*imp_score)(Stream& stream, const ImpScoreArgs* args) = nullptr;
     void (*topk)(Stream& stream, const TopkArgs* args)           = nullptr;
     void (*imp_query)(Stream& stream, const ImpQueryArgs* args) = nullptr;
+    // Enqueues Y = X W^T (GemmArgs) like gemv; the same type checks (check_gemv_args), and Error(InvalidArg) when
+    // ldy < n_rows.
+    void (*gemm)(Stream& stream, const GemmArgs* args) = nullptr;
 };
 
 struct MemoryInfo {

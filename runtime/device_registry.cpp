@@ -10,10 +10,12 @@
 
 #include "cpu_kernels/attention.h"
 #include "cpu_kernels/lse_merge.h"
+#include "cpu_kernels/matmul.h"
 #include "cpu_kernels/ops.h"
 #include "cpu_kernels/quant.h"
 #include "cpu_kernels/select.h"
 #include "runtime/device.h"
+#include "runtime/dtype.h"
 #include "runtime/status.h"
 #ifdef BUTLER_WITH_CUDA
 #include "gpu_kernels/cuda_device.h"
@@ -137,6 +139,30 @@ void cpu_gemv(Stream& stream, const GemvArgs* a) {
     // Checked here, on the enqueuing thread: an error must not surface on a stream's worker.
     (void)check_gemv_args(*a, &cpu_gemv_has_kernel, "cpu");
     stream.host_fn(&cpu_gemv_run, const_cast<GemvArgs*>(a));
+}
+
+void cpu_gemm_run(void* ctx) {
+    const auto& a = *static_cast<const GemmArgs*>(ctx);
+    const auto type = static_cast<DType>(a.type);
+    if (a.n_tok == 0 || a.n_rows == 0) return;
+    if (type == DType::F32) {
+        sgemm_nt(a.n_tok, a.n_rows, a.n_cols, a.x, a.n_cols, static_cast<const float*>(a.w), a.n_cols, a.y, a.ldy);
+        return;
+    }
+    const int64_t tile = a.tile_rows, stride = row_bytes(type, a.n_cols);
+    float* scratch     = static_cast<float*>(a.scratch);
+    for (int64_t r0 = 0; r0 < a.n_rows; r0 += tile) {
+        const int64_t n = std::min(tile, a.n_rows - r0);
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < n; ++r)
+            dequantize_row(type, static_cast<const uint8_t*>(a.w) + (r0 + r) * stride, scratch + r * a.n_cols, a.n_cols);
+        sgemm_nt(a.n_tok, n, a.n_cols, a.x, a.n_cols, scratch, a.n_cols, a.y + r0, a.ldy);
+    }
+}
+
+void cpu_gemm(Stream& stream, const GemmArgs* a) {
+    (void)check_gemm_args(*a, &cpu_gemv_has_kernel, "cpu");
+    stream.host_fn(&cpu_gemm_run, const_cast<GemmArgs*>(a));
 }
 
 void cpu_rmsnorm_run(void* ctx) {
@@ -264,10 +290,24 @@ const DTypeTraits& check_gemv_args(const GemvArgs& a, bool (*has_kernel)(uint32_
     return *t;
 }
 
+const DTypeTraits& check_gemm_args(const GemmArgs& a, bool (*has_kernel)(uint32_t type), std::string_view device) {
+    const DTypeTraits& t = check_gemv_args(GemvArgs{a.type, a.w, a.n_rows, a.n_cols, a.x, a.y}, has_kernel, device);
+    if (a.ldy < a.n_rows)
+        fail(Status::InvalidArg, "gemm on {}: output rows of {} floats cannot hold {} columns", device, a.ldy, a.n_rows);
+    if (a.n_tok < 0) fail(Status::InvalidArg, "gemm on {}: {} tokens", device, a.n_tok);
+    if (a.tile_rows < 1 && static_cast<DType>(a.type) != DType::F32)
+        fail(Status::InvalidArg, "gemm on {}: tiles of {} rows", device, a.tile_rows);
+    return t;
+}
+
+int64_t gemm_tile_rows(int64_t n_rows, int64_t n_cols) {
+    constexpr int64_t kTileFloats = int64_t(1) << 24;
+    return std::clamp<int64_t>(kTileFloats / std::max<int64_t>(n_cols, 1), 1, std::max<int64_t>(n_rows, 1));
+}
 const KernelTable& cpu_kernel_table() {
     static const KernelTable table{&cpu_attn_partial, &lse_merge, &cpu_gemv,      &cpu_rmsnorm,   &cpu_rope,
                                    &cpu_glu,          &cpu_add,   &cpu_scale,     &cpu_store_row, &cpu_imp_score,
-                                   &cpu_topk,         &cpu_imp_query};
+                                   &cpu_topk,         &cpu_imp_query, &cpu_gemm};
     return table;
 }
 

@@ -236,27 +236,75 @@ size_t gather_mismatched_bytes(Device& device, uint64_t seed, int n_gathers) {
     return bad;
 }
 
+namespace {
+
+// n_rows random rows quantized to `type` (bytes) and the same rows as dequantize_row decodes them (values).
+struct RandomWeights {
+    std::vector<uint8_t> bytes;
+    std::vector<float> values;
+};
+RandomWeights random_weights(std::mt19937_64& rng, DType type, int64_t n_rows, int64_t n_cols) {
+    const int64_t stride = row_bytes(type, n_cols);
+    RandomWeights w{std::vector<uint8_t>(size_t(n_rows * stride)), std::vector<float>(size_t(n_rows * n_cols))};
+    for (int64_t r = 0; r < n_rows; ++r) {
+        const std::vector<float> row = gaussian(rng, size_t(n_cols), 0.05f);
+        quantize_row(type, row.data(), w.bytes.data() + r * stride, n_cols);
+        dequantize_row(type, w.bytes.data() + r * stride, w.values.data() + r * n_cols, n_cols);
+    }
+    return w;
+}
+
+}  // namespace
+
 double gemv_max_rel_err(Device& device, DType type, int64_t n_rows, int64_t n_cols, uint64_t seed) {
     std::mt19937_64 rng(seed);
-    const int64_t stride = row_bytes(type, n_cols);
-    std::vector<uint8_t> w(size_t(n_rows * stride));
-    std::vector<float> row(static_cast<size_t>(n_cols)), y(static_cast<size_t>(n_rows));
+    const RandomWeights w     = random_weights(rng, type, n_rows, n_cols);
     const std::vector<float> x = gaussian(rng, static_cast<size_t>(n_cols), 1.0f);
     std::vector<double> want(static_cast<size_t>(n_rows), 0.0);
-    for (int64_t r = 0; r < n_rows; ++r) {
-        row = gaussian(rng, size_t(n_cols), 0.05f);
-        quantize_row(type, row.data(), w.data() + r * stride, n_cols);
-        dequantize_row(type, w.data() + r * stride, row.data(), n_cols);
-        for (int64_t c = 0; c < n_cols; ++c) want[size_t(r)] += double(row[size_t(c)]) * x[size_t(c)];
-    }
-    Buffer w_dev = device.alloc(w.size(), MemKind::Device);
+    for (int64_t r = 0; r < n_rows; ++r)
+        for (int64_t c = 0; c < n_cols; ++c) want[size_t(r)] += double(w.values[size_t(r * n_cols + c)]) * x[size_t(c)];
+    std::vector<float> y(static_cast<size_t>(n_rows));
+    Buffer w_dev = device.alloc(w.bytes.size(), MemKind::Device);
     Buffer x_dev = device.alloc(sizeof(float) * x.size(), MemKind::Device);
     Buffer y_dev = device.alloc(sizeof(float) * y.size(), MemKind::Device);
     Stream& stream = device.default_stream();
-    stream.copy(w_dev.data(), w.data(), w.size());
+    stream.copy(w_dev.data(), w.bytes.data(), w.bytes.size());
     stream.copy(x_dev.data(), x.data(), sizeof(float) * x.size());
     const GemvArgs args{uint32_t(type), w_dev.data(), n_rows, n_cols, x_dev.as<float>(), y_dev.as<float>()};
     device.kernels().gemv(stream, &args);
+    stream.copy(y.data(), y_dev.data(), sizeof(float) * y.size());
+    stream.synchronize();
+    return max_rel_err(y, want);
+}
+
+double gemm_max_rel_err(Device& device, DType type, int64_t n_rows, int64_t n_cols, int64_t n_tok, int64_t tile_rows,
+                        uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    const RandomWeights w     = random_weights(rng, type, n_rows, n_cols);
+    const std::vector<float> x = gaussian(rng, static_cast<size_t>(n_tok * n_cols), 1.0f);
+    // Output rows wider than n_rows: the columns past n_rows must keep what was there.
+    const int64_t ldy      = n_rows + 3;
+    const float kUntouched = -12345.f;
+    std::vector<double> want(size_t(n_tok * ldy), double(kUntouched));
+    for (int64_t t = 0; t < n_tok; ++t)
+        for (int64_t r = 0; r < n_rows; ++r) {
+            double acc = 0;
+            for (int64_t c = 0; c < n_cols; ++c)
+                acc += double(w.values[size_t(r * n_cols + c)]) * x[size_t(t * n_cols + c)];
+            want[size_t(t * ldy + r)] = acc;
+        }
+    std::vector<float> y(want.size(), kUntouched);
+    Buffer w_dev   = device.alloc(w.bytes.size(), MemKind::Device);
+    Buffer x_dev   = device.alloc(sizeof(float) * x.size(), MemKind::Device);
+    Buffer y_dev   = device.alloc(sizeof(float) * y.size(), MemKind::Device);
+    Buffer scratch = device.alloc(sizeof(float) * size_t(tile_rows * n_cols), MemKind::Device);
+    Stream& stream = device.default_stream();
+    stream.copy(w_dev.data(), w.bytes.data(), w.bytes.size());
+    stream.copy(x_dev.data(), x.data(), sizeof(float) * x.size());
+    stream.copy(y_dev.data(), y.data(), sizeof(float) * y.size());
+    const GemmArgs args{uint32_t(type),    w_dev.data(), n_rows,         n_cols, x_dev.as<float>(), n_tok,
+                        y_dev.as<float>(), ldy,          scratch.data(), tile_rows};
+    device.kernels().gemm(stream, &args);
     stream.copy(y.data(), y_dev.data(), sizeof(float) * y.size());
     stream.synchronize();
     return max_rel_err(y, want);

@@ -145,6 +145,10 @@ double rel_diff(const std::vector<float>& got, const std::vector<float>& want);
 // device memory) and returns max |y - y64| / max |y64|, where y64 is a float64 product over the rows as
 // dequantize_row decodes them.
 double gemv_max_rel_err(Device& device, DType type, int64_t n_rows, int64_t n_cols, uint64_t seed);
+// The same for the device's gemm kernel (KernelTable::gemm): n_tok token rows, W in tiles of tile_rows rows, output
+// rows 3 floats wider than n_rows (the error covers the columns past n_rows, which must keep their value).
+double gemm_max_rel_err(Device& device, DType type, int64_t n_rows, int64_t n_cols, int64_t n_tok, int64_t tile_rows,
+                        uint64_t seed);
 
 // Checks the device's rmsnorm, rope and glu kernels against float64 (tests/test_device_kernels.cpp).
 void check_forward_kernels(Device& device);

@@ -184,6 +184,22 @@ TEST_SUITE("cuda") {
         CHECK_THROWS_WITH_AS(dev->kernels().gemv(dev->default_stream(), &bad), doctest::Contains("q4_K"), Error);
     }
 
+    TEST_CASE("gemm kernel (dequantized tiles into cuBLAS): every weight type against float64") {
+        if (!have_gpu()) return;
+        auto dev = make_device("cuda");
+        // TF32 inputs (10-bit mantissas) put the product ~1e-3 off the float64 one; a wrong layout or tile is O(1) off.
+        for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q5_0, DType::Q4_K, DType::Q6_K})
+            for (const int64_t tile_rows : {int64_t(64), int64_t(301)})
+                for (const int64_t n_tok : {int64_t(1), int64_t(67)}) {
+                    CAPTURE(dtype_name(t));
+                    CAPTURE(tile_rows);
+                    CAPTURE(n_tok);
+                    CHECK(gemm_max_rel_err(*dev, t, 301, 2048, n_tok, tile_rows, 6) < 5e-3);
+                }
+        const GemmArgs bad{uint32_t(DType::Q4_K), nullptr, 1, 100, nullptr, 1, nullptr, 1, nullptr, 1};
+        CHECK_THROWS_WITH_AS(dev->kernels().gemm(dev->default_stream(), &bad), doctest::Contains("q4_K"), Error);
+    }
+
     TEST_CASE("forward kernels on cuda: rmsnorm, rope, glu, add, scale, store_row against float64") {
         if (!have_gpu()) return;
         auto dev = make_device("cuda");

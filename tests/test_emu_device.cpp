@@ -92,6 +92,38 @@ TEST_SUITE("device") {
         }
     }
 
+    TEST_CASE("gemm kernel on cpu and emu: every weight type, whole and ragged tiles, against float64") {
+        for (const char* spec : {"cpu", "emu:delay_us=100,seed=2"}) {
+            auto dev = make_device(spec);
+            for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q5_0, DType::Q4_K, DType::Q6_K})
+                for (const int64_t tile_rows : {int64_t(10), int64_t(37)})
+                    for (const int64_t n_tok : {int64_t(1), int64_t(9)}) {
+                        CAPTURE(spec);
+                        CAPTURE(dtype_name(t));
+                        CAPTURE(tile_rows);
+                        CAPTURE(n_tok);
+                        CHECK(test::gemm_max_rel_err(*dev, t, 37, 512, n_tok, tile_rows, 4) < 1e-5);
+                    }
+            // Output rows narrower than W's rows are refused when enqueued, as are a type without a kernel and tiles
+            // of no rows.
+            const GemmArgs narrow{uint32_t(DType::Q8_0), nullptr, 40, 64, nullptr, 2, nullptr, 39, nullptr, 8};
+            CHECK_THROWS_WITH_AS(dev->kernels().gemm(dev->default_stream(), &narrow), doctest::Contains("39 floats"),
+                                 Error);
+            const GemmArgs no_tile{uint32_t(DType::Q8_0), nullptr, 40, 64, nullptr, 2, nullptr, 40, nullptr, 0};
+            CHECK_THROWS_WITH_AS(dev->kernels().gemm(dev->default_stream(), &no_tile), doctest::Contains("tiles"),
+                                 Error);
+            const GemmArgs bad{uint32_t(DType::Q4_K), nullptr, 1, 100, nullptr, 1, nullptr, 1, nullptr, 1};
+            CHECK_THROWS_WITH_AS(dev->kernels().gemm(dev->default_stream(), &bad), doctest::Contains("q4_K"), Error);
+            // No tokens: nothing is read or written.
+            const GemmArgs none{uint32_t(DType::Q8_0), nullptr, 40, 64, nullptr, 0, nullptr, 40, nullptr, 8};
+            dev->kernels().gemm(dev->default_stream(), &none);
+            dev->default_stream().synchronize();
+        }
+        CHECK(gemm_tile_rows(14336, 4096) == 4096);  // 16 Mi floats of 4096 columns
+        CHECK(gemm_tile_rows(4096, 14336) == 1170);
+        CHECK(gemm_tile_rows(3, 1 << 26) == 1);
+    }
+
     TEST_CASE("emu: events, in-order streams and synchronize") {
         auto dev  = make_device("emu:delay_us=500");
         Stream& s = dev->default_stream();
