@@ -31,6 +31,9 @@ void add_offload_options(CLI::App& sub, OffloadOptions& o) {
                    "where decode steps compute the model: device (weights resident, every layer's kernels on the "
                    "device; the default on cuda) or host (the CPU forward, only attention partials on the device; the "
                    "default on cpu and emu)");
+    sub.add_option("--prefill", o.prefill,
+                   "where a prompt chunk's matrix products run with --forward device: device (the resident weights "
+                   "dequantized in tiles into the device's GEMM: cuBLAS on cuda; the default on cuda) or host");
 }
 
 OffloadConfig offload_config(const OffloadOptions& o) {
@@ -38,7 +41,7 @@ OffloadConfig offload_config(const OffloadOptions& o) {
     c.enabled =
         !o.device.empty() || !o.selector.empty() || !o.budget.empty() || !o.device_memory.empty() || !o.attn.empty() ||
         !o.copy_path.empty() || o.interval != 1 || !o.neighbours.empty() || !o.forward.empty() ||
-        !o.select_on.empty();
+        !o.select_on.empty() || !o.prefill.empty();
     if (!c.enabled) return c;
     c.device = o.device.empty() ? "emu" : o.device;
     if (o.pcie_gbps > 0) {
@@ -79,6 +82,14 @@ OffloadConfig offload_config(const OffloadOptions& o) {
         c.device_forward = c.device.rfind("cuda", 0) == 0;
     else if (o.forward != "host")
         fail(Status::Usage, "--forward must be host or device (got '{}')", o.forward);
+    if (o.prefill == "device")
+        c.device_prefill = true;
+    else if (o.prefill.empty())
+        c.device_prefill = c.device_forward && c.device.rfind("cuda", 0) == 0;
+    else if (o.prefill != "host")
+        fail(Status::Usage, "--prefill must be host or device (got '{}')", o.prefill);
+    if (c.device_prefill && !c.device_forward)
+        fail(Status::Usage, "--prefill device needs --forward device (the weights resident on the device)");
     return c;
 }
 
@@ -94,6 +105,8 @@ nlohmann::json offload_stats_json(OffloadPipeline& p, const OffloadStats& s) {
             {"selector", c.selector},
             {"attn", attn_mode_name(c.attn)},
             {"forward", c.device_forward ? "device" : "host"},
+            {"prefill", c.device_prefill ? "device" : "host"},
+            {"prefill_device_products", s.device_products},
             {"budget_tokens", c.budget_tokens},
             {"budget_fraction", c.budget_fraction},
             {"sinks", c.sinks},

@@ -30,6 +30,7 @@ struct OffloadOptions {
     std::string neighbours;     // --neighbours on|off (default off)
     std::string select_on;      // --select-on host|device (default device on cuda, host elsewhere)
     std::string forward;        // --forward host|device (default device on cuda, host elsewhere)
+    std::string prefill;        // --prefill host|device (default device with --forward device on cuda, host elsewhere)
 };
 
 void add_offload_options(CLI::App& sub, OffloadOptions& o);

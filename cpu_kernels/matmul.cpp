@@ -47,6 +47,7 @@ void matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int6
             gemv_q(w.type, w.data, w.n_rows, w.n_cols, x + t * w.n_cols, y + t * ldy, scratch.xq);
         return;
     }
+    if (scratch.offload != nullptr && scratch.offload->offload_matmul(w, x, n_tok, y, ldy)) return;
     if (w.type == DType::F32) {
         sgemm_nt(n_tok, w.n_rows, w.n_cols, x, w.n_cols, reinterpret_cast<const float*>(w.data), w.n_cols, y, ldy);
         return;

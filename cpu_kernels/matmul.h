@@ -15,6 +15,16 @@
 
 namespace butler {
 
+// Somewhere else matmul may compute a product of many tokens: a device holding the weights
+// (runtime/device_forward.h, the prefill's matrix products on the GPU).
+class MatmulOffload {
+public:
+    virtual ~MatmulOffload() = default;
+    // Writes y (n_tok rows of ldy floats, columns [0, w.n_rows)) = x (n_tok, w.n_cols) . W^T and returns true, or
+    // returns false without touching y when it does not take this product (W not held there, too many tokens).
+    virtual bool offload_matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int64_t ldy) = 0;
+};
+
 // Scratch for dequantized tiles, owned by the caller (a Session) and sized once, so matmul allocates nothing.
 struct MatmulScratch {
     std::vector<float> tile;  // dequantized rows of one tile: as many whole rows as fit
@@ -25,6 +35,8 @@ struct MatmulScratch {
     // rounding. On Gemma 3 270M the 8-bit activations cost ~1-2% perplexity and make a decode-view perplexity move
     // by as much under any perturbation (thread count, K/V type), which hides the differences between selectors.
     bool float_activations = false;
+    // Products of more than kGemvMaxTokens tokens go here first when set (not owned).
+    MatmulOffload* offload = nullptr;
     // Sizes the scratch: tiles of at most rows_per_tile rows and n_tile_floats values (at least one row of
     // max_cols columns), and room for one activation row of up to max_cols values.
     void reserve(int64_t n_tile_floats, int64_t rows_per_tile, int64_t max_cols);

@@ -45,6 +45,9 @@ struct OffloadConfig {
     // Decode steps run the whole model on the device (runtime/device_forward.h: weights resident, the sliding-window
     // K/V in device rings) instead of the CPU forward with only attention partials on the device.
     bool device_forward    = false;
+    // With device_forward: a prefill chunk's matrix products run on the device (GemmArgs: the resident weights
+    // dequantized in tiles into the device's GEMM), the rest of the chunk (norms, RoPE, attention) on the CPU.
+    bool device_prefill    = false;
     bool skip_copy_wait    = false;  // tests only: plants the missing compute-stream wait the tests must catch
     // Prediction interval (TOKENBUTLER.md §2.5): a fresh selection on the first sparse step and every `interval`
     // steps after it; in between each (layer, KV head) keeps its picks (sinks and window stay current).

@@ -47,6 +47,7 @@ struct OffloadStats {
     uint64_t predictor_runs   = 0;                       // producer MLP evaluations (TokenButler)
     double select_ms = 0, cpu_attn_ms = 0, wait_ms = 0;  // host time: selection, CPU partials, waiting for the device
     double predict_ms = 0;                               // host time in the predictor's MLP
+    uint64_t device_products = 0;                        // prefill matrix products run on the device (GemmArgs)
     CopyStats copy;
 };
 
@@ -80,6 +81,8 @@ public:
     void mark_prefilled(int64_t n);
 
     const OffloadStats& stats() const;
+    // Counts a prefill matrix product the device forward ran on this pipeline's device.
+    void count_device_product() { ++stats_.device_products; }
     void reset_stats();
     Device& device() { return *device_; }
     const HostKvStore& store() const { return *store_; }

@@ -23,6 +23,31 @@ int64_t scratch_floats(const HParams& hp, int64_t swa_cap) {
 
 uint64_t matrix_bytes(const WeightMatrix& m) { return uint64_t(m.n_rows) * uint64_t(m.row_stride_bytes); }
 
+// The widest input and output of the matrices the device forward uploads, and the GEMM tile (floats) that holds
+// the largest matrix or 16 Mi floats, whichever is less, and at least one row of the widest input.
+struct PrefillShape {
+    int64_t max_cols = 0, max_rows = 0, tile_floats = 0;
+};
+PrefillShape prefill_shape(const ModelWeights& w) {
+    PrefillShape s;
+    auto see = [&s](const WeightMatrix& m) {
+        s.max_cols    = std::max(s.max_cols, m.n_cols);
+        s.max_rows    = std::max(s.max_rows, m.n_rows);
+        s.tile_floats = std::max(s.tile_floats, m.n_rows * m.n_cols);
+    };
+    see(w.output);
+    for (const LayerWeights& L : w.layers)
+        for (const WeightMatrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) see(*m);
+    s.tile_floats = std::max(std::min<int64_t>(s.tile_floats, int64_t(1) << 24), s.max_cols);
+    return s;
+}
+
+uint64_t prefill_bytes(const ModelWeights& w, int64_t prefill_tokens) {
+    if (prefill_tokens <= 0) return 0;
+    const PrefillShape s = prefill_shape(w);
+    return 4 * uint64_t(prefill_tokens * (s.max_cols + s.max_rows) + s.tile_floats);
+}
+
 template <typename T>
 const T* push(std::vector<T>& arena, const T& args) {
     BUTLER_ASSERT(arena.size() < arena.capacity(), "device forward argument arena overflow");
@@ -32,7 +57,7 @@ const T* push(std::vector<T>& arena, const T& args) {
 
 }  // namespace
 
-uint64_t DeviceForward::device_bytes(const Model& model, int64_t swa_cap, DType kv_type) {
+uint64_t DeviceForward::device_bytes(const Model& model, int64_t swa_cap, DType kv_type, int64_t prefill_tokens) {
     const HParams& hp = model.hparams();
     const ModelWeights& w = model.weights();
     uint64_t n = matrix_bytes(w.output) + 4 * uint64_t(w.output_norm.n);
@@ -46,15 +71,21 @@ uint64_t DeviceForward::device_bytes(const Model& model, int64_t swa_cap, DType 
             n += 4 * uint64_t(v->n);
         if (hp.is_swa(l)) n += uint64_t(hp.n_head_kv) * uint64_t(swa_cap) * uint64_t(hp.head_dim + hp.head_dim_v) * elem;
     }
-    return n + 4 * uint64_t(scratch_floats(hp, swa_cap));
+    return n + 4 * uint64_t(scratch_floats(hp, swa_cap)) + prefill_bytes(w, prefill_tokens);
 }
 
 DeviceForward::~DeviceForward() {
     if (stream_) stream_->synchronize();  // nothing queued may outlive the buffers it names
 }
 
-DeviceForward::DeviceForward(const Model& model, OffloadPipeline& pipeline, int64_t swa_cap, DType kv_type)
-    : model_(model), pipeline_(pipeline), device_(pipeline.device()), kv_type_(kv_type), swa_cap_(swa_cap) {
+DeviceForward::DeviceForward(const Model& model, OffloadPipeline& pipeline, int64_t swa_cap, DType kv_type,
+                             int64_t prefill_tokens)
+    : model_(model),
+      pipeline_(pipeline),
+      device_(pipeline.device()),
+      kv_type_(kv_type),
+      swa_cap_(swa_cap),
+      prefill_tokens_(std::max<int64_t>(prefill_tokens, 0)) {
     const HParams& hp = model.hparams();
     const ModelWeights& w = model.weights();
     stream_ = device_.create_stream();
@@ -114,6 +145,14 @@ DeviceForward::DeviceForward(const Model& model, OffloadPipeline& pipeline, int6
     inv_freq_global_ = rope_inv_freq(hp.head_dim, hp.rope_base_global, hp.rope_freq_scale, hp.rope_freq_factors);
     inv_freq_local_ = rope_inv_freq(hp.head_dim, hp.rope_base_local, hp.rope_freq_scale, hp.rope_freq_factors);
 
+    if (prefill_tokens_ > 0) {
+        const PrefillShape s = prefill_shape(w);
+        tile_floats_         = s.tile_floats;
+        prefill_x_           = dev_floats(prefill_tokens_ * s.max_cols);
+        prefill_y_           = dev_floats(prefill_tokens_ * s.max_rows);
+        prefill_tile_        = dev_floats(tile_floats_);
+    }
+
     const size_t nl = size_t(hp.n_layer);
     gemv_args_.reserve(7 * nl + 1);
     rms_args_.reserve(6 * nl + 1);
@@ -141,7 +180,29 @@ DeviceForward::Matrix DeviceForward::upload_matrix(const WeightMatrix& m) {
     stream_->copy(b.data(), m.data, size_t(n_bytes));
     stream_->synchronize();
     weights_.push_back(std::move(b));
-    return Matrix{uint32_t(m.type), weights_.back().data(), m.n_rows, m.n_cols};
+    const Matrix d{uint32_t(m.type), weights_.back().data(), m.n_rows, m.n_cols};
+    by_host_.emplace(m.data, d);
+    return d;
+}
+
+bool DeviceForward::offload_matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int64_t ldy) {
+    if (n_tok < 1 || n_tok > prefill_tokens_) return false;
+    const auto it = by_host_.find(w.data);
+    if (it == by_host_.end()) return false;
+    const Matrix& m = it->second;
+    stream_->copy(prefill_x_.data(), x, size_t(4 * n_tok * m.n_cols));
+    const int64_t tile_rows = std::clamp<int64_t>(tile_floats_ / m.n_cols, 1, m.n_rows);
+    gemm_args_ = GemmArgs{m.type,   m.w,      m.n_rows, m.n_cols,          prefill_x_.as<float>(), n_tok,
+                          prefill_y_.as<float>(), m.n_rows, prefill_tile_.data(), tile_rows};
+    device_.kernels().gemm(*stream_, &gemm_args_);
+    if (ldy == m.n_rows)
+        stream_->copy(y, prefill_y_.data(), size_t(4 * n_tok * m.n_rows));
+    else
+        for (int64_t t = 0; t < n_tok; ++t)
+            stream_->copy(y + t * ldy, prefill_y_.as<float>() + t * m.n_rows, size_t(4 * m.n_rows));
+    stream_->synchronize();  // y, and gemm_args_ for the next product
+    pipeline_.count_device_product();
+    return true;
 }
 
 void DeviceForward::upload_ring(int32_t layer, const uint8_t* k, const uint8_t* v) {

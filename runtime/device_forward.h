@@ -4,7 +4,10 @@
 // sliding-window layers' K/V in device rings, every matmul a gemv, the norms, RoPE, activations and residual adds as
 // kernels; the global layers' attention goes through the offload pipeline (select -> copy -> split attention ->
 // merge), which is driven from the host: the step copies that layer's q, k and v to pinned host memory, waits for
-// them, and copies the attention output back. Prefill stays on the CPU (Session::forward_chunk).
+// them, and copies the attention output back. Prefill runs on the CPU (Session::forward_chunk), and with
+// prefill_tokens > 0 its matrix products come here (MatmulOffload): the chunk's activations go to the device, the
+// resident weights are multiplied there (KernelTable::gemm: dequantized tiles into the device's GEMM), and the
+// products come back; norms, RoPE and attention stay on the CPU.
 //
 // On cpu and emu the same step runs the CPU kernels in stream order (the cross-device test compares it with the
 // CPU forward); on cuda it is what keeps a decode step's time off the host.
@@ -17,8 +20,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
+#include "cpu_kernels/matmul.h"
 #include "runtime/device.h"
 #include "runtime/dtype.h"
 #include "runtime/tokenizer.h"
@@ -29,18 +34,25 @@ namespace butler {
 class Model;
 class OffloadPipeline;
 
-class DeviceForward {
+class DeviceForward final : public MatmulOffload {
 public:
     // swa_cap: positions of each sliding-window ring (the session's). Every layer must be either sliding-window or
-    // offloaded by `pipeline`. Error(Oom) naming what did not fit the device's memory.
-    DeviceForward(const Model& model, OffloadPipeline& pipeline, int64_t swa_cap, DType kv_type);
-    ~DeviceForward();
+    // offloaded by `pipeline`. prefill_tokens: the most tokens of one offloaded matrix product (the session's chunk;
+    // 0: none are taken). Error(Oom) naming what did not fit the device's memory.
+    DeviceForward(const Model& model, OffloadPipeline& pipeline, int64_t swa_cap, DType kv_type,
+                  int64_t prefill_tokens = 0);
+    ~DeviceForward() override;
     DeviceForward(const DeviceForward&)            = delete;
     DeviceForward& operator=(const DeviceForward&) = delete;
 
     // Device memory the constructor allocates for this model: the weights it uploads (output projection, layer
     // matrices, norms and biases; the token embeddings stay on the host), the rings and the scratch.
-    static uint64_t device_bytes(const Model& model, int64_t swa_cap, DType kv_type);
+    // prefill_tokens as for the constructor (its staging of activations and products, and the GEMM's tile).
+    static uint64_t device_bytes(const Model& model, int64_t swa_cap, DType kv_type, int64_t prefill_tokens = 0);
+
+    // MatmulOffload: takes products of 1 .. prefill_tokens tokens with the model's layer matrices and output
+    // projection (looked up by their host data); returns when y is written. Allocates nothing.
+    bool offload_matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int64_t ldy) override;
 
     // Copies sliding-window layer `layer`'s ring between host images (n_head_kv, cap, head_dim[_v]) in kv_type and
     // the device; returns when the copy is done.
@@ -101,6 +113,12 @@ private:
     std::vector<ScaleArgs> scale_args_;
     std::vector<StoreRowArgs> store_args_;
     std::vector<AttnPartialArgs> attn_args_;
+    // Prefill products: the uploaded matrices by their host data, the staging of a chunk's activations (x) and
+    // products (y), the GEMM's dequantized tile (tile_floats_ floats) and its arguments.
+    std::unordered_map<const void*, Matrix> by_host_;
+    int64_t prefill_tokens_ = 0, tile_floats_ = 0;
+    Buffer prefill_x_, prefill_y_, prefill_tile_;
+    GemmArgs gemm_args_{};
 };
 
 }  // namespace butler

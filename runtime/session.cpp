@@ -92,13 +92,17 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
         for (int l = 0; l < hp.n_layer; ++l)
             if (hp.is_swa(l))
                 resident += uint64_t(hp.n_head_kv * swa_cap * (hp.head_dim + hp.head_dim_v) * elem);
+        const int64_t prefill_tokens = params_.offload.device_prefill ? ub : 0;
+        if (params_.offload.device_prefill && !params_.offload.device_forward)
+            fail(Status::Usage, "device prefill needs the device forward (the weights resident on the device)");
         if (params_.offload.device_forward)
-            resident = DeviceForward::device_bytes(*model_, swa_cap, params_.kv_type);
+            resident = DeviceForward::device_bytes(*model_, swa_cap, params_.kv_type, prefill_tokens);
         params_.offload.device_resident_bytes = resident;
         offload_ = std::make_unique<OffloadPipeline>(hp, params_.offload, params_.n_ctx, params_.kv_type);
         if (params_.offload.device_forward) {
             offload_->release_resident();
-            device_forward_ = std::make_unique<DeviceForward>(*model_, *offload_, swa_cap, params_.kv_type);
+            device_forward_ =
+                std::make_unique<DeviceForward>(*model_, *offload_, swa_cap, params_.kv_type, prefill_tokens);
         }
     }
     try {
@@ -136,6 +140,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
                 tile_floats = std::max(tile_floats, std::min(m->n_rows, kVocabTile) * m->n_cols);
         mm_.reserve(tile_floats, kVocabTile, max_cols);
         mm_.float_activations = params_.float_activations;
+        if (params_.offload.device_prefill) mm_.offload = device_forward_.get();
     } catch (const std::bad_alloc&) {
         fail(Status::Oom, "out of memory allocating the KV cache and scratch for a context of {} tokens", params_.n_ctx);
     }

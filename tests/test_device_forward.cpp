@@ -3,8 +3,9 @@
 // kernel table on the emu device (random copy delays) and on the cpu device give the plain runtime's logits and
 // hidden states for gemma3 (sliding-window rings, sandwich and q/k norms), llama (interleaved RoPE) and qwen2
 // (biases, halves RoPE); the rings follow the side that runs when prompt chunks and decode steps alternate; the
-// TokenButler producers see the same attention input; the decode loop allocates nothing; a cap below the resident
-// bytes is a clear error.
+// TokenButler producers see the same attention input; prompt chunks whose matrix products run on the device (the
+// device prefill) give the same logits; the decode loop allocates nothing; a cap below the resident bytes is a clear
+// error.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -105,20 +106,26 @@ TEST_SUITE("pipeline") {
                 plain.n_ubatch  = 16;  // a ring of n_swa + 16 slots: the decode steps wrap it several times
                 plain.kv_type   = kv;
                 const Trace want = run(model, plain, tokens);
-                for (const char* device : {"emu:delay_us=100,seed=9", "cpu"}) {
-                    CAPTURE(device);
-                    SessionParams sp          = plain;
-                    sp.offload.enabled        = true;
-                    sp.offload.device         = device;
-                    sp.offload.selector       = "oracle";
-                    sp.offload.budget_tokens  = 24;
-                    sp.offload.attn           = AttnMode::Exact;
-                    sp.offload.device_forward = true;
-                    const Trace got           = run(model, sp, tokens);
-                    check_same(got, want, 1e-4);
-                    CHECK(got.device_allocs_in_decode == 0);
-                    CHECK(got.stats.sparse_steps > 0);
-                }
+                for (const char* device : {"emu:delay_us=100,seed=9", "cpu"})
+                    for (const bool prefill : {false, true}) {
+                        CAPTURE(device);
+                        CAPTURE(prefill);
+                        SessionParams sp          = plain;
+                        sp.offload.enabled        = true;
+                        sp.offload.device         = device;
+                        sp.offload.selector       = "oracle";
+                        sp.offload.budget_tokens  = 24;
+                        sp.offload.attn           = AttnMode::Exact;
+                        sp.offload.device_forward = true;
+                        sp.offload.device_prefill = prefill;
+                        const Trace got           = run(model, sp, tokens);
+                        check_same(got, want, 1e-4);
+                        CHECK(got.device_allocs_in_decode == 0);
+                        CHECK(got.stats.sparse_steps > 0);
+                        // The chunks of 16, 16, 8 and 12 tokens: every layer matrix of each on the device.
+                        const uint64_t per_chunk = 7 * uint64_t(model->hparams().n_layer);
+                        CHECK(got.stats.device_products == (prefill ? 4 * per_chunk : 0));
+                    }
             }
         }
     }
