@@ -5,7 +5,9 @@
 #      TokenButler selection (scores + top-k) per (layer, KV head) on the GPU at 8K..128K candidates;
 #   3. butler bench on a random Llama-3.1-8B-shape Q4_K file (with an untrained predictor beside it, so the
 #      tokenbutler selector runs, scoring and picking on the GPU) under an 8 GiB cap, synthetic K/V, 32K and 128K;
-#   4. ../shared/anchors/hf_offload_bench.py at the same contexts, in the same run (the peer).
+#   4. ../shared/anchors/hf_offload_bench.py at the same contexts, in the same run (the peer);
+#   5. (STEPS=prefill, not in the default) time to first token at 8K with a real prefill: the chunk's matrix products
+#      on the GPU (cuBLAS), its attention on the CPU over the host store.
 # STEPS (default "tests copy bench hf") picks a subset; each step's log is $OUT/<step>.log.
 set -uo pipefail
 OUT=${OUT:-/tmp/butler-out}
@@ -34,6 +36,10 @@ for s in $steps; do
             [ -f /tmp/l8b.gguf ] || "$B/butler" make-random-model --like llama-3.1-8b --type Q4_K --predictor --out /tmp/l8b.gguf
             "$B/butler" bench -m /tmp/l8b.gguf -c "$ctx" --budget 5%,10% --device cuda:mem=8GiB --synthetic-kv \
                 --interval 4 --neighbours on --json "$OUT/bench-8b.json" ;;
+        prefill)
+            [ -f /tmp/l8b.gguf ] || "$B/butler" make-random-model --like llama-3.1-8b --type Q4_K --predictor --out /tmp/l8b.gguf
+            "$B/butler" bench -m /tmp/l8b.gguf -c 8K --budget 10% --modes sparse --device cuda:mem=8GiB \
+                -f .device/kjv-john.txt --json "$OUT/bench-8b-prefill.json" ;;
         hf) python3 .device/anchors/hf_offload_bench.py "$(echo "$ctx" | sed 's/K/*1024/g' | tr ',' '\n' |
                                                            while read -r e; do echo $((e)); done | paste -sd,)" ;;
         *) echo "gpu_run: unknown step '$s'" >&2; false ;;
