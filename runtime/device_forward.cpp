@@ -23,8 +23,10 @@ int64_t scratch_floats(const HParams& hp, int64_t swa_cap) {
 
 uint64_t matrix_bytes(const WeightMatrix& m) { return uint64_t(m.n_rows) * uint64_t(m.row_stride_bytes); }
 
-// The widest input and output of the matrices the device forward uploads, and the GEMM tile (floats) that holds
-// the largest matrix or 16 Mi floats, whichever is less, and at least one row of the widest input.
+// The widest input and output of the layer matrices, and the GEMM tile (floats) that holds the largest of them or
+// 16 Mi floats, whichever is less, and at least one row of the widest input. The output projection is left out:
+// prompt chunks compute logits for a few rows only (Session's logits path), and its n_vocab outputs per token would
+// make the staging hundreds of MiB.
 struct PrefillShape {
     int64_t max_cols = 0, max_rows = 0, tile_floats = 0;
 };
@@ -35,7 +37,6 @@ PrefillShape prefill_shape(const ModelWeights& w) {
         s.max_rows    = std::max(s.max_rows, m.n_rows);
         s.tile_floats = std::max(s.tile_floats, m.n_rows * m.n_cols);
     };
-    see(w.output);
     for (const LayerWeights& L : w.layers)
         for (const WeightMatrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) see(*m);
     s.tile_floats = std::max(std::min<int64_t>(s.tile_floats, int64_t(1) << 24), s.max_cols);
@@ -148,6 +149,8 @@ DeviceForward::DeviceForward(const Model& model, OffloadPipeline& pipeline, int6
     if (prefill_tokens_ > 0) {
         const PrefillShape s = prefill_shape(w);
         tile_floats_         = s.tile_floats;
+        prefill_cols_        = s.max_cols;
+        prefill_rows_        = s.max_rows;
         prefill_x_           = dev_floats(prefill_tokens_ * s.max_cols);
         prefill_y_           = dev_floats(prefill_tokens_ * s.max_rows);
         prefill_tile_        = dev_floats(tile_floats_);
@@ -190,6 +193,7 @@ bool DeviceForward::offload_matmul(const WeightMatrix& w, const float* x, int64_
     const auto it = by_host_.find(w.data);
     if (it == by_host_.end()) return false;
     const Matrix& m = it->second;
+    if (m.n_cols > prefill_cols_ || m.n_rows > prefill_rows_) return false;  // the output projection
     stream_->copy(prefill_x_.data(), x, size_t(4 * n_tok * m.n_cols));
     const int64_t tile_rows = std::clamp<int64_t>(tile_floats_ / m.n_cols, 1, m.n_rows);
     gemm_args_ = GemmArgs{m.type,   m.w,      m.n_rows, m.n_cols,          prefill_x_.as<float>(), n_tok,

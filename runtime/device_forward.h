@@ -50,8 +50,8 @@ public:
     // prefill_tokens as for the constructor (its staging of activations and products, and the GEMM's tile).
     static uint64_t device_bytes(const Model& model, int64_t swa_cap, DType kv_type, int64_t prefill_tokens = 0);
 
-    // MatmulOffload: takes products of 1 .. prefill_tokens tokens with the model's layer matrices and output
-    // projection (looked up by their host data); returns when y is written. Allocates nothing.
+    // MatmulOffload: takes products of 1 .. prefill_tokens tokens with the model's layer matrices (looked up by
+    // their host data); returns when y is written. Allocates nothing.
     bool offload_matmul(const WeightMatrix& w, const float* x, int64_t n_tok, float* y, int64_t ldy) override;
 
     // Copies sliding-window layer `layer`'s ring between host images (n_head_kv, cap, head_dim[_v]) in kv_type and
@@ -116,7 +116,7 @@ private:
     // Prefill products: the uploaded matrices by their host data, the staging of a chunk's activations (x) and
     // products (y), the GEMM's dequantized tile (tile_floats_ floats) and its arguments.
     std::unordered_map<const void*, Matrix> by_host_;
-    int64_t prefill_tokens_ = 0, tile_floats_ = 0;
+    int64_t prefill_tokens_ = 0, tile_floats_ = 0, prefill_cols_ = 0, prefill_rows_ = 0;
     Buffer prefill_x_, prefill_y_, prefill_tile_;
     GemmArgs gemm_args_{};
 };
