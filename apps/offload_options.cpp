@@ -32,8 +32,9 @@ void add_offload_options(CLI::App& sub, OffloadOptions& o) {
                    "device; the default on cuda) or host (the CPU forward, only attention partials on the device; the "
                    "default on cpu and emu)");
     sub.add_option("--prefill", o.prefill,
-                   "where a prompt chunk's matrix products run with --forward device: device (the resident weights "
-                   "dequantized in tiles into the device's GEMM: cuBLAS on cuda; the default on cuda) or host");
+                   "where a prompt chunk's matrix products and offloaded-layer attention run with --forward device: "
+                   "device (the resident weights dequantized in tiles into the device's GEMM, cuBLAS on cuda; the "
+                   "context streamed from the host K/V through the slot pool in blocks; the default on cuda) or host");
 }
 
 OffloadConfig offload_config(const OffloadOptions& o) {
@@ -107,6 +108,7 @@ nlohmann::json offload_stats_json(OffloadPipeline& p, const OffloadStats& s) {
             {"forward", c.device_forward ? "device" : "host"},
             {"prefill", c.device_prefill ? "device" : "host"},
             {"prefill_device_products", s.device_products},
+            {"prefill_attn_blocks", s.prefill_blocks},
             {"budget_tokens", c.budget_tokens},
             {"budget_fraction", c.budget_fraction},
             {"sinks", c.sinks},

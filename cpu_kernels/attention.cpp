@@ -327,6 +327,55 @@ void attend_group_indexed(const float* q, int32_t n_group, const DenseKvRows& kv
     attend_rows(q, n_group, kv, 0, n_idx, [idx](int64_t j) { return int64_t(idx[j]); }, out, lse, scores);
 }
 
+void attend_causal_block(const float* q, int64_t q_stride, int64_t n_q, int64_t q_pos0, int32_t n_group,
+                         const DenseKvRows& kv, const int32_t* idx, int64_t n_idx, int64_t kv_pos0, float* out,
+                         int64_t o_stride, float* lse, int64_t lse_stride, bool accumulate) {
+    constexpr int64_t kKeys   = 128;  // scores per pass: the running max and the accumulator rescale once per pass
+    constexpr int32_t kMaxDim = 256;
+    BUTLER_ASSERT(kv.head_dim_v <= kMaxDim, "attend_causal_block: head_dim_v over 256");
+    const int64_t n_rows = n_q * n_group;
+#pragma omp parallel for schedule(dynamic, 4) if (n_rows * n_idx > 4096)
+    for (int64_t r = 0; r < n_rows; ++r) {
+        const int64_t i = r / n_group, h = r % n_group;
+        const float* qh = q + i * q_stride + h * kv.head_dim;
+        // Rows j < n_seen are visible to this query (positions <= its own).
+        const int64_t n_seen = std::clamp<int64_t>(q_pos0 + i - kv_pos0 + 1, 0, n_idx);
+        float acc[kMaxDim];
+        std::fill(acc, acc + kv.head_dim_v, 0.0f);
+        float m = -INFINITY, sum = 0.0f;
+        float s[kKeys];
+        for (int64_t j0 = 0; j0 < n_seen; j0 += kKeys) {
+            const int64_t nj = std::min(kKeys, n_seen - j0);
+            float m_pass = -INFINITY;
+            for (int64_t j = 0; j < nj; ++j) {
+                s[j]   = dot_kv_row(kv.type, kv.k_row(0, idx[j0 + j]), qh, kv.head_dim);
+                m_pass = std::max(m_pass, s[j]);
+            }
+            const float m_new = std::max(m, m_pass);
+            const float shrink = std::exp(m - m_new);  // m = -inf on the first pass: exp(-inf) = 0, acc is 0 anyway
+            sum *= shrink;
+            for (int32_t d = 0; d < kv.head_dim_v; ++d) acc[d] *= shrink;
+            for (int64_t j = 0; j < nj; ++j) {
+                const float p = std::exp(s[j] - m_new);
+                sum += p;
+                axpy_kv_row(kv.type, kv.v_row(0, idx[j0 + j]), p, acc, kv.head_dim_v);
+            }
+            m = m_new;
+        }
+        float* o  = out + i * o_stride + h * kv.head_dim_v;
+        float* ls = lse + i * lse_stride + h;
+        const float block_lse = n_seen > 0 ? m + std::log(sum) : -INFINITY;
+        if (n_seen > 0)
+            for (int32_t d = 0; d < kv.head_dim_v; ++d) acc[d] /= sum;
+        if (accumulate) {
+            lse_merge(o, ls, acc, &block_lse, 1, kv.head_dim_v);
+        } else {
+            std::copy(acc, acc + kv.head_dim_v, o);
+            *ls = block_lse;
+        }
+    }
+}
+
 void attend_group_range(const float* q, int32_t n_group, const PagedKvView& kv, int32_t g, int64_t t_lo,
                         int64_t t_hi, float* out, float* lse, float* scores) {
     attend_rows(q, n_group, kv, g, t_hi - t_lo + 1, [t_lo](int64_t j) { return t_lo + j; }, out, lse, scores);

@@ -122,6 +122,15 @@ void attend_group_indexed(const float* q, int32_t n_group, const PagedKvView& kv
                           int64_t n_idx, float* out, float* lse, float* scores);
 void attend_group_indexed(const float* q, int32_t n_group, const DenseKvRows& kv, const int32_t* idx, int64_t n_idx,
                           float* out, float* lse, float* scores);
+// Causal attention of n_q queries over one block of rows (a chunked prefill's block in device slots), merged into
+// running partials: the CPU kernel of runtime/device.h PrefillAttnArgs, whose contract it follows. Query i is at
+// q_pos0 + i and sees block row j (row idx[j] of kv, position kv_pos0 + j) iff kv_pos0 + j <= q_pos0 + i.
+//   q row i at q + i * q_stride (n_group x head_dim, scaled); out row i at out + i * o_stride (n_group x head_dim_v);
+//   lse row i at lse + i * lse_stride (n_group). accumulate: merge by log-sum-exp, else overwrite.
+// OpenMP over the (query, head) rows; allocates nothing.
+void attend_causal_block(const float* q, int64_t q_stride, int64_t n_q, int64_t q_pos0, int32_t n_group,
+                         const DenseKvRows& kv, const int32_t* idx, int64_t n_idx, int64_t kv_pos0, float* out,
+                         int64_t o_stride, float* lse, int64_t lse_stride, bool accumulate);
 // The same over the contiguous token range [t_lo, t_hi] of a paged view (prefill through the host store).
 void attend_group_range(const float* q, int32_t n_group, const PagedKvView& kv, int32_t g, int64_t t_lo,
                         int64_t t_hi, float* out, float* lse, float* scores);

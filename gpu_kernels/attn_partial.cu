@@ -89,12 +89,98 @@ __global__ void attn_partial_kernel(AttnPartialArgs a, int elem_bytes) {
     if (threadIdx.x == 0) a.lse[h] = m + logf(sum);
 }
 
+// Chunked-prefill attention block (PrefillAttnArgs): one warp per query head and kQueriesPerWarp consecutive
+// queries, so each K and V row read serves that many queries. Lane l holds dimensions l, l + 32, ... of the queries
+// and the accumulators (head dimensions <= 256: at most 8 per lane). Keys are walked once with an online softmax
+// (running max, rescaled accumulator); a query's invisible keys (the causal mask) are skipped.
+constexpr int kQueriesPerWarp = 4;
+constexpr int kDimsPerLane    = kMaxHeadDim / 32;
+
+__global__ void prefill_attn_kernel(PrefillAttnArgs a, int elem_bytes) {
+    const int h = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t i0 = int64_t(blockIdx.x) * kQueriesPerWarp;
+    const int nq = a.n_q - i0 < kQueriesPerWarp ? int(a.n_q - i0) : kQueriesPerWarp;
+    float q[kQueriesPerWarp][kDimsPerLane], acc[kQueriesPerWarp][kDimsPerLane];
+    float m[kQueriesPerWarp], sum[kQueriesPerWarp];
+    int64_t n_seen[kQueriesPerWarp];
+    for (int r = 0; r < kQueriesPerWarp; ++r) {
+        m[r] = -INFINITY;
+        sum[r] = 0.f;
+        const int64_t visible = a.q_pos0 + i0 + r - a.kv_pos0 + 1;  // rows at positions <= the query's
+        n_seen[r] = r >= nq || visible < 0 ? 0 : (visible < a.n_idx ? visible : a.n_idx);
+        const float* qr = a.q + (i0 + (r < nq ? r : 0)) * a.q_stride + int64_t(h) * a.head_dim;
+        for (int c = 0; c < kDimsPerLane; ++c) {
+            const int d = lane + 32 * c;
+            q[r][c] = d < a.head_dim && r < nq ? qr[d] : 0.f;
+            acc[r][c] = 0.f;
+        }
+    }
+    const int64_t k_row = int64_t(a.head_dim) * elem_bytes, v_row = int64_t(a.head_dim_v) * elem_bytes;
+    const int64_t n_keys = n_seen[nq - 1];  // the last query sees the most rows
+    for (int64_t j = 0; j < n_keys; ++j) {
+        const uint8_t* k = a.k + int64_t(a.idx[j]) * k_row;
+        const uint8_t* v = a.v + int64_t(a.idx[j]) * v_row;
+        float kd[kDimsPerLane], vd[kDimsPerLane];
+        for (int c = 0; c < kDimsPerLane; ++c) {
+            const int d = lane + 32 * c;
+            kd[c] = d < a.head_dim ? load_elem(k, d, a.kv_type) : 0.f;
+            vd[c] = d < a.head_dim_v ? load_elem(v, d, a.kv_type) : 0.f;
+        }
+        for (int r = 0; r < kQueriesPerWarp; ++r) {
+            if (j >= n_seen[r]) continue;  // warp-uniform: every lane has the same n_seen
+            float s = 0.f;
+            for (int c = 0; c < kDimsPerLane; ++c) s += q[r][c] * kd[c];
+            for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+            const float m_new = fmaxf(m[r], s);
+            const float shrink = __expf(m[r] - m_new), p = __expf(s - m_new);
+            sum[r] = sum[r] * shrink + p;
+            for (int c = 0; c < kDimsPerLane; ++c) acc[r][c] = acc[r][c] * shrink + p * vd[c];
+            m[r] = m_new;
+        }
+    }
+    for (int r = 0; r < nq; ++r) {
+        float* o = a.out + (i0 + r) * a.o_stride + int64_t(h) * a.head_dim_v;
+        float* lse = a.lse + (i0 + r) * a.lse_stride + h;
+        const bool seen = n_seen[r] > 0;
+        const float block_lse = seen ? m[r] + logf(sum[r]) : -INFINITY;
+        float w_old = 0.f, w_new = 1.f, merged = block_lse;
+        if (a.accumulate) {
+            const float old = *lse;
+            const float top = fmaxf(old, block_lse);
+            if (top == -INFINITY) continue;  // both empty: (0, -inf) stays
+            w_old = __expf(old - top);
+            w_new = __expf(block_lse - top);
+            merged = top + logf(w_old + w_new);
+            const float norm = 1.f / (w_old + w_new);
+            w_old *= norm;
+            w_new *= norm;
+        }
+        const float inv = seen ? 1.f / sum[r] : 0.f;
+        for (int c = 0; c < kDimsPerLane; ++c) {
+            const int d = lane + 32 * c;
+            if (d >= a.head_dim_v) continue;
+            const float block_o = acc[r][c] * inv;
+            o[d] = a.accumulate ? w_old * o[d] + w_new * block_o : block_o;
+        }
+        __syncwarp();
+        if (lane == 0) *lse = merged;
+    }
+}
+
 }  // namespace
 
 void launch_attn_partial(const AttnPartialArgs& a, void* stream) {
     if (a.n_group == 0) return;
     const int elem_bytes = a.kv_type == uint32_t(DType::F32) ? 4 : 2;
     attn_partial_kernel<<<a.n_group, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a, elem_bytes);
+    BUTLER_CUDA_CHECK(cudaGetLastError());
+}
+
+void launch_prefill_attn(const PrefillAttnArgs& a, void* stream) {
+    if (a.n_q == 0) return;
+    const int elem_bytes = a.kv_type == uint32_t(DType::F32) ? 4 : 2;
+    const int64_t n_blocks = (a.n_q + kQueriesPerWarp - 1) / kQueriesPerWarp;
+    prefill_attn_kernel<<<unsigned(n_blocks), 32 * a.n_group, 0, static_cast<cudaStream_t>(stream)>>>(a, elem_bytes);
     BUTLER_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -111,6 +111,14 @@ void cuda_gemv(Stream& stream, const GemvArgs* args) {
     launch_gemv(*args, handle);
 }
 
+void cuda_prefill_attn(Stream& stream, const PrefillAttnArgs* args) {
+    check_prefill_attn_args(*args, "cuda");
+    if (args->n_group > 32 || args->n_q > int64_t(1) << 32)
+        fail(Status::InvalidArg, "prefill attention on cuda: {} heads per KV head (at most 32), {} queries",
+             args->n_group, args->n_q);
+    launch_prefill_attn(*args, checked_stream(stream, "prefill attention"));
+}
+
 void cuda_gemm(Stream& stream, const GemmArgs* args) {
     CudaStream& cs = checked_cuda_stream(stream, "gemm");
     (void)check_gemm_args(*args, &gemv_has_kernel, "cuda");
@@ -208,7 +216,7 @@ public:
                                        &cuda_rmsnorm,      &cuda_rope,         &cuda_glu,
                                        &cuda_add,          &cuda_scale,        &cuda_store_row,
                                        &cuda_imp_score,    &cuda_topk,         &cuda_imp_query,
-                                       &cuda_gemm};
+                                       &cuda_gemm,         &cuda_prefill_attn};
         return table;
     }
 

@@ -34,6 +34,10 @@ std::unique_ptr<Device> make_cuda_device(const CudaDeviceOptions& options);
 // head_dim and head_dim_v at most 256; kv_type f32, f16 or bf16.
 void launch_attn_partial(const AttnPartialArgs& args, void* stream);
 
+// Enqueues a chunked-prefill attention block (PrefillAttnArgs' contract in runtime/device.h) on a CUDA stream given
+// as void*; the caller has checked the arguments (check_prefill_attn_args, at most 32 query heads per KV head).
+void launch_prefill_attn(const PrefillAttnArgs& args, void* stream);
+
 // True for the weight types gemv.cu has a kernel for (F32, F16, BF16, Q8_0, Q5_0, Q4_K, Q6_K).
 bool gemv_has_kernel(uint32_t type);
 // Enqueues y = W x (GemvArgs' contract in runtime/device.h) on a CUDA stream given as void*; the caller has checked

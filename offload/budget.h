@@ -46,8 +46,11 @@ struct OffloadConfig {
     // K/V in device rings) instead of the CPU forward with only attention partials on the device.
     bool device_forward    = false;
     // With device_forward: a prefill chunk's matrix products run on the device (GemmArgs: the resident weights
-    // dequantized in tiles into the device's GEMM), the rest of the chunk (norms, RoPE, attention) on the CPU.
+    // dequantized in tiles into the device's GEMM), and so does the offloaded layers' attention (chunked prefill:
+    // the context streams from the host store through the slot pool block by block, PrefillAttnArgs); norms, RoPE
+    // and the sliding-window layers' attention stay on the CPU.
     bool device_prefill    = false;
+    int64_t prefill_tokens = 0;  // with device_prefill: the largest chunk (the Session's n_ubatch; sizes staging)
     bool skip_copy_wait    = false;  // tests only: plants the missing compute-stream wait the tests must catch
     // Prediction interval (TOKENBUTLER.md §2.5): a fresh selection on the first sparse step and every `interval`
     // steps after it; in between each (layer, KV head) keeps its picks (sinks and window stay current).

@@ -31,20 +31,38 @@ void CopyEngine::fetch(int32_t layer, int32_t g, std::span<const int32_t> wanted
     stats_.hits += uint64_t(plan_.n_hit);
     stats_.misses += uint64_t(plan_.n_miss);
     stats_.runs += plan_.runs.size();
+    for (const CopyRun& r : plan_.runs) add_run(layer, g, pool, r.token, r.slot, r.n);
+}
+
+void CopyEngine::fetch_range(int32_t layer, int32_t g, int32_t t0, int32_t n, int32_t slot0, int32_t pool_layer) {
+    std::span<int32_t> slot_token = slots_.slot_token(pool_layer, g), token_slot = slots_.token_slot(pool_layer, g);
+    BUTLER_ASSERT(slot0 >= 0 && slot0 + n <= slots_.n_slots(), "fetch_range: slots {}..{} outside the pool", slot0,
+                  slot0 + n - 1);
+    for (int32_t j = 0; j < n; ++j) {
+        const int32_t s = slot0 + j, t = t0 + j;
+        if (slot_token[size_t(s)] >= 0) token_slot[size_t(slot_token[size_t(s)])] = -1;
+        if (token_slot[size_t(t)] >= 0) slot_token[size_t(token_slot[size_t(t)])] = -1;
+        slot_token[size_t(s)] = t;
+        token_slot[size_t(t)] = s;
+    }
+    stats_.misses += uint64_t(n);
+    stats_.runs += 1;
+    add_run(layer, g, pool_layer, t0, slot0, n);
+}
+
+void CopyEngine::add_run(int32_t layer, int32_t g, int32_t pool, int32_t token, int32_t slot, int32_t n_tok) {
     const KvStoreShape& sh = store_.shape();
     const PagedKvView kv   = store_.view(layer);
     const size_t k_row = size_t(sh.head_dim * kv.elem_bytes), v_row = size_t(sh.head_dim_v * kv.elem_bytes);
-    for (const CopyRun& r : plan_.runs) {
-        // Rows of one head are contiguous within a host page, so a run splits only at page boundaries.
-        int32_t done = 0;
-        while (done < r.n) {
-            const int64_t t = r.token + done;
-            const int32_t n = int32_t(std::min<int64_t>(r.n - done, sh.page_tok - t % sh.page_tok));
-            add_piece(slots_.k_slot(pool, g, r.slot + done), kv.k_row(g, t), n * k_row);
-            add_piece(slots_.v_slot(pool, g, r.slot + done), kv.v_row(g, t), n * v_row);
-            stats_.bytes += uint64_t(n) * (k_row + v_row);
-            done += n;
-        }
+    // Rows of one head are contiguous within a host page, so a run splits only at page boundaries.
+    int32_t done = 0;
+    while (done < n_tok) {
+        const int64_t t = token + done;
+        const int32_t n = int32_t(std::min<int64_t>(n_tok - done, sh.page_tok - t % sh.page_tok));
+        add_piece(slots_.k_slot(pool, g, slot + done), kv.k_row(g, t), n * k_row);
+        add_piece(slots_.v_slot(pool, g, slot + done), kv.v_row(g, t), n * v_row);
+        stats_.bytes += uint64_t(n) * (k_row + v_row);
+        done += n;
     }
 }
 

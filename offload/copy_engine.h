@@ -44,6 +44,10 @@ public:
     // Makes the sorted unique tokens `wanted` of the store's (layer, g) resident (asynchronously) in the slot pool
     // of pool_layer (-1: layer's own; stream mode stages several store layers through one pool layer).
     void fetch(int32_t layer, int32_t g, std::span<const int32_t> wanted, int32_t pool_layer = -1);
+    // Copies tokens t0 .. t0 + n - 1 of the store's (layer, g) into slots slot0 .. slot0 + n - 1 of pool_layer,
+    // evicting what those slots held, without planning: chunked prefill streams the context in consecutive blocks
+    // through fixed halves of the pool. A token of the range resident in another slot leaves it (one slot each).
+    void fetch_range(int32_t layer, int32_t g, int32_t t0, int32_t n, int32_t slot0, int32_t pool_layer);
     // Sends what was queued and marks the end of a pool layer's fetches on the copy stream.
     void finish_layer(int32_t layer);
     // Later work on `stream` waits for pool layer `layer`'s copies.
@@ -56,6 +60,9 @@ public:
     const CopyPlan& last_plan() const { return plan_; }
 
 private:
+    // Queues the rows of tokens token .. token + n - 1 of (layer, g) into slots slot .. slot + n - 1 of pool: one
+    // piece per host page, K and V.
+    void add_run(int32_t layer, int32_t g, int32_t pool, int32_t token, int32_t slot, int32_t n);
     // One contiguous host -> device piece: a ring entry on the gather path, a stream copy on the memcpy path.
     void add_piece(void* dst, const void* src, uint64_t n_bytes);
     // Sends the ring's queued pieces as one gather and fences them with an event.

@@ -3,8 +3,10 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <numeric>
 
 #include "cpu_kernels/lse_merge.h"
 #include "predictor/device_predictor.h"
@@ -141,6 +143,18 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
     n_threads_ = std::max(1, omp_get_max_threads());
     dense_scores_.resize(size_t(int64_t(n_threads_) * n_group_ * n_ctx));
     chunk_attn_.reserve(n_threads_, n_group_, head_dim_, head_dim_v_);
+    if (config_.device_prefill && config_.prefill_tokens > 0) {
+        const size_t ub = size_t(config_.prefill_tokens), heads = size_t(n_head_);
+        pre_q_dev_    = device_->alloc(sizeof(float) * ub * heads * size_t(head_dim_), MemKind::Device);
+        pre_o_dev_    = device_->alloc(sizeof(float) * ub * heads * size_t(head_dim_v_), MemKind::Device);
+        pre_lse_dev_  = device_->alloc(sizeof(float) * ub * heads, MemKind::Device);
+        pre_q_host_   = device_->alloc(pre_q_dev_.n_bytes(), MemKind::PinnedHost);
+        pre_o_host_   = device_->alloc(pre_o_dev_.n_bytes(), MemKind::PinnedHost);
+        pre_slot_ids_ = device_->alloc(sizeof(int32_t) * size_t(n_slots), MemKind::PinnedHost);
+        std::iota(pre_slot_ids_.as<int32_t>(), pre_slot_ids_.as<int32_t>() + n_slots, 0);
+        pre_args_.resize(2 * kv);
+        for (auto& e : pre_done_) e = device_->create_event();
+    }
 }
 
 OffloadPipeline::~OffloadPipeline() {
@@ -221,7 +235,63 @@ void OffloadPipeline::attend(int32_t model_layer, const float* q, int64_t n_tok,
     }
 }
 
+void OffloadPipeline::attend_prefill_device(int32_t layer, const float* q, int64_t n_tok, int64_t pos0,
+                                           float* out) {
+    const KernelTable& kt = device_->kernels();
+    const int32_t pool    = slot_layer(layer, pos0);
+    slots_->invalidate_layer(pool);
+    const int64_t n_keys  = pos0 + n_tok;
+    const int32_t n_bufs  = slots_->n_slots() >= 2 ? 2 : 1;
+    const int32_t block   = slots_->n_slots() / n_bufs;
+    const size_t q_bytes  = sizeof(float) * size_t(n_tok * n_head_ * head_dim_);
+    const size_t o_bytes  = sizeof(float) * size_t(n_tok * n_head_ * head_dim_v_);
+    std::memcpy(pre_q_host_.data(), q, q_bytes);
+    compute_->copy(pre_q_dev_.data(), pre_q_host_.data(), q_bytes);
+    const DType kv_type = store_->shape().type;
+    int64_t b = 0;
+    for (int64_t t0 = 0; t0 < n_keys; t0 += block, ++b) {
+        const int32_t half = int32_t(b % n_bufs), n = int32_t(std::min<int64_t>(block, n_keys - t0));
+        // The block n_bufs back read these slots and arguments: its attention must have run before they change.
+        if (b >= n_bufs) pre_done_[half]->synchronize();
+        for (int32_t g = 0; g < n_head_kv_; ++g) engine_->fetch_range(layer, g, int32_t(t0), n, half * block, pool);
+        engine_->finish_layer(pool);
+        engine_->make_wait(*compute_, pool);
+        for (int32_t g = 0; g < n_head_kv_; ++g) {
+            PrefillAttnArgs& a = pre_args_[size_t(half * n_head_kv_ + g)];
+            a = PrefillAttnArgs{pre_q_dev_.as<float>() + int64_t(g) * n_group_ * head_dim_,
+                                int64_t(n_head_) * head_dim_,
+                                n_tok,
+                                pos0,
+                                n_group_,
+                                slots_->k_slot(pool, g, 0),
+                                slots_->v_slot(pool, g, 0),
+                                uint32_t(kv_type),
+                                head_dim_,
+                                head_dim_v_,
+                                pre_slot_ids_.as<int32_t>() + half * block,
+                                n,
+                                t0,
+                                pre_o_dev_.as<float>() + int64_t(g) * n_group_ * head_dim_v_,
+                                int64_t(n_head_) * head_dim_v_,
+                                pre_lse_dev_.as<float>() + int64_t(g) * n_group_,
+                                n_head_,
+                                b > 0};
+            kt.prefill_attn(*compute_, &a);
+        }
+        compute_->record(*pre_done_[half]);
+        ++stats_.prefill_blocks;
+    }
+    compute_->copy(pre_o_host_.data(), pre_o_dev_.data(), o_bytes);
+    compute_->synchronize();
+    std::memcpy(out, pre_o_host_.data(), o_bytes);
+}
+
 void OffloadPipeline::attend_dense(int32_t layer, const float* q, int64_t n_tok, int64_t pos0, float* out) {
+    if (n_tok > 1 && n_tok <= config_.prefill_tokens && !pre_args_.empty()) {
+        attend_prefill_device(layer, q, n_tok, pos0, out);
+        ++stats_.dense_steps;
+        return;
+    }
     const PagedKvView kv  = store_->view(layer);
     // Prompt chunks take the plain runtime's blocked kernel (same blocks, same order), so prefill through the
     // pipeline computes exactly what the plain runtime computes; single tokens keep the per-task kernel.

@@ -5,7 +5,9 @@
 //
 // Dense vs sparse: a chunk of more than one token is prefill, and so is the first chunk after a reset; the first
 // single-token step after prefill is the first decode token. All of these attend densely over the host store
-// (DESIGN.md: prefill and the first decode token stay dense). Later single-token steps go through the selector:
+// (DESIGN.md: prefill and the first decode token stay dense) on the CPU, or, with device_prefill, a prompt chunk on
+// the device: chunked prefill streams the whole context through the slot pool block by block (attend_prefill_device).
+// Later single-token steps go through the selector:
 //   sparse mode: the device attends over the selected tokens only;
 //   exact mode:  the device attends over the selected tokens and the CPU over the complement; merged, = dense.
 // Copies: for a selector that needs no query (needs_query() false), the next stored layer's selection is made and
@@ -48,6 +50,7 @@ struct OffloadStats {
     double select_ms = 0, cpu_attn_ms = 0, wait_ms = 0;  // host time: selection, CPU partials, waiting for the device
     double predict_ms = 0;                               // host time in the predictor's MLP
     uint64_t device_products = 0;                        // prefill matrix products run on the device (GemmArgs)
+    uint64_t prefill_blocks  = 0;                        // (layer, K/V block) pairs of chunked prefill on the device
     CopyStats copy;
 };
 
@@ -100,6 +103,10 @@ public:
 private:
     void attend_dense(int32_t layer, const float* q, int64_t n_tok, int64_t pos0, float* out);
     void attend_sparse(int32_t layer, const float* q, int64_t pos, float* out);
+    // A prompt chunk's attention on the device (config_.device_prefill): the context 0 .. pos0 + n_tok - 1 streams
+    // from the host store in blocks of half the slot pool, alternating halves, so a block's copy overlaps the
+    // previous block's attention; each block's partial merges into the chunk's running (o, lse) on the device.
+    void attend_prefill_device(int32_t layer, const float* q, int64_t n_tok, int64_t pos0, float* out);
     void select_layer(int32_t layer, const float* q, int64_t pos, std::vector<std::vector<int32_t>>& out);
     void prefetch(int32_t layer, int64_t pos);
     bool sparse_step(int64_t pos) const { return prefill_end_ >= 0 && pos > prefill_end_; }
@@ -158,6 +165,13 @@ private:
     bool selects_on_device_ = false;
     std::string select_on_device_note_;
     std::unique_ptr<DevicePredictor> device_predictor_;  // selection on the device: the query MLP there too
+    // Chunked prefill on the device: the chunk's queries, outputs and LSEs in device memory and the pinned host
+    // staging of queries and outputs ((prefill_tokens, n_head, ...) each), the slot ids 0 .. n_slots - 1 (a block
+    // occupies a run of them), the blocks' arguments ((2, n_head_kv): one set per half of the pool) and one event
+    // per half, recorded after the block's attention (its slots and arguments are reused two blocks later).
+    Buffer pre_q_dev_, pre_o_dev_, pre_lse_dev_, pre_q_host_, pre_o_host_, pre_slot_ids_;
+    std::vector<PrefillAttnArgs> pre_args_;
+    std::unique_ptr<Event> pre_done_[2];
 };
 
 }  // namespace butler

@@ -7,7 +7,8 @@
 #      tokenbutler selector runs, scoring and picking on the GPU) under an 8 GiB cap, synthetic K/V, 32K and 128K;
 #   4. ../shared/anchors/hf_offload_bench.py at the same contexts, in the same run (the peer);
 #   5. (STEPS=prefill, not in the default) time to first token at 8K with a real prefill: the chunk's matrix products
-#      on the GPU (cuBLAS), its attention on the CPU over the host store.
+#      on the GPU (cuBLAS) and the global layers' attention there too, the context streamed from the host store
+#      through the copy engine block by block (chunked prefill).
 # STEPS (default "tests copy bench hf") picks a subset; each step's log is $OUT/<step>.log.
 set -uo pipefail
 OUT=${OUT:-/tmp/butler-out}

@@ -134,6 +134,33 @@ struct AttnPartialArgs {
     float* scores;
 };
 
+// Causal attention of a prefill chunk's queries over one block of K/V rows of one KV head, merged into running
+// partials: chunked prefill streams the context through the device slots block by block (flash attention across
+// blocks, offload/pipeline.h). Query i (i < n_q) is at position q_pos0 + i; block row j (j < n_idx) is the key at
+// position kv_pos0 + j, held in row idx[j] of k, v; query i sees row j iff kv_pos0 + j <= q_pos0 + i.
+//   q: row i at q + i * q_stride: n_group heads x head_dim f32, already scaled
+//   k, v (rows, head_dim[_v]) in kv_type (F32, F16, BF16); head_dim, head_dim_v <= 256
+//   out: row i at out + i * o_stride: n_group x head_dim_v f32; lse: row i at lse + i * lse_stride: n_group f32
+// accumulate false: out, lse are overwritten by this block's partial (a query that sees no row: out 0, lse -inf);
+// true: the block's partial is merged into them by log-sum-exp (cpu_kernels/lse_merge.h), queries that see no row
+// unchanged. Buffers as for AttnPartialArgs (device or pinned host memory).
+struct PrefillAttnArgs {
+    const float* q;
+    int64_t q_stride, n_q, q_pos0;
+    int32_t n_group;
+    const uint8_t* k;
+    const uint8_t* v;
+    uint32_t kv_type;  // DType id
+    int32_t head_dim, head_dim_v;
+    const int32_t* idx;
+    int64_t n_idx, kv_pos0;
+    float* out;
+    int64_t o_stride;
+    float* lse;
+    int64_t lse_stride;
+    bool accumulate;
+};
+
 // Matrix-vector product with a weight matrix in its file type: y[r] = sum_c W[r, c] * x[c].
 //   w (n_rows, n_cols) of type `type` (DType id: F32, F16, BF16, Q8_0, Q5_0, Q4_K, Q6_K), rows of row_bytes(type,
 //   n_cols) back to back, n_cols a multiple of 256 for the k-quants and of 32 otherwise; x (n_cols) f32; y (n_rows)
@@ -270,6 +297,9 @@ struct ImpQueryArgs {
 struct DTypeTraits;
 const DTypeTraits& check_gemv_args(const GemvArgs& args, bool (*has_kernel)(uint32_t type), std::string_view device);
 
+// The check every device's prefill_attn makes when it is enqueued (PrefillAttnArgs' limits); `device` names it.
+void check_prefill_attn_args(const PrefillAttnArgs& args, std::string_view device);
+
 // check_gemv_args for a gemm, plus ldy >= n_rows, n_tok >= 0 and tile_rows >= 1 (but for F32 weights); `device`
 // as there.
 const DTypeTraits& check_gemm_args(const GemmArgs& args, bool (*has_kernel)(uint32_t type), std::string_view device);
@@ -305,6 +335,9 @@ struct KernelTable {
     // Enqueues Y = X W^T (GemmArgs) like gemv; the same type checks (check_gemv_args), and Error(InvalidArg) when
     // ldy < n_rows.
     void (*gemm)(Stream& stream, const GemmArgs* args) = nullptr;
+    // Enqueues a chunked-prefill attention block (PrefillAttnArgs) like attn_partial; Error(InvalidArg) for a head
+    // dimension over 256 or a KV type other than F32, F16, BF16.
+    void (*prefill_attn)(Stream& stream, const PrefillAttnArgs* args) = nullptr;
 };
 
 struct MemoryInfo {

@@ -7,7 +7,8 @@
 // them, and copies the attention output back. Prefill runs on the CPU (Session::forward_chunk), and with
 // prefill_tokens > 0 its matrix products come here (MatmulOffload): the chunk's activations go to the device, the
 // resident weights are multiplied there (KernelTable::gemm: dequantized tiles into the device's GEMM), and the
-// products come back; norms, RoPE and attention stay on the CPU.
+// products come back; the offloaded layers' attention runs on the device too (the pipeline's chunked prefill);
+// norms, RoPE and the sliding-window layers' attention stay on the CPU.
 //
 // On cpu and emu the same step runs the CPU kernels in stream order (the cross-device test compares it with the
 // CPU forward); on cuda it is what keeps a decode step's time off the host.

@@ -165,6 +165,19 @@ void cpu_gemm(Stream& stream, const GemmArgs* a) {
     stream.host_fn(&cpu_gemm_run, const_cast<GemmArgs*>(a));
 }
 
+void cpu_prefill_attn_run(void* ctx) {
+    const auto& a = *static_cast<const PrefillAttnArgs*>(ctx);
+    const auto type = static_cast<DType>(a.kv_type);
+    const DenseKvRows rows{type, a.k, a.v, a.head_dim, a.head_dim_v, dtype_traits(type).block_bytes};
+    attend_causal_block(a.q, a.q_stride, a.n_q, a.q_pos0, a.n_group, rows, a.idx, a.n_idx, a.kv_pos0, a.out,
+                        a.o_stride, a.lse, a.lse_stride, a.accumulate);
+}
+
+void cpu_prefill_attn(Stream& stream, const PrefillAttnArgs* a) {
+    check_prefill_attn_args(*a, "cpu");
+    stream.host_fn(&cpu_prefill_attn_run, const_cast<PrefillAttnArgs*>(a));
+}
+
 void cpu_rmsnorm_run(void* ctx) {
     const auto& a = *static_cast<const RmsNormArgs*>(ctx);
     for (int64_t r = 0; r < a.n_rows; ++r) rmsnorm(a.x + r * a.n, a.w, a.out + r * a.n, a.n, a.eps);
@@ -300,6 +313,18 @@ const DTypeTraits& check_gemm_args(const GemmArgs& a, bool (*has_kernel)(uint32_
     return t;
 }
 
+void check_prefill_attn_args(const PrefillAttnArgs& a, std::string_view device) {
+    const auto type = static_cast<DType>(a.kv_type);
+    if (type != DType::F32 && type != DType::F16 && type != DType::BF16)
+        fail(Status::InvalidArg, "prefill attention on {}: K/V type {} (f32, f16 or bf16 only)", device, a.kv_type);
+    if (a.head_dim < 1 || a.head_dim > 256 || a.head_dim_v < 1 || a.head_dim_v > 256)
+        fail(Status::InvalidArg, "prefill attention on {}: head dimensions {} / {} (1..256)", device, a.head_dim,
+             a.head_dim_v);
+    if (a.n_q < 0 || a.n_idx < 0 || a.n_group < 1)
+        fail(Status::InvalidArg, "prefill attention on {}: {} queries, {} rows, {} heads", device, a.n_q, a.n_idx,
+             a.n_group);
+}
+
 int64_t gemm_tile_rows(int64_t n_rows, int64_t n_cols) {
     constexpr int64_t kTileFloats = int64_t(1) << 24;
     return std::clamp<int64_t>(kTileFloats / std::max<int64_t>(n_cols, 1), 1, std::max<int64_t>(n_rows, 1));
@@ -307,7 +332,7 @@ int64_t gemm_tile_rows(int64_t n_rows, int64_t n_cols) {
 const KernelTable& cpu_kernel_table() {
     static const KernelTable table{&cpu_attn_partial, &lse_merge, &cpu_gemv,      &cpu_rmsnorm,   &cpu_rope,
                                    &cpu_glu,          &cpu_add,   &cpu_scale,     &cpu_store_row, &cpu_imp_score,
-                                   &cpu_topk,         &cpu_imp_query, &cpu_gemm};
+                                   &cpu_topk,         &cpu_imp_query, &cpu_gemm,      &cpu_prefill_attn};
     return table;
 }
 

@@ -93,6 +93,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
             if (hp.is_swa(l))
                 resident += uint64_t(hp.n_head_kv * swa_cap * (hp.head_dim + hp.head_dim_v) * elem);
         const int64_t prefill_tokens = params_.offload.device_prefill ? ub : 0;
+        params_.offload.prefill_tokens = prefill_tokens;
         if (params_.offload.device_prefill && !params_.offload.device_forward)
             fail(Status::Usage, "device prefill needs the device forward (the weights resident on the device)");
         if (params_.offload.device_forward)

@@ -15,8 +15,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <random>
 
+#include "cpu_kernels/attention.h"
 #include "cpu_kernels/quant.h"
 #include "runtime/device.h"
 #include "runtime/gguf.h"
@@ -308,6 +310,90 @@ double gemm_max_rel_err(Device& device, DType type, int64_t n_rows, int64_t n_co
     stream.copy(y.data(), y_dev.data(), sizeof(float) * y.size());
     stream.synchronize();
     return max_rel_err(y, want);
+}
+
+double prefill_attn_max_err(Device& device, DType kv_type, int32_t head_dim, int32_t n_group, int64_t n_q,
+                            int64_t q_pos0, int32_t block, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    const int64_t n_keys = q_pos0 + n_q, hd = head_dim;
+    // K/V values k/32 with |k| <= 64: seven significant bits, exact in f16 and bf16, so the rows hold what the
+    // reference uses.
+    std::uniform_int_distribution<int> small(-64, 64);
+    std::vector<float> k(size_t(n_keys * hd)), v(size_t(n_keys * hd));
+    for (float& x : k) x = float(small(rng)) / 32.0f;
+    for (float& x : v) x = float(small(rng)) / 32.0f;
+    // Rows wider than the heads they hold: the strides must be honoured.
+    const int64_t q_stride = (n_group + 1) * hd, o_stride = n_group * hd + 5, lse_stride = n_group + 2;
+    const std::vector<float> q = gaussian(rng, size_t(n_q * q_stride), 0.25f);
+
+    std::vector<double> o_want(size_t(n_q * n_group * hd)), lse_want(size_t(n_q * n_group));
+    for (int64_t i = 0; i < n_q; ++i)
+        for (int32_t h = 0; h < n_group; ++h) {
+            const int64_t n_seen = q_pos0 + i + 1;
+            std::vector<double> s(static_cast<size_t>(n_seen));
+            double m = -INFINITY;
+            for (int64_t j = 0; j < n_seen; ++j) {
+                double dot = 0;
+                for (int64_t d = 0; d < hd; ++d)
+                    dot += double(q[size_t(i * q_stride + h * hd + d)]) * double(k[size_t(j * hd + d)]);
+                s[size_t(j)] = dot;
+                m            = std::max(m, dot);
+            }
+            double sum = 0;
+            for (double& x : s) sum += (x = std::exp(x - m));
+            for (int64_t d = 0; d < hd; ++d) {
+                double acc = 0;
+                for (int64_t j = 0; j < n_seen; ++j) acc += s[size_t(j)] * double(v[size_t(j * hd + d)]);
+                o_want[size_t((i * n_group + h) * hd + d)] = acc / sum;
+            }
+            lse_want[size_t(i * n_group + h)] = m + std::log(sum);
+        }
+
+    const int64_t elem = dtype_traits(kv_type).block_bytes, row = hd * elem, n_slots = 2 * int64_t(block);
+    Buffer k_dev   = device.alloc(size_t(n_slots * row), MemKind::Device);
+    Buffer v_dev   = device.alloc(size_t(n_slots * row), MemKind::Device);
+    Buffer q_dev   = device.alloc(sizeof(float) * q.size(), MemKind::Device);
+    Buffer o_dev   = device.alloc(sizeof(float) * size_t(n_q * o_stride), MemKind::Device);
+    Buffer lse_dev = device.alloc(sizeof(float) * size_t(n_q * lse_stride), MemKind::Device);
+    Buffer idx_dev = device.alloc(sizeof(int32_t) * size_t(n_slots), MemKind::Device);
+    Stream& stream = device.default_stream();
+    stream.copy(q_dev.data(), q.data(), sizeof(float) * q.size());
+    const std::vector<float> poison(size_t(n_q * o_stride), 1e30f);
+    stream.copy(o_dev.data(), poison.data(), sizeof(float) * size_t(n_q * o_stride));
+    stream.copy(lse_dev.data(), poison.data(), sizeof(float) * size_t(n_q * lse_stride));
+    // Host rows of one block (copies are asynchronous: each row keeps its own bytes until the block's sync).
+    std::vector<uint8_t> k_rows(static_cast<size_t>(block * row)), v_rows(k_rows.size());
+    for (int64_t t0 = 0, b = 0; t0 < n_keys; t0 += block, ++b) {
+        const int64_t n = std::min<int64_t>(block, n_keys - t0), half = (b % 2) * block;
+        std::vector<int32_t> idx(static_cast<size_t>(n));
+        std::iota(idx.begin(), idx.end(), int32_t(half));
+        std::shuffle(idx.begin(), idx.end(), rng);
+        for (int64_t j = 0; j < n; ++j) {
+            uint8_t* k_row = k_rows.data() + j * row;
+            uint8_t* v_row = v_rows.data() + j * row;
+            store_kv_row(kv_type, k.data() + (t0 + j) * hd, k_row, hd);
+            store_kv_row(kv_type, v.data() + (t0 + j) * hd, v_row, hd);
+            stream.copy(k_dev.as<uint8_t>() + idx[size_t(j)] * row, k_row, size_t(row));
+            stream.copy(v_dev.as<uint8_t>() + idx[size_t(j)] * row, v_row, size_t(row));
+        }
+        stream.copy(idx_dev.as<int32_t>() + half, idx.data(), sizeof(int32_t) * size_t(n));
+        const PrefillAttnArgs a{q_dev.as<float>(), q_stride,          n_q,       q_pos0,  n_group,
+                                k_dev.as<uint8_t>(), v_dev.as<uint8_t>(), uint32_t(kv_type), head_dim, head_dim,
+                                idx_dev.as<int32_t>() + half, n, t0, o_dev.as<float>(), o_stride,
+                                lse_dev.as<float>(), lse_stride, b > 0};
+        device.kernels().prefill_attn(stream, &a);
+        stream.synchronize();  // the host rows above are rewritten by the next block
+    }
+    std::vector<float> o(size_t(n_q * o_stride)), lse(size_t(n_q * lse_stride));
+    stream.copy(o.data(), o_dev.data(), sizeof(float) * o.size());
+    stream.copy(lse.data(), lse_dev.data(), sizeof(float) * lse.size());
+    stream.synchronize();
+    std::vector<float> o_got, lse_got;
+    for (int64_t i = 0; i < n_q; ++i) {
+        o_got.insert(o_got.end(), o.begin() + i * o_stride, o.begin() + i * o_stride + n_group * hd);
+        lse_got.insert(lse_got.end(), lse.begin() + i * lse_stride, lse.begin() + i * lse_stride + n_group);
+    }
+    return std::max(max_rel_err(o_got, o_want), max_rel_err(lse_got, lse_want));
 }
 
 double max_rel_err(const std::vector<float>& got, const std::vector<double>& want) {

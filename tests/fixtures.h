@@ -150,6 +150,15 @@ double gemv_max_rel_err(Device& device, DType type, int64_t n_rows, int64_t n_co
 double gemm_max_rel_err(Device& device, DType type, int64_t n_rows, int64_t n_cols, int64_t n_tok, int64_t tile_rows,
                         uint64_t seed);
 
+// Runs the device's prefill_attn kernel (KernelTable::prefill_attn) as chunked prefill does: n_q queries at positions
+// q_pos0 .. (n_group heads of head_dim, f32 rows wider than they need) over the keys 0 .. q_pos0 + n_q - 1 (K/V
+// in kv_type, values exact in f16 and bf16) streamed in blocks of `block` rows into alternating halves of a slot
+// buffer, in shuffled slot order, each block merged into the running output (the first overwrites a poisoned one).
+// Returns the larger of max |o - o64| / max |o64| and max |lse - lse64| / max |lse64| against float64 causal
+// attention written here.
+double prefill_attn_max_err(Device& device, DType kv_type, int32_t head_dim, int32_t n_group, int64_t n_q,
+                            int64_t q_pos0, int32_t block, uint64_t seed);
+
 // Checks the device's rmsnorm, rope and glu kernels against float64 (tests/test_device_kernels.cpp).
 void check_forward_kernels(Device& device);
 // Checks the device's imp_score, topk and imp_query kernels against float64 and a full sort (tests/test_device_kernels.cpp).

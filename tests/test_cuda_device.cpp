@@ -200,6 +200,20 @@ TEST_SUITE("cuda") {
         CHECK_THROWS_WITH_AS(dev->kernels().gemm(dev->default_stream(), &bad), doctest::Contains("q4_K"), Error);
     }
 
+    TEST_CASE("prefill attention kernel on cuda: blocks merged by LSE equal float64 causal attention") {
+        if (!have_gpu()) return;
+        auto dev = make_device("cuda");
+        for (DType kv : {DType::F32, DType::F16, DType::BF16})
+            for (const int32_t head_dim : {64, 128, 256}) {
+                CAPTURE(dtype_name(kv));
+                CAPTURE(head_dim);
+                // Query tiles of 4 with ragged ends, the chunk inside its last blocks, GQA groups of 1, 4 and 8.
+                CHECK(prefill_attn_max_err(*dev, kv, head_dim, 4, 13, 29, 10, 7) < 1e-4);
+                CHECK(prefill_attn_max_err(*dev, kv, head_dim, 1, 5, 0, 1, 8) < 1e-4);
+                CHECK(prefill_attn_max_err(*dev, kv, head_dim, 8, 67, 700, 256, 9) < 1e-4);
+            }
+    }
+
     TEST_CASE("forward kernels on cuda: rmsnorm, rope, glu, add, scale, store_row against float64") {
         if (!have_gpu()) return;
         auto dev = make_device("cuda");

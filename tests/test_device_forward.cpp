@@ -3,8 +3,9 @@
 // kernel table on the emu device (random copy delays) and on the cpu device give the plain runtime's logits and
 // hidden states for gemma3 (sliding-window rings, sandwich and q/k norms), llama (interleaved RoPE) and qwen2
 // (biases, halves RoPE); the rings follow the side that runs when prompt chunks and decode steps alternate; the
-// TokenButler producers see the same attention input; prompt chunks whose matrix products run on the device (the
-// device prefill) give the same logits; the decode loop allocates nothing; a cap below the resident bytes is a clear
+// TokenButler producers see the same attention input; prompt chunks whose matrix products and offloaded-layer
+// attention run on the device (the device prefill: the context streamed through the slot pool in blocks) give the
+// same logits; the decode loop allocates nothing; a cap below the resident bytes is a clear
 // error.
 #include <doctest/doctest.h>
 
@@ -125,6 +126,11 @@ TEST_SUITE("pipeline") {
                         // The chunks of 16, 16, 8 and 12 tokens: every layer matrix of each on the device.
                         const uint64_t per_chunk = 7 * uint64_t(model->hparams().n_layer);
                         CHECK(got.stats.device_products == (prefill ? 4 * per_chunk : 0));
+                        // Chunked prefill attention of the offloaded layers: the keys 0 .. 16, 32, 40 and 82 in blocks
+                        // of half the 24-slot pool, 2 + 3 + 4 + 7 per layer.
+                        uint64_t n_offloaded = 0;
+                        for (int l = 0; l < model->hparams().n_layer; ++l) n_offloaded += model->hparams().is_swa(l) ? 0 : 1;
+                        CHECK(got.stats.prefill_blocks == (prefill ? 16 * n_offloaded : 0));
                     }
             }
         }

@@ -124,6 +124,30 @@ TEST_SUITE("device") {
         CHECK(gemm_tile_rows(3, 1 << 26) == 1);
     }
 
+    TEST_CASE("prefill attention kernel on cpu and emu: blocks merged by LSE equal float64 causal attention") {
+        for (const char* spec : {"cpu", "emu:delay_us=100,seed=3"}) {
+            auto dev = make_device(spec);
+            for (DType kv : {DType::F32, DType::F16, DType::BF16})
+                for (const int32_t head_dim : {64, 256}) {
+                    CAPTURE(spec);
+                    CAPTURE(dtype_name(kv));
+                    CAPTURE(head_dim);
+                    // The chunk's own keys span two blocks; earlier blocks are wholly visible; a block of 1.
+                    CHECK(test::prefill_attn_max_err(*dev, kv, head_dim, 4, 13, 29, 10, 7) < 1e-5);
+                    CHECK(test::prefill_attn_max_err(*dev, kv, head_dim, 1, 5, 0, 1, 8) < 1e-5);
+                    CHECK(test::prefill_attn_max_err(*dev, kv, head_dim, 2, 9, 300, 128, 9) < 1e-5);
+                }
+            const PrefillAttnArgs wide{nullptr, 0,  1,       0,  1,       nullptr, nullptr, uint32_t(DType::F16), 512,
+                                       512,     nullptr, 1, 0, nullptr, 0, nullptr, 0,    false};
+            CHECK_THROWS_WITH_AS(dev->kernels().prefill_attn(dev->default_stream(), &wide),
+                                 doctest::Contains("512"), Error);
+            const PrefillAttnArgs q8{nullptr, 0, 1, 0, 1, nullptr, nullptr, uint32_t(DType::Q8_0), 64, 64, nullptr, 1,
+                                     0,       nullptr, 0, nullptr, 0, false};
+            CHECK_THROWS_WITH_AS(dev->kernels().prefill_attn(dev->default_stream(), &q8), doctest::Contains("K/V type"),
+                                 Error);
+        }
+    }
+
     TEST_CASE("emu: events, in-order streams and synchronize") {
         auto dev  = make_device("emu:delay_us=500");
         Stream& s = dev->default_stream();
