@@ -26,10 +26,23 @@ int64_t activation_bytes(DType weight_type, int64_t n);
 void quantize_activation(DType weight_type, const float* x, int64_t n, void* xq);
 
 // Dot of one weight row (n values of weight_type) with quantized activations, accumulated as the block format
-// defines; the SIMD version when compiled for AVX2, else the scalar reference.
+// defines; through the kernels of dot_isa().
 float dot_row_q(DType weight_type, const void* row, const void* xq, int64_t n);
 // Scalar reference of dot_row_q (exposed for tests): integer sums per block, one float multiply per block.
 float dot_row_q_reference(DType weight_type, const void* row, const void* xq, int64_t n);
+
+// Instruction sets of the integer kernels, in order: the scalar reference, AVX2 (maddubs/madd; the build's baseline)
+// and AVX-512 VNNI (vpdpbusd/vpdpwssd, AVX512VL; chosen at run time where the CPU reports AVX512F/BW/VL/VNNI). The
+// integer sums of AVX2 and AVX-512 VNNI are identical, so are their results.
+enum class DotIsa { Scalar, Avx2, Avx512Vnni };
+// Whether this build has the kernels and this CPU runs them.
+bool dot_isa_available(DotIsa isa);
+// The set dot_row_q, gemv_q and gemv_q_multi use: the best available, capped by $BUTLER_CPU_ISA (scalar, avx2,
+// avx512vnni) when set. Chosen once per process.
+DotIsa dot_isa();
+const char* dot_isa_name(DotIsa isa);
+// dot_row_q through one set's kernels (tests compare each with the reference); Error(Unsupported) when unavailable.
+float dot_row_q_isa(DotIsa isa, DType weight_type, const void* row, const void* xq, int64_t n);
 
 // y (n_rows) = W x through the integer path when the type has one (x quantized once into xq_scratch, which is
 // grown only when too small), else through dot_row. OpenMP over rows.

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <random>
 
+#include "cpu_kernels/quant_dot.h"
 #include "perf/harness.h"
 #include "runtime/model.h"
 #include "runtime/model_path.h"
@@ -62,8 +63,9 @@ int main(int argc, char** argv) {
         auto model = Model::load(resolve_model_path(model_path));
         const int32_t n_vocab = model->hparams().n_vocab;
         const int max_threads = omp_get_max_threads();
-        std::printf("model %s, %d threads, CPU %s (%d cpus), kv %s, %d repetitions\n", model->path().c_str(), max_threads,
-                    perf::cpu_model_name().c_str(), perf::n_cpus(), kv.c_str(), reps);
+        std::printf("model %s, %d threads, CPU %s (%d cpus), %s dot kernels, kv %s, %d repetitions\n",
+                    model->path().c_str(), max_threads, perf::cpu_model_name().c_str(), perf::n_cpus(),
+                    dot_isa_name(dot_isa()), kv.c_str(), reps);
         std::printf("| test | depth | tokens/s | stdev |\n|---|---|---|---|\n");
         nlohmann::json results = nlohmann::json::array();
         for (int64_t depth : depths) {
@@ -112,6 +114,7 @@ int main(int argc, char** argv) {
                                   {"model", model->path()},
                                   {"threads", max_threads},
                                   {"cpu", perf::cpu_model_name()},
+                                  {"dot_isa", dot_isa_name(dot_isa())},
                                   {"n_cpus", perf::n_cpus()},
                                   {"memory_gib", perf::total_memory_gib()},
                                   {"kv_type", kv},

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
 // Integer dot products against 8-bit activations: the activation blocks decode (in this test's own code) to
 // values within half a step of x; the integer dot equals the float64 dot of the decoded weights and decoded
-// activations; the SIMD path equals the scalar reference; the result is within the activation-quantization
-// bound of the float64 dot with the original x.
+// activations; the SIMD path equals the scalar reference; every instruction set's kernels (scalar, AVX2, AVX-512
+// VNNI where the CPU has it) give that dot, AVX2 and VNNI bit for bit; the result is within the
+// activation-quantization bound of the float64 dot with the original x.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "cpu_kernels/quant.h"
@@ -91,6 +93,63 @@ TEST_SUITE("quant") {
                 CHECK(std::abs(fast - decoded) <= 1e-5 * abs_sum + 1e-4);
                 CHECK(std::abs(fast - exact) <= bound + 1e-5 * abs_sum + 1e-4);
             }
+        }
+    }
+
+    TEST_CASE("every instruction set's integer dots: the float64 dot of the decoded values; AVX2 == AVX-512 VNNI") {
+        std::mt19937_64 rng(11);
+        std::normal_distribution<float> g(0.0f, 1.0f);
+        for (DotIsa isa : {DotIsa::Scalar, DotIsa::Avx2, DotIsa::Avx512Vnni})
+            if (!dot_isa_available(isa)) {
+                const std::string note = std::string("skipped: no ") + dot_isa_name(isa) + " kernels on this CPU or build";
+                MESSAGE(note);
+            }
+        const std::string running = std::string("dot_row_q runs the ") + dot_isa_name(dot_isa()) + " kernels";
+        MESSAGE(running);
+        for (DType t : {DType::Q8_0, DType::Q5_0, DType::Q4_K, DType::Q6_K}) {
+            const int64_t blk = activation_type(t) == DType::Q8_0 ? 32 : 256;
+            // One block, an odd count (the two-chain loops' tail), a long row; values at full scale (the largest
+            // integer products, where a saturating path would differ).
+            for (const int64_t n_blocks : {int64_t(1), int64_t(3), int64_t(21)})
+                for (const bool full_scale : {false, true}) {
+                    const int64_t n = n_blocks * blk;
+                    CAPTURE(dtype_name(t));
+                    CAPTURE(n);
+                    CAPTURE(full_scale);
+                    std::vector<float> wf(static_cast<size_t>(n)), x(wf.size());
+                    for (size_t i = 0; i < wf.size(); ++i) {
+                        wf[i] = full_scale ? (i % 2 ? 1.0f : -1.0f) * (i % 7 == 0 ? 0.01f : 1.0f) : g(rng);
+                        x[i]  = full_scale ? (i % 3 ? -1.0f : 1.0f) : g(rng);
+                    }
+                    std::vector<uint8_t> row(static_cast<size_t>(row_bytes(t, n)));
+                    quantize_row(t, wf.data(), row.data(), n);
+                    std::vector<float> w(wf.size());
+                    dequantize_row(t, row.data(), w.data(), n);
+                    std::vector<uint8_t> xq(static_cast<size_t>(activation_bytes(t, n)));
+                    quantize_activation(t, x.data(), n, xq.data());
+                    const std::vector<double> xd = decode_activations(activation_type(t), xq, n);
+                    double decoded = 0, abs_sum = 0;
+                    for (size_t i = 0; i < w.size(); ++i) {
+                        decoded += double(w[i]) * xd[i];
+                        abs_sum += std::abs(double(w[i]) * xd[i]);
+                    }
+                    for (DotIsa isa : {DotIsa::Scalar, DotIsa::Avx2, DotIsa::Avx512Vnni}) {
+                        if (!dot_isa_available(isa)) continue;
+                        const std::string isa_name = dot_isa_name(isa);
+                        CAPTURE(isa_name);
+                        CHECK(std::abs(dot_row_q_isa(isa, t, row.data(), xq.data(), n) - decoded) <=
+                              1e-5 * abs_sum + 1e-4);
+                    }
+                    if (dot_isa_available(DotIsa::Avx512Vnni)) {
+                        const float a = dot_row_q_isa(DotIsa::Avx2, t, row.data(), xq.data(), n);
+                        const float b = dot_row_q_isa(DotIsa::Avx512Vnni, t, row.data(), xq.data(), n);
+                        CHECK(std::memcmp(&a, &b, sizeof a) == 0);
+                    }
+                }
+        }
+        if (!dot_isa_available(DotIsa::Avx512Vnni)) {
+            std::vector<uint8_t> row(34), xq(36);
+            CHECK_THROWS(dot_row_q_isa(DotIsa::Avx512Vnni, DType::Q8_0, row.data(), xq.data(), 32));
         }
     }
 
