@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "cpu_kernels/quant_blocks.h"
+#include "cpu_kernels/simd_math.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -25,12 +26,7 @@ struct BlockQ8_0Act {  // activation block: 32 int8 values and a float scale (sa
 static_assert(sizeof(BlockQ8_0Act) == 36);
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-inline float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+inline float hsum_ps(__m256 v) { return simd::hsum(v); }
 
 inline int hsum_epi32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));

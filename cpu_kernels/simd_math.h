@@ -7,6 +7,9 @@
 #include <immintrin.h>
 
 namespace butler::simd {
+// Internal linkage: files compiled for other instruction sets (quant_dot_avx512.cpp) include this too, and an inline
+// function with external linkage could be linked from there into code that must run without those instructions.
+namespace {
 
 // Sum of the 8 lanes.
 inline float hsum(__m256 v) {
@@ -42,5 +45,6 @@ inline __m256 exp256(__m256 x) {
     return _mm256_mul_ps(y, _mm256_castsi256_ps(pow2n));
 }
 
+}  // namespace
 }  // namespace butler::simd
 #endif

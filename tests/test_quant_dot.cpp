@@ -49,6 +49,26 @@ std::vector<double> decode_activations(DType act, const std::vector<uint8_t>& xq
     return out;
 }
 
+// A weight row quantized to t and its decoded values; x quantized to t's activation blocks and decoded.
+struct QuantizedPair {
+    std::vector<uint8_t> row, xq;
+    std::vector<float> w;
+    std::vector<double> xd;
+};
+
+QuantizedPair quantize_pair(DType t, const std::vector<float>& wf, const std::vector<float>& x) {
+    const int64_t n = static_cast<int64_t>(wf.size());
+    QuantizedPair p;
+    p.row.resize(static_cast<size_t>(row_bytes(t, n)));
+    quantize_row(t, wf.data(), p.row.data(), n);
+    p.w.resize(wf.size());
+    dequantize_row(t, p.row.data(), p.w.data(), n);
+    p.xq.resize(static_cast<size_t>(activation_bytes(t, n)));
+    quantize_activation(t, x.data(), n, p.xq.data());
+    p.xd = decode_activations(activation_type(t), p.xq, n);
+    return p;
+}
+
 }  // namespace
 
 TEST_SUITE("quant") {
@@ -64,14 +84,11 @@ TEST_SUITE("quant") {
                 std::vector<float> wf(static_cast<size_t>(n)), x(wf.size());
                 for (auto& v : wf) v = g(rng);
                 for (auto& v : x) v = g(rng) * (1 + 3 * float(rng() % 2));  // blocks of different scales
-                std::vector<uint8_t> row(static_cast<size_t>(row_bytes(t, n)));
-                quantize_row(t, wf.data(), row.data(), n);
-                std::vector<float> w(wf.size());
-                dequantize_row(t, row.data(), w.data(), n);
-
-                std::vector<uint8_t> xq(static_cast<size_t>(activation_bytes(t, n)));
-                quantize_activation(t, x.data(), n, xq.data());
-                const std::vector<double> xd = decode_activations(act, xq, n);
+                const QuantizedPair qp = quantize_pair(t, wf, x);
+                const std::vector<uint8_t>& row = qp.row;
+                const std::vector<uint8_t>& xq  = qp.xq;
+                const std::vector<float>& w     = qp.w;
+                const std::vector<double>& xd   = qp.xd;
                 const int64_t blk = act == DType::Q8_0 ? 32 : 256;
                 double exact = 0, decoded = 0, abs_sum = 0, bound = 0;
                 for (int64_t b = 0; b < n / blk; ++b) {
@@ -121,13 +138,11 @@ TEST_SUITE("quant") {
                         wf[i] = full_scale ? (i % 2 ? 1.0f : -1.0f) * (i % 7 == 0 ? 0.01f : 1.0f) : g(rng);
                         x[i]  = full_scale ? (i % 3 ? -1.0f : 1.0f) : g(rng);
                     }
-                    std::vector<uint8_t> row(static_cast<size_t>(row_bytes(t, n)));
-                    quantize_row(t, wf.data(), row.data(), n);
-                    std::vector<float> w(wf.size());
-                    dequantize_row(t, row.data(), w.data(), n);
-                    std::vector<uint8_t> xq(static_cast<size_t>(activation_bytes(t, n)));
-                    quantize_activation(t, x.data(), n, xq.data());
-                    const std::vector<double> xd = decode_activations(activation_type(t), xq, n);
+                    const QuantizedPair qp = quantize_pair(t, wf, x);
+                    const std::vector<uint8_t>& row = qp.row;
+                    const std::vector<uint8_t>& xq  = qp.xq;
+                    const std::vector<float>& w     = qp.w;
+                    const std::vector<double>& xd   = qp.xd;
                     double decoded = 0, abs_sum = 0;
                     for (size_t i = 0; i < w.size(); ++i) {
                         decoded += double(w[i]) * xd[i];
