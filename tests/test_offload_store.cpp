@@ -171,6 +171,44 @@ TEST_SUITE("offload") {
         }
     }
 
+    TEST_CASE("copy engine: fetch_range puts a token range into fixed slots, evicting their tenants consistently") {
+        Filled f("emu:delay_us=300,seed=5", DType::F16, 300, 16);
+        DeviceKvSlots slots(*f.dev, 2, 2, 16, 16, DType::F16, 40, 300);
+        CopyEngine engine(*f.dev, *f.store, slots, CopyPath::Gather, 7);  // a small ring: the range wraps it
+        const int32_t layer = 1, g = 0;
+        // Planned tokens first (tenants to evict), then two ranges over the two halves, the second across pages and
+        // holding a token that was resident in the other half.
+        const std::vector<int32_t> planned{3, 50, 51, 52, 90};
+        engine.fetch(layer, g, planned);
+        const int32_t slot_of_90 = slots.token_slot(layer, g)[90];
+        engine.fetch_range(layer, g, 0, 20, 0, layer);
+        engine.fetch_range(layer, g, 77, 20, 20, layer);  // tokens 77..96: 90 moves here from its planned slot
+        engine.finish_layer(layer);
+        engine.synchronize();
+        const auto slot_token = slots.slot_token(layer, g);
+        const auto token_slot = slots.token_slot(layer, g);
+        for (int32_t j = 0; j < 20; ++j) {
+            CHECK(slot_token[size_t(j)] == j);
+            CHECK(token_slot[size_t(j)] == j);
+            CHECK(slot_token[size_t(20 + j)] == 77 + j);
+            CHECK(token_slot[size_t(77 + j)] == 20 + j);
+        }
+        for (int32_t t : {50, 51, 52}) CHECK(token_slot[size_t(t)] == -1);  // their slots went to the ranges
+        if (slot_of_90 >= 40 || slot_of_90 < 0) FAIL("token 90 was not resident after fetch");
+        // Every slot holds at most one token and the two maps agree.
+        for (int32_t s = 0; s < 40; ++s)
+            if (slot_token[size_t(s)] >= 0) CHECK(token_slot[size_t(slot_token[size_t(s)])] == s);
+        // The rows landed where the maps say.
+        std::vector<uint8_t> got(size_t(40) * 32);
+        f.dev->default_stream().copy(got.data(), slots.k_slot(layer, g, 0), got.size());
+        f.dev->default_stream().synchronize();
+        const PagedKvView kv = f.store->view(layer);
+        for (int32_t s = 0; s < 40; ++s) {
+            CAPTURE(s);
+            CHECK(std::memcmp(got.data() + size_t(s) * 32, kv.k_row(g, slot_token[size_t(s)]), 32) == 0);
+        }
+    }
+
     TEST_CASE("device slots: a pool larger than the device fails naming both sizes") {
         auto dev = make_device("emu:mem=1MiB");
         try {
