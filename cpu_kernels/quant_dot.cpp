@@ -35,7 +35,6 @@ namespace {
 using namespace quant_blocks;
 using namespace qdot;
 
-
 inline int get_scale(int j, const uint8_t* q) { return j < 4 ? q[j] & 63 : (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4); }
 inline int get_min(int j, const uint8_t* q) { return j < 4 ? q[j + 4] & 63 : (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
 
@@ -158,7 +157,6 @@ float avx2_q4_k(const void* row, const void* xq, int64_t n) { return dot_q4_k<fa
 float avx2_q6_k(const void* row, const void* xq, int64_t n) { return dot_q6_k<false>(row, xq, n); }
 #endif
 
-
 using DotFn = float (*)(const void*, const void*, int64_t);
 
 DotFn reference_fn(DType t) {
@@ -219,10 +217,7 @@ DotIsa choose_isa() {
     return best;
 }
 
-DotFn fast_fn(DType t) {
-    static const DotIsa isa = dot_isa();
-    return isa_fn(isa, t);
-}
+DotFn fast_fn(DType t) { return isa_fn(dot_isa(), t); }
 
 }  // namespace
 

@@ -47,9 +47,10 @@ void matmul_blocks(const WeightMatrix& w, const float* x, int64_t n_tok, float* 
     }
 }
 
-double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+// max |a - b| / max |b| over n values.
+double rel_diff(const float* a, const float* b, size_t n) {
     double err = 0, norm = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
+    for (size_t i = 0; i < n; ++i) {
         err  = std::max(err, std::fabs(double(a[i]) - double(b[i])));
         norm = std::max(norm, std::fabs(double(b[i])));
     }
@@ -121,8 +122,7 @@ int main(int argc, char** argv) {
             const size_t n_out    = size_t(n_tok * w.n_rows);
             const double tiles_ms = best_ms(reps, [&] { matmul(w, x.data(), n_tok, y_tiles.data(), scratch); });
             const double blocks_ms = best_ms(reps, [&] { matmul_blocks(w, x.data(), n_tok, y_blocks.data(), xq); });
-            const double diff = rel_diff(std::vector<float>(y_blocks.begin(), y_blocks.begin() + long(n_out)),
-                                         std::vector<float>(y_tiles.begin(), y_tiles.begin() + long(n_out)));
+            const double diff      = rel_diff(y_blocks.data(), y_tiles.data(), n_out);
             const double flops = 2.0 * double(n_tok) * double(w.n_rows) * double(w.n_cols);
             sum_tiles += tiles_ms;
             sum_blocks += blocks_ms;

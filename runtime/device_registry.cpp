@@ -109,14 +109,15 @@ Buffer Device::alloc(size_t n_bytes, MemKind kind) {
 
 namespace {
 
+// The slot rows an attention kernel's arguments name, as the CPU attention kernels read them.
+DenseKvRows slot_rows(uint32_t kv_type, const uint8_t* k, const uint8_t* v, int32_t head_dim, int32_t head_dim_v) {
+    const auto type = static_cast<DType>(kv_type);
+    return DenseKvRows{type, k, v, head_dim, head_dim_v, dtype_traits(type).block_bytes};
+}
+
 void cpu_attn_partial_now(const AttnPartialArgs& a) {
-    const DenseKvRows rows{static_cast<DType>(a.kv_type),
-                           a.k,
-                           a.v,
-                           a.head_dim,
-                           a.head_dim_v,
-                           dtype_traits(static_cast<DType>(a.kv_type)).block_bytes};
-    attend_group_indexed(a.q, a.n_group, rows, a.idx, a.n_idx, a.out, a.lse, a.scores);
+    attend_group_indexed(a.q, a.n_group, slot_rows(a.kv_type, a.k, a.v, a.head_dim, a.head_dim_v), a.idx, a.n_idx,
+                         a.out, a.lse, a.scores);
 }
 
 void cpu_attn_partial_run(void* ctx) { cpu_attn_partial_now(*static_cast<const AttnPartialArgs*>(ctx)); }
@@ -167,9 +168,8 @@ void cpu_gemm(Stream& stream, const GemmArgs* a) {
 
 void cpu_prefill_attn_run(void* ctx) {
     const auto& a = *static_cast<const PrefillAttnArgs*>(ctx);
-    const auto type = static_cast<DType>(a.kv_type);
-    const DenseKvRows rows{type, a.k, a.v, a.head_dim, a.head_dim_v, dtype_traits(type).block_bytes};
-    attend_causal_block(a.q, a.q_stride, a.n_q, a.q_pos0, a.n_group, rows, a.idx, a.n_idx, a.kv_pos0, a.out,
+    attend_causal_block(a.q, a.q_stride, a.n_q, a.q_pos0, a.n_group,
+                        slot_rows(a.kv_type, a.k, a.v, a.head_dim, a.head_dim_v), a.idx, a.n_idx, a.kv_pos0, a.out,
                         a.o_stride, a.lse, a.lse_stride, a.accumulate);
 }
 
