@@ -10,7 +10,9 @@
 //                     decode steps through the offload pipeline; budgets are DESIGN.md's (P% of the current context
 //                     or N tokens, sinks + recent window + picks), and only the global layers are sparsified.
 //           simulate  (paper) one masked prefill with every layer >= 1 sparsified per row (predictor/simulate.h);
-//                     budgets are the share of each row's keys kept.
+//                     budgets are the share of each row's keys kept; tokenbutler and quest keep a recent window of
+//                     --window keys (default 32) within each row's share, as the runtime does (--window 0: the
+//                     paper's rule).
 // The dense reference of each window / sample is computed once; a sparse run and its reference go through the
 // output matrix together (Session::compare_rows), so KL is exact over the whole vocabulary.
 #include <nlohmann/json.hpp>
@@ -334,6 +336,7 @@ int run_eval(const EvalOptions& o) {
                 simp.selector  = sel;
                 simp.keep      = keeps[b];
                 simp.sinks     = o.sinks;
+                if (o.window >= 0) simp.window = o.window;
                 simp.predictor = predictor_of(sel);
                 sim            = std::make_unique<MaskedPrefillSimulator>(hp, simp, max_len);
             } else {
@@ -386,7 +389,7 @@ int run_eval(const EvalOptions& o) {
     j["samples"]   = o.n_samples;
     j["seed"]      = o.seed;
     j["sinks"]     = o.sinks;
-    j["window"]    = o.window;
+    j["window"]    = simulate && o.window < 0 ? SimulateParams{}.window : o.window;
     j["interval"]  = o.interval;
     j["neighbours"] = o.neighbours;
     j["seconds"]   = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
@@ -440,7 +443,9 @@ Action register_eval(CLI::App& sub) {
         ->check(CLI::PositiveNumber);
     sub.add_option("--seed", o->seed, "task generation seed (default 42)");
     sub.add_option("--sinks", o->sinks, "attention sinks (default 4)")->check(CLI::NonNegativeNumber);
-    sub.add_option("--window", o->window, "decode view: recent window (default max(16, budget/8))");
+    sub.add_option("--window", o->window,
+                   "recent window: decode view default max(16, budget/8); simulate view, the recent keys tokenbutler "
+                   "and quest keep within each row's budget, default 32 (0: the paper's rule)");
     sub.add_option("--interval", o->interval, "decode view: prediction interval (default 1)")->check(CLI::PositiveNumber);
     sub.add_option("--neighbours", o->neighbours, "decode view: neighbour fetching on|off (default off)");
     sub.add_option("--device", o->device, "decode view: offload device (default cpu)");

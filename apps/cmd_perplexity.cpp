@@ -66,6 +66,7 @@ int run_perplexity(const PerplexityOptions& o) {
         simp.selector = sp.offload.selector;
         simp.keep     = sp.offload.budget_fraction;
         simp.sinks    = sp.offload.sinks;
+        if (sp.offload.window >= 0) simp.window = sp.offload.window;
         if (is_tokenbutler_selector(simp.selector))
             simp.predictor = load_predictor_for(simp.selector, *model, PredictorUse::EveryLayer);
         sim         = std::make_unique<MaskedPrefillSimulator>(hp, simp, n_ctx);

@@ -105,6 +105,15 @@ struct MaskedPrefillSimulator::Impl {
         for (int64_t t = 0; t < count; ++t) mask_row[idx[size_t(t)]] = 1;
     }
 
+    // Row i's k_i keys: with the recent window (windowed), its min(window, k_i) newest keys, then the top of the
+    // older keys [lo, i - w] by score; without, the top k_i of [lo, i].
+    void mark_window_then_top(const float* score, int64_t i, int64_t lo, int64_t k_i, bool windowed,
+                              std::vector<int32_t>& idx, uint8_t* mask_row) const {
+        const int64_t w = windowed ? std::min<int64_t>(p.window, k_i) : 0;
+        for (int64_t j = i - w + 1; j <= i; ++j) mask_row[j] = 1;
+        mark_top(score, lo, i - w, k_i - w, idx, mask_row);
+    }
+
     void add_sinks(int64_t i, int64_t lo, uint8_t* mask_row) const {
         for (int64_t j = lo; j < std::min<int64_t>(p.sinks, i + 1); ++j) mask_row[j] = 1;
     }
@@ -152,7 +161,7 @@ struct MaskedPrefillSimulator::Impl {
                 }
                 if (kind == Kind::Oracle) group_mass(logits.data(), n, n_group, i, lo, score.data());
                 if (kind == Kind::TokenButler) group_mass(imp.data(), n, n_group, i, lo, score.data());
-                mark_top(score.data(), lo, i, budget(n_valid), idx, row);
+                mark_window_then_top(score.data(), i, lo, budget(n_valid), kind == Kind::TokenButler, idx, row);
                 add_sinks(i, lo, row);
             }
         }
@@ -207,7 +216,7 @@ struct MaskedPrefillSimulator::Impl {
                     for (int64_t t = std::max(a, lo); t <= std::min(b, i); ++t) score[size_t(t)] = best;
                 }
                 uint8_t* row = mask_out + i * n;
-                mark_top(score.data(), lo, i, budget(n_valid), idx, row);
+                mark_window_then_top(score.data(), i, lo, budget(n_valid), !tb, idx, row);
                 add_sinks(i, lo, row);
             }
         }
@@ -337,6 +346,7 @@ MaskedPrefillSimulator::MaskedPrefillSimulator(const HParams& hp, SimulateParams
     : impl_(std::make_unique<Impl>(hp, std::move(params), max_tok)) {
     const SimulateParams& p = impl_->p;
     if (!(p.keep > 0.0 && p.keep <= 1.0)) fail(Status::Usage, "the simulate view keeps a share in (0, 1] (got {})", p.keep);
+    if (p.window < 0) fail(Status::Usage, "the simulate view's recent window must be >= 0 (got {})", p.window);
     if (p.page < 1) fail(Status::Usage, "the Quest page size must be positive (got {})", p.page);
     if (impl_->kind == Kind::TokenButler && !p.predictor)
         fail(Status::InvalidArg, "the tokenbutler selector needs a predictor");

@@ -14,9 +14,13 @@
 //                 row (a max of raw logits over heads would follow the head with the widest logit range).
 //   tokenbutler   top K_i by the predicted mass: sum over the group of softmax(q'.k'/sqrt(d')) of the row, q' from
 //                 the layer's producer at row i, k' = K W_K.
+//   recent window tokenbutler and quest keep the min(W, K_i) most recent keys of the row, then rank the older
+//                 ones, K_i in all (W = SimulateParams::window; the v2 runtime's window, §2.4, and Quest's
+//                 implementations keep recent keys too; the paper's §2.2 rule and the -tb variants have none).
 //   streamingllm  the K_i most recent keys (the sinks come on top).
 //   quest         pages of `page` keys scored by Quest's bound sum_d max(q_d min_d, q_d max_d) over the page's valid
-//                 keys; each key takes its page's score, the top K_i keys (whole pages, the last one cut).
+//                 keys, max over the group; each key takes its page's score, the top K_i keys (whole pages, the last
+//                 one cut), after the recent window.
 //   quest-tb      the TokenButler code's Quest (§4): score sum_d |q_d| max_d, max_d over the whole page (future keys
 //                 of the row's own page included).
 //   h2o           H2O decoded row by row: an active set; row i joins it, then while it is over K_i the active key
@@ -53,6 +57,9 @@ struct SimulateParams {
     double keep          = 1.0;  // (0, 1]
     int32_t sinks        = 4;
     int32_t page         = 16;   // quest, quest-tb
+    // tokenbutler, quest: the recent keys kept within each row's budget. 32 = SnapKV's observation window, so they
+    // start from the same recent keys; 0 = the paper's §2.2 rule.
+    int32_t window       = 32;
     std::shared_ptr<const TokenButlerPredictor> predictor;  // required by tokenbutler
 };
 

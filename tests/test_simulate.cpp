@@ -46,7 +46,9 @@ int64_t lo_of(int64_t i, int64_t n_swa) { return n_swa > 0 ? std::max<int64_t>(0
 
 // The reference rules, written from the spec: ranked selectors keep the top ceil(n_i * keep) by their score, then the
 // sinks; h2o-tb is the greedy set of §4.
-Mask reference_mask(const std::string& sel, const Problem& p, double keep, int64_t sinks, int64_t n_swa, int page) {
+// window: the recent keys quest ranks first (SimulateParams::window).
+Mask reference_mask(const std::string& sel, const Problem& p, double keep, int64_t sinks, int64_t n_swa, int page,
+                    int64_t window = 0) {
     const int64_t n = p.n;
     Mask m(size_t(n * n), 0);
     std::vector<int64_t> active{0};
@@ -98,6 +100,27 @@ Mask reference_mask(const std::string& sel, const Problem& p, double keep, int64
                         best = std::max(best, s);
                     }
                     score[size_t(j)] = best;
+                } else if (sel == "quest") {
+                    // sum_d max(q_d min_d, q_d max_d), min / max over the page's keys valid for row i; max over the group
+                    const int64_t a = std::max(lo, (j / page) * page), b_end = std::min<int64_t>(i + 1, (j / page) * page + page);
+                    double best = -1e300;
+                    for (int32_t h = 0; h < p.n_group; ++h) {
+                        double s = 0;
+                        for (int32_t d = 0; d < p.hd; ++d) {
+                            double mn = 1e300, mx = -1e300;
+                            for (int64_t t = a; t < b_end; ++t) {
+                                mn = std::min(mn, double(p.k[size_t(t * p.hd + d)]));
+                                mx = std::max(mx, double(p.k[size_t(t * p.hd + d)]));
+                            }
+                            const double qd = p.q[size_t((i * p.n_group + h) * p.hd + d)];
+                            s += std::max(qd * mn, qd * mx);
+                        }
+                        best = std::max(best, s);
+                    }
+                    score[size_t(j)] = best;
+                    // the newest min(window, K_i) keys rank first
+                    const int64_t k_i = std::min<int64_t>(n_valid, int64_t(std::ceil(double(n_valid) * keep - 1e-9)));
+                    if (j > i - std::min(window, k_i)) score[size_t(j)] = 1e300;
                 }
             }
             std::vector<int64_t> order;
@@ -124,21 +147,25 @@ TEST_SUITE("simulate") {
     TEST_CASE("ranked selectors' masks equal the float64 rules, with and without a sliding window") {
         const Problem p = make_problem(70, 2, 8, 5);
         const HParams hp = tiny_hparams(2, 8);
-        for (const std::string sel : {"oracle", "streamingllm", "quest-tb", "h2o-tb"}) {
+        for (const std::string sel : {"oracle", "streamingllm", "quest", "quest-tb", "h2o-tb"}) {
             for (const double keep : {0.9, 0.5, 0.2}) {
                 for (const int64_t n_swa : {int64_t(0), int64_t(24)}) {
+                  for (const int32_t window : {0, 5}) {
                     CAPTURE(sel);
                     CAPTURE(keep);
                     CAPTURE(n_swa);
+                    CAPTURE(window);
                     SimulateParams sp;
-                    sp.selector = sel, sp.keep = keep, sp.sinks = 3, sp.page = 8;
+                    sp.selector = sel, sp.keep = keep, sp.sinks = 3, sp.page = 8, sp.window = window;
                     MaskedPrefillSimulator sim(hp, sp, p.n);
                     Mask got(size_t(p.n * p.n));
                     sim.select_layer(p.n, p.n_group, p.hd, n_swa, p.q.data(), p.k.data(), nullptr, got.data());
-                    const Mask want = reference_mask(sel, p, keep, 3, n_swa, 8);
+                    // only quest (and tokenbutler, below) keep the recent window
+                    const Mask want = reference_mask(sel, p, keep, 3, n_swa, 8, sel == "quest" ? window : 0);
                     int64_t diff = 0;
                     for (size_t t = 0; t < got.size(); ++t) diff += got[t] != want[t];
                     CHECK(diff == 0);
+                  }
                 }
             }
         }
@@ -295,7 +322,10 @@ TEST_SUITE("simulate") {
         }
     }
 
-    TEST_CASE("tokenbutler: each layer ranks keys by its producer's q' . k' mass (float64), layer G included") {
+    TEST_CASE("tokenbutler: each layer ranks keys by its producer's q' . k' mass (float64), layer G included, "
+              "after a recent window") {
+      for (const int32_t window : {0, 5}) {
+        CAPTURE(window);
         TinyGemma3Spec spec;  // 6 layers; G = 2: producers 0, 2, 4 serve layers 1-2, 3-4, 5
         TempFile mf;
         mf.write(tiny_gemma3_gguf(make_tiny_gemma3(spec, 17)));
@@ -310,7 +340,7 @@ TEST_SUITE("simulate") {
         sp.n_ctx = int32_t(n), sp.n_ubatch = int32_t(n), sp.kv_type = DType::F32;
         Session s(model, sp);
         SimulateParams p;
-        p.selector = "tokenbutler", p.keep = 0.4, p.sinks = 2, p.predictor = pred;
+        p.selector = "tokenbutler", p.keep = 0.4, p.sinks = 2, p.window = window, p.predictor = pred;
         MaskedPrefillSimulator sim(hp, p, n);
         std::vector<std::vector<float>> xs(size_t(hp.n_layer)), ks(size_t(hp.n_layer));
         std::vector<Mask> masks(size_t(hp.n_layer));
@@ -371,6 +401,9 @@ TEST_SUITE("simulate") {
                         }
                         z[size_t(h)].push_back(dot / std::sqrt(double(d)));
                     }
+                // the window's keys first, then the older keys by predicted mass
+                const int64_t k_i = int64_t(std::ceil(double(n_valid) * 0.4 - 1e-9));
+                const int64_t w   = std::min<int64_t>(window, k_i);
                 std::vector<std::pair<double, int64_t>> sc;
                 for (int64_t j = lo; j <= i; ++j) sc.push_back({0.0, j});
                 for (int32_t h = 0; h < n_group; ++h) {
@@ -380,8 +413,9 @@ TEST_SUITE("simulate") {
                     for (double v : zh) sum += std::exp(v - mx);
                     for (size_t t = 0; t < zh.size(); ++t) sc[t].first -= std::exp(zh[t] - mx) / sum;
                 }
+                for (auto& [score, j] : sc)
+                    if (j > i - w) score = -1e300;  // ranks first
                 std::stable_sort(sc.begin(), sc.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-                const int64_t k_i = int64_t(std::ceil(double(n_valid) * 0.4 - 1e-9));
                 for (int64_t t = 0; t < k_i; ++t) want[size_t(i * n + sc[size_t(t)].second)] = 1;
                 for (int64_t j = lo; j < std::min<int64_t>(2, i + 1); ++j) want[size_t(i * n + j)] = 1;
             }
@@ -390,6 +424,7 @@ TEST_SUITE("simulate") {
             for (size_t t = 0; t < want.size(); ++t) diff += masks[size_t(l)][t] != want[t];
             CHECK(diff == 0);
         }
+      }
     }
 
     TEST_CASE("bad parameters are refused") {
@@ -400,6 +435,8 @@ TEST_SUITE("simulate") {
         sp.selector = "oracle", sp.keep = 0;
         CHECK_THROWS_AS(MaskedPrefillSimulator(hp, sp, 8), Error);
         sp.selector = "tokenbutler", sp.keep = 0.5;
+        CHECK_THROWS_AS(MaskedPrefillSimulator(hp, sp, 8), Error);
+        sp.selector = "oracle", sp.window = -1;
         CHECK_THROWS_AS(MaskedPrefillSimulator(hp, sp, 8), Error);
     }
 }
