@@ -242,6 +242,7 @@ int run_eval(const EvalOptions& o) {
     const std::vector<std::string> budgets =
         split_list(!o.budgets.empty() ? o.budgets : simulate ? kSimulateBudgets : kDecodeBudgets);
     if (selectors.empty() || budgets.empty()) fail(Status::Usage, "--selectors and --budgets need at least one entry");
+    const int32_t sim_window = o.window >= 0 ? o.window : SimulateParams{}.window;  // simulate: the recent window
     std::vector<double> keeps;  // simulate: the share kept per budget
     for (const std::string& b : budgets) {
         OffloadConfig probe;
@@ -336,7 +337,7 @@ int run_eval(const EvalOptions& o) {
                 simp.selector  = sel;
                 simp.keep      = keeps[b];
                 simp.sinks     = o.sinks;
-                if (o.window >= 0) simp.window = o.window;
+                simp.window    = sim_window;
                 simp.predictor = predictor_of(sel);
                 sim            = std::make_unique<MaskedPrefillSimulator>(hp, simp, max_len);
             } else {
@@ -389,7 +390,7 @@ int run_eval(const EvalOptions& o) {
     j["samples"]   = o.n_samples;
     j["seed"]      = o.seed;
     j["sinks"]     = o.sinks;
-    j["window"]    = simulate && o.window < 0 ? SimulateParams{}.window : o.window;
+    j["window"]    = simulate ? sim_window : o.window;
     j["interval"]  = o.interval;
     j["neighbours"] = o.neighbours;
     j["seconds"]   = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();

@@ -105,11 +105,12 @@ struct MaskedPrefillSimulator::Impl {
         for (int64_t t = 0; t < count; ++t) mask_row[idx[size_t(t)]] = 1;
     }
 
-    // Row i's k_i keys: with the recent window (windowed), its min(window, k_i) newest keys, then the top of the
-    // older keys [lo, i - w] by score; without, the top k_i of [lo, i].
-    void mark_window_then_top(const float* score, int64_t i, int64_t lo, int64_t k_i, bool windowed,
-                              std::vector<int32_t>& idx, uint8_t* mask_row) const {
-        const int64_t w = windowed ? std::min<int64_t>(p.window, k_i) : 0;
+    // Row i's k_i keys: for the selectors with a recent window (tokenbutler, quest) its min(window, k_i) newest keys,
+    // then the top of the older keys [lo, i - w] by score; for the others the top k_i of [lo, i].
+    void mark_window_then_top(const float* score, int64_t i, int64_t lo, int64_t k_i, std::vector<int32_t>& idx,
+                              uint8_t* mask_row) const {
+        const bool windowed = kind == Kind::TokenButler || kind == Kind::Quest;
+        const int64_t w     = windowed ? std::min<int64_t>(p.window, k_i) : 0;
         for (int64_t j = i - w + 1; j <= i; ++j) mask_row[j] = 1;
         mark_top(score, lo, i - w, k_i - w, idx, mask_row);
     }
@@ -161,7 +162,7 @@ struct MaskedPrefillSimulator::Impl {
                 }
                 if (kind == Kind::Oracle) group_mass(logits.data(), n, n_group, i, lo, score.data());
                 if (kind == Kind::TokenButler) group_mass(imp.data(), n, n_group, i, lo, score.data());
-                mark_window_then_top(score.data(), i, lo, budget(n_valid), kind == Kind::TokenButler, idx, row);
+                mark_window_then_top(score.data(), i, lo, budget(n_valid), idx, row);
                 add_sinks(i, lo, row);
             }
         }
@@ -216,7 +217,7 @@ struct MaskedPrefillSimulator::Impl {
                     for (int64_t t = std::max(a, lo); t <= std::min(b, i); ++t) score[size_t(t)] = best;
                 }
                 uint8_t* row = mask_out + i * n;
-                mark_window_then_top(score.data(), i, lo, budget(n_valid), !tb, idx, row);
+                mark_window_then_top(score.data(), i, lo, budget(n_valid), idx, row);
                 add_sinks(i, lo, row);
             }
         }

@@ -74,6 +74,7 @@ Mask reference_mask(const std::string& sel, const Problem& p, double keep, int64
             }
             for (int64_t j : active) row[j] = 1;
         } else {
+            const int64_t k_i = std::min<int64_t>(n_valid, int64_t(std::ceil(double(n_valid) * keep - 1e-9)));
             std::vector<double> score(static_cast<size_t>(n), 0.0);
             for (int64_t j = lo; j <= i; ++j) {
                 if (sel == "oracle") {
@@ -118,15 +119,12 @@ Mask reference_mask(const std::string& sel, const Problem& p, double keep, int64
                         best = std::max(best, s);
                     }
                     score[size_t(j)] = best;
-                    // the newest min(window, K_i) keys rank first
-                    const int64_t k_i = std::min<int64_t>(n_valid, int64_t(std::ceil(double(n_valid) * keep - 1e-9)));
-                    if (j > i - std::min(window, k_i)) score[size_t(j)] = 1e300;
+                    if (j > i - std::min(window, k_i)) score[size_t(j)] = 1e300;  // the newest min(window, K_i) first
                 }
             }
             std::vector<int64_t> order;
             for (int64_t j = lo; j <= i; ++j) order.push_back(j);
             std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return score[size_t(a)] > score[size_t(b)]; });
-            const int64_t k_i = std::min<int64_t>(n_valid, int64_t(std::ceil(double(n_valid) * keep - 1e-9)));
             for (int64_t t = 0; t < k_i; ++t) row[order[size_t(t)]] = 1;
         }
         for (int64_t j = lo; j < std::min<int64_t>(sinks, i + 1); ++j) row[j] = 1;
