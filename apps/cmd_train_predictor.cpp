@@ -45,6 +45,12 @@ int run_train_predictor(TrainPredictorOptions& o) {
     else if (o.loss == "mse") o.train.loss = LossKind::LogitMse;
     else fail(Status::Usage, "--loss must be ce or mse (got '{}')", o.loss);
     o.train.progress = show_progress(o.common) || o.common.progress;
+    const LossKeys& lk = o.train.loss_keys;
+    // Rows come from positions >= seq_len / 2; each keeps the keys [sinks, row - window].
+    if (lk.sinks < 0 || lk.window < 0 || lk.sinks + lk.window > o.train.seq_len / 2)
+        fail(Status::Usage, "--loss-sinks {} and --loss-window {} must be >= 0 and leave keys to the rows of the "
+             "sequence's second half (sum <= {} for --seq-len {})", lk.sinks, lk.window, o.train.seq_len / 2,
+             o.train.seq_len);
     if (o.loss_layers == "sparse") {
         o.train.loss_layers = runtime_sparse_layers(hp);
     } else if (o.loss_layers != "all") {
@@ -73,9 +79,10 @@ int run_train_predictor(TrainPredictorOptions& o) {
                                                             identity, o.train.seed);
     const PredictorShape& shape = pred.shape();
     pred.provenance = fmt::format("butler train-predictor --seq-len {} --rows {} --epochs {} --lr {} --loss {} -G {} "
-                                  "--d-dash {} --intdim {} --loss-layers {}{} on {} sequences ({} tokens)", o.train.seq_len,
-                                  o.train.rows, o.train.epochs, o.train.lr, o.loss, shape.group, shape.d_dash,
-                                  shape.intdim, o.loss_layers,
+                                  "--d-dash {} --intdim {} --loss-layers {} --loss-sinks {} --loss-window {}{} on {} sequences "
+                                  "({} tokens)",
+                                  o.train.seq_len, o.train.rows, o.train.epochs, o.train.lr, o.loss, shape.group,
+                                  shape.d_dash, shape.intdim, o.loss_layers, lk.sinks, lk.window,
                                   o.init.empty() ? "" : " --init " + o.init, train.size(),
                                   train.size() * size_t(o.train.seq_len));
     const uint64_t n_params = shape.n_params();
@@ -122,6 +129,11 @@ Action register_train_predictor(CLI::App& sub) {
     sub.add_option("--loss-layers", o->loss_layers,
                    "consumer layers in the loss: all (default), sparse (those the offload runtime sparsifies: layers "
                    ">= 1 without a sliding window) or a comma list");
+    sub.add_option("--loss-sinks", o->train.loss_keys.sinks,
+                   "leave the first N keys (the attention sinks every selector keeps) out of the loss (default 0)");
+    sub.add_option("--loss-window", o->train.loss_keys.window,
+                   "leave each row's N most recent keys out of the loss, fitting the predictor to the older keys a "
+                   "selector with an N-key recent window ranks (default 0: every key)");
     sub.add_option("-G,--group", o->group, "consumer layers per producer (default 4)");
     sub.add_option("--d-dash", o->d_dash, "importance dimension d' (default 16)");
     sub.add_option("--intdim", o->intdim, "hidden width of the query MLP (default 512)");

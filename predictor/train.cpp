@@ -93,7 +93,8 @@ std::vector<int32_t> runtime_sparse_layers(const HParams& hp) {
 }
 
 double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const TrainSample& s, LossKind kind,
-                      std::vector<std::vector<float>>* grads, const std::vector<int32_t>& layers) {
+                      std::vector<std::vector<float>>* grads, const std::vector<int32_t>& layers,
+                      LossKeys keys) {
     const PredictorShape& ps = p.shape();
     const int64_t R = int64_t(s.rows.size()), n = s.n_tok;
     const int64_t E = ps.n_embd, I = ps.intdim, QW = ps.q_width(), H = ps.n_head, Hkv = ps.n_head_kv;
@@ -106,8 +107,20 @@ double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const Tr
         if (l < 1 || l >= ps.n_layer) fail(Status::InvalidArg, "loss layer {} is not a consumer layer (1..{})", l, ps.n_layer - 1);
         in_loss[size_t(l)] = 1;
     }
-    const int64_t n_loss_layers = std::count(in_loss.begin(), in_loss.end(), char(1));
-    const double weight = 1.0 / double(n_loss_layers * H * R);  // the loss is the mean over (layer, head, row)
+    if (keys.sinks < 0 || keys.window < 0)
+        fail(Status::InvalidArg, "keys left out of the loss: sinks {} and window {} must be >= 0", keys.sinks, keys.window);
+    // Keys of row pos on layer l: [first_key(l, pos), pos - keys.window].
+    const auto first_key = [&](int32_t l, int64_t pos) -> int64_t {
+        return std::max<int64_t>(keys.sinks, hp.is_swa(l) ? pos - hp.n_swa + 1 : 0);
+    };
+    int64_t n_pairs = 0;  // (layer, row) with at least one key in the loss
+    for (int32_t l = 1; l < ps.n_layer; ++l)
+        if (in_loss[size_t(l)])
+            for (int32_t pos : s.rows) n_pairs += pos - keys.window >= first_key(l, pos) ? 1 : 0;
+    if (n_pairs == 0)
+        fail(Status::InvalidArg, "no sampled row has a key outside {} sinks and a {}-key recent window", keys.sinks,
+             keys.window);
+    const double weight = 1.0 / double(n_pairs * H);  // the loss is the mean over (layer, head, row)
 
     std::vector<ProducerActivations> acts(static_cast<size_t>(n_prod));
     for (int32_t i = 0; i < n_prod; ++i)
@@ -124,7 +137,6 @@ double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const Tr
         for (int32_t l = 1; l < ps.n_layer; ++l) {
             if (!in_loss[size_t(l)]) continue;
             const int32_t prod = ps.producer_index(l), slot = ps.slot_of(l);
-            const bool swa     = hp.is_swa(l);
             const float* ql    = s.q.data() + int64_t(l) * R * H * D;
             const float* kl    = s.k.data() + int64_t(l) * n * Hkv * D;
             double loss        = 0;
@@ -141,24 +153,28 @@ double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const Tr
                 sgemm('N', 'T', R * ng, n, dd, inv_sqrt_dd, qs.data(), dd, kp.data(), dd, 0.0f, st.data(), n);
                 for (int64_t r = 0; r < R; ++r) {
                     const int64_t pos = s.rows[size_t(r)];
-                    const int64_t lo  = swa ? std::max<int64_t>(0, pos - hp.n_swa + 1) : 0;
+                    const int64_t lo  = first_key(l, pos), hi = pos - keys.window;
                     for (int64_t i = 0; i < ng; ++i) {
                         float* tr = t.data() + (r * ng + i) * n;
                         float* sr = st.data() + (r * ng + i) * n;  // student logits in, d loss / d logits out
+                        if (hi < lo) {
+                            std::fill(sr, sr + n, 0.0f);
+                            continue;
+                        }
                         if (kind == LossKind::CrossEntropy) {
                             float tm = -std::numeric_limits<float>::infinity(), sm = tm;
-                            for (int64_t j = lo; j <= pos; ++j) {
+                            for (int64_t j = lo; j <= hi; ++j) {
                                 tm = std::max(tm, tr[j]);
                                 sm = std::max(sm, sr[j]);
                             }
                             double tz = 0, sz = 0;
-                            for (int64_t j = lo; j <= pos; ++j) {
+                            for (int64_t j = lo; j <= hi; ++j) {
                                 tz += std::exp(double(tr[j] - tm));
                                 sz += std::exp(double(sr[j] - sm));
                             }
                             const double log_sz = std::log(sz);
                             double ce = 0;
-                            for (int64_t j = lo; j <= pos; ++j) {
+                            for (int64_t j = lo; j <= hi; ++j) {
                                 const double tp   = std::exp(double(tr[j] - tm)) / tz;
                                 const double logp = double(sr[j] - sm) - log_sz;
                                 ce -= tp * logp;
@@ -166,9 +182,9 @@ double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const Tr
                             }
                             loss += ce;
                         } else {
-                            const double inv_n = 1.0 / double(pos - lo + 1);
+                            const double inv_n = 1.0 / double(hi - lo + 1);
                             double se          = 0;
-                            for (int64_t j = lo; j <= pos; ++j) {
+                            for (int64_t j = lo; j <= hi; ++j) {
                                 const double d = double(sr[j]) - double(tr[j]);
                                 se += d * d;
                                 sr[j] = float(2.0 * d * inv_n * weight);
@@ -176,7 +192,7 @@ double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const Tr
                             loss += se * inv_n;
                         }
                         for (int64_t j = 0; j < lo; ++j) sr[j] = 0.0f;
-                        for (int64_t j = pos + 1; j < n; ++j) sr[j] = 0.0f;
+                        for (int64_t j = hi + 1; j < n; ++j) sr[j] = 0.0f;
                     }
                 }
                 if (!grads) continue;
@@ -310,7 +326,7 @@ TrainReport train_predictor(TokenButlerPredictor& p, Session& session, const std
         collect_sample(session, seq, sample_rows(int64_t(seq.size()), o.rows, o.tail, o.seed + uint64_t(step)),
                        p.shape(), sample);
         for (size_t i = 0; i < ps.size(); ++i) grads[i].assign(ps[i]->size(), 0.0f);
-        const double loss = predictor_loss(p, hp, sample, o.loss, &grads, o.loss_layers);
+        const double loss = predictor_loss(p, hp, sample, o.loss, &grads, o.loss_layers, o.loss_keys);
         if (!std::isfinite(loss)) fail(Status::Internal, "training diverged at step {} (loss {})", step, loss);
         losses.push_back(loss);
         double norm2 = 0;
@@ -360,7 +376,7 @@ TrainReport train_predictor(TokenButlerPredictor& p, Session& session, const std
         for (size_t i = 0; i < held_out.size(); ++i) {
             collect_sample(session, held_out[i], sample_rows(int64_t(held_out[i].size()), o.rows, o.tail, 7 + i),
                            p.shape(), sample);
-            sum += predictor_loss(p, hp, sample, o.loss, nullptr, o.loss_layers);
+            sum += predictor_loss(p, hp, sample, o.loss, nullptr, o.loss_layers, o.loss_keys);
         }
         report.eval_loss = sum / double(held_out.size());
     }

@@ -21,6 +21,14 @@ class Session;
 
 enum class LossKind { CrossEntropy, LogitMse };
 
+// Keys left out of the loss: positions < sinks, and each row's `window` most recent keys (its own included). A
+// selector keeps its sinks and recent window without ranking them, so fitting only the keys between lets the
+// predictor spend itself on the ranking that matters (the attention sink can hold much of a row's mass).
+struct LossKeys {
+    int32_t sinks  = 0;
+    int32_t window = 0;
+};
+
 // One sequence's activations of the frozen model, what training needs of it.
 struct TrainSample {
     int64_t n_tok = 0;
@@ -43,9 +51,12 @@ std::vector<std::vector<float>*> predictor_params(TokenButlerPredictor& p);
 
 // Mean loss over (consumer layer, head, row) of one sample; with grads (same layout as predictor_params, each the
 // size of its parameter, zeroed by the caller), adds the gradient of that mean loss. `layers` restricts the loss to
-// those consumer layers (each in [1, n_layer)); empty: every layer >= 1.
+// those consumer layers (each in [1, n_layer)); empty: every layer >= 1. `keys` leaves keys out of both
+// distributions (LossKeys); a (layer, row) with no key left contributes nothing and the mean is over the
+// (layer, head, row) that have one. Throws if none has.
 double predictor_loss(const TokenButlerPredictor& p, const HParams& hp, const TrainSample& s, LossKind kind,
-                      std::vector<std::vector<float>>* grads, const std::vector<int32_t>& layers = {});
+                      std::vector<std::vector<float>>* grads, const std::vector<int32_t>& layers = {},
+                      LossKeys keys = {});
 
 // The consumer layers the offload runtime sparsifies (and so consults the predictor for): layers >= 1 without a
 // sliding window (on Gemma 3 270M: 5, 11, 17; on a model without windows: every layer >= 1).
@@ -66,6 +77,7 @@ struct TrainOptions {
     bool resume           = false;
     int32_t max_steps     = 0;      // 0: all sequences of all epochs
     std::vector<int32_t> loss_layers;  // consumer layers in the loss; empty: every layer >= 1
+    LossKeys loss_keys;             // keys left out of the loss (default: none)
     bool progress         = true;
 };
 

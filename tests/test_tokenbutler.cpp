@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <cmath>
 #include <cstdlib>
@@ -66,9 +67,11 @@ std::vector<double> ref_key(const TokenButlerPredictor& p, int32_t layer, int32_
 }
 
 // The training loss of TOKENBUTLER.md §3.2 (cross-entropy to the model's attention softmax), mean over
-// (consumer layer, query head, row); keys causal and, on sliding-window layers, within the window.
+// (consumer layer, query head, row); keys causal and, on sliding-window layers, within the window; with
+// sinks / window > 0 only the keys at positions >= sinks and at least `window` positions older than the row, rows
+// without one skipped.
 double ref_loss(const TokenButlerPredictor& p, const HParams& hp, const TrainSample& smp,
-                const std::vector<int32_t>& only_layers = {}) {
+                const std::vector<int32_t>& only_layers = {}, int32_t sinks = 0, int32_t window = 0) {
     const PredictorShape& s = p.shape();
     const int64_t R = int64_t(smp.rows.size()), n = smp.n_tok, H = s.n_head, Hkv = s.n_head_kv, D = s.head_dim;
     const int64_t ng = H / Hkv;
@@ -81,11 +84,12 @@ double ref_loss(const TokenButlerPredictor& p, const HParams& hp, const TrainSam
             const std::vector<double> qp =
                 ref_query(p, prod, smp.x.data() + (int64_t(prod / s.group) * R + r) * s.n_embd);
             const int64_t pos = smp.rows[size_t(r)];
-            const int64_t lo  = hp.is_swa(l) ? std::max<int64_t>(0, pos - hp.n_swa + 1) : 0;
+            const int64_t lo  = std::max<int64_t>(sinks, hp.is_swa(l) ? pos - hp.n_swa + 1 : 0);
+            if (pos - window < lo) continue;
             for (int64_t h = 0; h < H; ++h) {
                 const int64_t g = h / ng;
                 std::vector<double> t, st;
-                for (int64_t j = lo; j <= pos; ++j) {
+                for (int64_t j = lo; j + window <= pos; ++j) {
                     const float* k = smp.k.data() + ((int64_t(l) * n + j) * Hkv + g) * D;
                     const float* q = smp.q.data() + ((int64_t(l) * R + r) * H + h) * D;
                     double tl = 0;
@@ -237,6 +241,49 @@ TEST_SUITE("tokenbutler") {
         CHECK_THROWS(predictor_loss(p, pb.hp, pb.sample, LossKind::CrossEntropy, nullptr, {4}));
     }
 
+    TEST_CASE("a loss leaving out sinks and a recent window equals the float64 loss; its gradient too") {
+        Problem pb;  // rows 8, 11, 13, 15; sliding window 5 on layers 1 and 3
+        TokenButlerPredictor p(pb.shape, pb.base, 17);
+        std::vector<std::vector<float>*> params = predictor_params(p);
+        std::vector<std::vector<float>> grads(params.size());
+        // {0, 3}: every row keeps 2 keys on the sliding-window layers and pos - 2 on the global one. {2, 3}: the
+        // global layer's rows also lose keys 0 and 1. {0, 9}: only the global layer's rows 11, 13, 15 keep any key
+        // (2, 4, 6 of them); row 8 and the sliding-window layers drop out.
+        for (const LossKeys keys : {LossKeys{0, 3}, LossKeys{2, 3}, LossKeys{0, 9}}) {
+            CAPTURE(keys.sinks);
+            CAPTURE(keys.window);
+            for (size_t i = 0; i < params.size(); ++i) grads[i].assign(params[i]->size(), 0.0f);
+            const double loss = predictor_loss(p, pb.hp, pb.sample, LossKind::CrossEntropy, &grads, {}, keys);
+            CHECK(loss == doctest::Approx(ref_loss(p, pb.hp, pb.sample, {}, keys.sinks, keys.window)).epsilon(1e-5));
+            CHECK(std::fabs(loss - ref_loss(p, pb.hp, pb.sample)) > 1e-3);  // not the loss over every key
+            std::mt19937_64 rng{uint64_t(keys.sinks * 16 + keys.window)};
+            for (size_t i : {size_t(2), size_t(3), params.size() - 1}) {  // producer 0's W1, W2; W_K
+                std::vector<float>& w = *params[i];
+                double gmax = 1e-12;
+                for (float g : grads[i]) gmax = std::max(gmax, double(std::fabs(g)));
+                for (int probe = 0; probe < 6; ++probe) {
+                    const size_t j  = size_t(rng() % w.size());
+                    const float w0  = w[j];
+                    w[j]            = w0 + 1e-3f;
+                    const double lp = ref_loss(p, pb.hp, pb.sample, {}, keys.sinks, keys.window);
+                    w[j]            = w0 - 1e-3f;
+                    const double lm = ref_loss(p, pb.hp, pb.sample, {}, keys.sinks, keys.window);
+                    w[j]            = w0;
+                    CAPTURE(i);
+                    CAPTURE(j);
+                    CHECK(std::fabs(double(grads[i][j]) - (lp - lm) / 2e-3) <= 2e-3 * gmax + 1e-6);
+                }
+            }
+        }
+        // {0, 9}, the last: the sliding-window layers' key projections get no gradient (none of their keys is left).
+        const size_t per_layer = size_t(pb.shape.n_head_kv * pb.shape.d_dash * pb.shape.head_dim);
+        for (size_t i = 0; i < grads.back().size(); ++i)
+            if (i / per_layer != 2) CHECK(grads.back()[i] == 0.0f);
+        CHECK_THROWS(predictor_loss(p, pb.hp, pb.sample, LossKind::CrossEntropy, nullptr, {}, {0, 16}));  // no key left
+        CHECK_THROWS(predictor_loss(p, pb.hp, pb.sample, LossKind::CrossEntropy, nullptr, {}, {12, 4}));
+        CHECK_THROWS(predictor_loss(p, pb.hp, pb.sample, LossKind::CrossEntropy, nullptr, {}, {0, -1}));
+    }
+
     TEST_CASE("rows are sampled from the second half, unique, with the last row") {
         const std::vector<int32_t> rows = sample_rows(100, 20, 0.5, 3);
         CHECK(rows.size() == 20);
@@ -349,6 +396,17 @@ TEST_SUITE("tokenbutler") {
         const CliResult bad = train(mf.path(), dir.file("p6.gguf"), {"--max-steps", "1", "--loss-layers", "1,0"});
         CHECK(bad.exit_code == 2);
         CHECK(bad.err.find("--loss-layers") != std::string::npos);
+        // --loss-sinks / --loss-window: they train (the provenance names them); leaving no key is a usage error.
+        REQUIRE(train(mf.path(), dir.file("p7.gguf"), {"--max-steps", "1", "--loss-sinks", "2", "--loss-window", "4"})
+                    .exit_code == 0);
+        CHECK(TokenButlerPredictor::load(dir.file("p7.gguf"), &id)->provenance.find("--loss-sinks 2 --loss-window 4") !=
+              std::string::npos);
+        for (const char* window : {"-1", "15"}) {  // 15 + 2 sinks: the first row (position 16 of 32) keeps nothing
+            const CliResult none = train(mf.path(), dir.file("p8.gguf"), {"--loss-sinks", "2", "--loss-window", window});
+            CHECK(none.exit_code == 2);
+            CHECK(none.err.find("--loss-window") != std::string::npos);
+            CHECK(!std::filesystem::exists(dir.file("p8.gguf")));
+        }
     }
 
     TEST_CASE("a predictor made for another model is refused, naming both") {
