@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <cmath>
 #include <cstdlib>
 #include <numeric>
@@ -114,6 +115,31 @@ double ref_loss(const TokenButlerPredictor& p, const HParams& hp, const TrainSam
     return total / double(count);
 }
 
+// Checks grads[i] of each listed parameter i against central differences of `loss` at 6 random entries.
+void check_central_differences(std::vector<std::vector<float>*>& params, const std::vector<std::vector<float>>& grads,
+                               const std::vector<size_t>& which, const std::function<double()>& loss, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    for (size_t i : which) {
+        std::vector<float>& w = *params[i];
+        double gmax = 1e-12;
+        for (float g : grads[i]) gmax = std::max(gmax, double(std::fabs(g)));
+        for (int probe = 0; probe < 6; ++probe) {
+            const size_t j  = size_t(rng() % w.size());
+            const float w0  = w[j];
+            const float wp  = w0 + 1e-3f * std::max(1.0f, std::fabs(w0)), wm = w0 - 1e-3f * std::max(1.0f, std::fabs(w0));
+            w[j]            = wp;
+            const double lp = loss();
+            w[j]            = wm;
+            const double lm = loss();
+            w[j]            = w0;
+            const double fd = (lp - lm) / (double(wp) - double(wm));
+            CAPTURE(i);
+            CAPTURE(j);
+            CHECK(std::fabs(double(grads[i][j]) - fd) <= 2e-3 * gmax + 1e-6);
+        }
+    }
+}
+
 // A small predictor problem: 4 layers (layer 2 global, the others with a 5-token window), 2 producers (0, 2).
 struct Problem {
     PredictorShape shape;
@@ -177,26 +203,9 @@ TEST_SUITE("tokenbutler") {
         const double loss = predictor_loss(p, pb.hp, pb.sample, LossKind::CrossEntropy, &grads);
         const double want = ref_loss(p, pb.hp, pb.sample);
         CHECK(loss == doctest::Approx(want).epsilon(1e-5));
-        std::mt19937_64 rng(1);
-        for (size_t i = 0; i < params.size(); ++i) {
-            std::vector<float>& w = *params[i];
-            double gmax = 1e-12;
-            for (float g : grads[i]) gmax = std::max(gmax, double(std::fabs(g)));
-            for (int probe = 0; probe < 6; ++probe) {
-                const size_t j  = size_t(rng() % w.size());
-                const float w0  = w[j];
-                const float wp  = w0 + 1e-3f * std::max(1.0f, std::fabs(w0)), wm = w0 - 1e-3f * std::max(1.0f, std::fabs(w0));
-                w[j]            = wp;
-                const double lp = ref_loss(p, pb.hp, pb.sample);
-                w[j]            = wm;
-                const double lm = ref_loss(p, pb.hp, pb.sample);
-                w[j]            = w0;
-                const double fd = (lp - lm) / (double(wp) - double(wm));
-                CAPTURE(i);
-                CAPTURE(j);
-                CHECK(std::fabs(double(grads[i][j]) - fd) <= 2e-3 * gmax + 1e-6);
-            }
-        }
+        std::vector<size_t> every(params.size());
+        std::iota(every.begin(), every.end(), size_t(0));
+        check_central_differences(params, grads, every, [&] { return ref_loss(p, pb.hp, pb.sample); }, 1);
         // The MSE option: its gradient also matches its own loss's finite differences (through predictor_loss).
         for (size_t i = 0; i < params.size(); ++i) grads[i].assign(params[i]->size(), 0.0f);
         predictor_loss(p, pb.hp, pb.sample, LossKind::LogitMse, &grads);
@@ -256,24 +265,9 @@ TEST_SUITE("tokenbutler") {
             const double loss = predictor_loss(p, pb.hp, pb.sample, LossKind::CrossEntropy, &grads, {}, keys);
             CHECK(loss == doctest::Approx(ref_loss(p, pb.hp, pb.sample, {}, keys.sinks, keys.window)).epsilon(1e-5));
             CHECK(std::fabs(loss - ref_loss(p, pb.hp, pb.sample)) > 1e-3);  // not the loss over every key
-            std::mt19937_64 rng{uint64_t(keys.sinks * 16 + keys.window)};
-            for (size_t i : {size_t(2), size_t(3), params.size() - 1}) {  // producer 0's W1, W2; W_K
-                std::vector<float>& w = *params[i];
-                double gmax = 1e-12;
-                for (float g : grads[i]) gmax = std::max(gmax, double(std::fabs(g)));
-                for (int probe = 0; probe < 6; ++probe) {
-                    const size_t j  = size_t(rng() % w.size());
-                    const float w0  = w[j];
-                    w[j]            = w0 + 1e-3f;
-                    const double lp = ref_loss(p, pb.hp, pb.sample, {}, keys.sinks, keys.window);
-                    w[j]            = w0 - 1e-3f;
-                    const double lm = ref_loss(p, pb.hp, pb.sample, {}, keys.sinks, keys.window);
-                    w[j]            = w0;
-                    CAPTURE(i);
-                    CAPTURE(j);
-                    CHECK(std::fabs(double(grads[i][j]) - (lp - lm) / 2e-3) <= 2e-3 * gmax + 1e-6);
-                }
-            }
+            check_central_differences(params, grads, {2, 3, params.size() - 1},  // producer 0's W1, W2; W_K
+                                      [&] { return ref_loss(p, pb.hp, pb.sample, {}, keys.sinks, keys.window); },
+                                      uint64_t(keys.sinks * 16 + keys.window));
         }
         // {0, 9}, the last: the sliding-window layers' key projections get no gradient (none of their keys is left).
         const size_t per_layer = size_t(pb.shape.n_head_kv * pb.shape.d_dash * pb.shape.head_dim);
