@@ -79,10 +79,11 @@ int run_train_predictor(TrainPredictorOptions& o) {
                                                             identity, o.train.seed);
     const PredictorShape& shape = pred.shape();
     pred.provenance = fmt::format("butler train-predictor --seq-len {} --rows {} --epochs {} --lr {} --loss {} -G {} "
-                                  "--d-dash {} --intdim {} --loss-layers {} --loss-sinks {} --loss-window {}{} on {} sequences "
+                                  "--d-dash {} --intdim {} --loss-layers {} --loss-sinks {} --loss-window {}{}{} on {} sequences "
                                   "({} tokens)",
                                   o.train.seq_len, o.train.rows, o.train.epochs, o.train.lr, o.loss, shape.group,
                                   shape.d_dash, shape.intdim, o.loss_layers, lk.sinks, lk.window,
+                                  o.train.shuffle ? fmt::format(" --shuffle --seed {}", o.train.seed) : "",
                                   o.init.empty() ? "" : " --init " + o.init, train.size(),
                                   train.size() * size_t(o.train.seq_len));
     const uint64_t n_params = shape.n_params();
@@ -123,6 +124,9 @@ Action register_train_predictor(CLI::App& sub) {
     sub.add_option("--rows", o->train.rows, "query rows sampled per sequence from its second half (default 256)");
     sub.add_option("--epochs", o->train.epochs, "passes over the training sequences (default 1)");
     sub.add_option("--max-steps", o->train.max_steps, "stop after this many steps (0: all)");
+    sub.add_flag("--shuffle", o->train.shuffle,
+                 "visit the training sequences in a seeded random order (a new one each epoch) instead of file order, "
+                 "so that --max-steps draws from every file");
     sub.add_option("--lr", o->train.lr, "peak learning rate of AdamW (default 1e-3; cosine after 10% warm-up)");
     sub.add_option("--clip", o->train.clip, "gradient-norm clip (default 20)");
     sub.add_option("--loss", o->loss, "ce: cross-entropy to the attention softmax (default); mse: MSE on logits");

@@ -34,6 +34,17 @@ std::vector<int32_t> sample_rows(int64_t n_tok, int32_t n_rows, double tail, uin
     return rows;
 }
 
+std::vector<size_t> epoch_order(size_t n_seq, int64_t epoch, uint64_t seed, bool shuffle) {
+    std::vector<size_t> order(n_seq);
+    std::iota(order.begin(), order.end(), size_t(0));
+    if (shuffle) {
+        // A stream apart from the row sampling's (seed + step): the odd constant keeps (seed, epoch) pairs distinct.
+        std::mt19937_64 rng(seed ^ (0x9E3779B97F4A7C15ull * uint64_t(epoch + 1)));
+        std::shuffle(order.begin(), order.end(), rng);
+    }
+    return order;
+}
+
 void collect_sample(Session& session, const std::vector<int32_t>& tokens, const std::vector<int32_t>& rows,
                     const PredictorShape& ps, TrainSample& out) {
     const int64_t n = int64_t(tokens.size()), R = int64_t(rows.size());
@@ -321,8 +332,15 @@ TrainReport train_predictor(TokenButlerPredictor& p, Session& session, const std
     int64_t tokens   = 0;
     const int64_t first_step = adam.step;  // > 0 after --resume: the rate and ETA count this run's steps only
     const float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+    const int64_t n_seq = int64_t(train.size());
+    std::vector<size_t> order;
+    int64_t order_epoch = -1;
     for (int64_t step = adam.step; step < n_steps; ++step) {
-        const std::vector<int32_t>& seq = train[size_t(step % int64_t(train.size()))];
+        if (step / n_seq != order_epoch) {
+            order_epoch = step / n_seq;
+            order       = epoch_order(size_t(n_seq), order_epoch, o.seed, o.shuffle);
+        }
+        const std::vector<int32_t>& seq = train[order[size_t(step % n_seq)]];
         collect_sample(session, seq, sample_rows(int64_t(seq.size()), o.rows, o.tail, o.seed + uint64_t(step)),
                        p.shape(), sample);
         for (size_t i = 0; i < ps.size(); ++i) grads[i].assign(ps[i]->size(), 0.0f);

@@ -41,6 +41,10 @@ struct TrainSample {
 // Rows: n_rows positions drawn without replacement from [n_tok * (1 - tail), n_tok), always with n_tok - 1.
 std::vector<int32_t> sample_rows(int64_t n_tok, int32_t n_rows, double tail, uint64_t seed);
 
+// The order in which one epoch visits n_seq training sequences: 0..n_seq-1 as given, or with `shuffle` a permutation
+// drawn from (seed, epoch), so every epoch has its own order and a resumed run visits the same sequences again.
+std::vector<size_t> epoch_order(size_t n_seq, int64_t epoch, uint64_t seed, bool shuffle);
+
 // Runs `tokens` through the session from position 0 (the session is reset; n_ubatch >= tokens.size() avoids
 // re-running layers) and fills `out` for the given rows and the predictor's shape.
 void collect_sample(Session& session, const std::vector<int32_t>& tokens, const std::vector<int32_t>& rows,
@@ -78,6 +82,7 @@ struct TrainOptions {
     int32_t max_steps     = 0;      // 0: all sequences of all epochs
     std::vector<int32_t> loss_layers;  // consumer layers in the loss; empty: every layer >= 1
     LossKeys loss_keys;             // keys left out of the loss (default: none)
+    bool shuffle          = false;  // visit the sequences in a seeded random order per epoch (epoch_order)
     bool progress         = true;
 };
 

@@ -288,6 +288,27 @@ TEST_SUITE("tokenbutler") {
         CHECK(sample_rows(10, 50, 0.5, 1).size() == 5);  // only 5 positions in the second half
     }
 
+    TEST_CASE("epoch order: file order, or a seeded permutation of its own per epoch") {
+        const std::vector<size_t> plain = epoch_order(40, 3, 7, false);
+        for (size_t i = 0; i < plain.size(); ++i) CHECK(plain[i] == i);
+        const std::vector<size_t> e0 = epoch_order(40, 0, 7, true), e1 = epoch_order(40, 1, 7, true);
+        for (const auto* order : {&e0, &e1}) {
+            std::vector<size_t> sorted = *order;
+            std::sort(sorted.begin(), sorted.end());
+            CHECK(sorted == plain);  // every sequence exactly once
+        }
+        CHECK(e0 == epoch_order(40, 0, 7, true));  // a resumed run sees the same order
+        CHECK(e0 != e1);
+        CHECK(e0 != epoch_order(40, 0, 8, true));
+        CHECK(e0 != plain);
+        // The point of shuffling: a short run (--max-steps) draws from the whole list, not only its first files.
+        const auto from_back = std::count_if(e0.begin(), e0.begin() + 10, [](size_t i) { return i >= 20; });
+        CHECK(from_back >= 1);
+        CHECK(from_back <= 9);
+        CHECK(epoch_order(0, 0, 1, true).empty());
+        CHECK(epoch_order(1, 5, 1, true) == std::vector<size_t>{0});
+    }
+
     TEST_CASE("learning-rate schedule: linear warm-up, cosine to zero") {
         CHECK(lr_at(0, 100, 1.0f, 0.1f) == doctest::Approx(0.1));
         CHECK(lr_at(9, 100, 1.0f, 0.1f) == doctest::Approx(1.0));
@@ -394,6 +415,10 @@ TEST_SUITE("tokenbutler") {
         REQUIRE(train(mf.path(), dir.file("p7.gguf"), {"--max-steps", "1", "--loss-sinks", "2", "--loss-window", "4"})
                     .exit_code == 0);
         CHECK(TokenButlerPredictor::load(dir.file("p7.gguf"), &id)->provenance.find("--loss-sinks 2 --loss-window 4") !=
+              std::string::npos);
+        // --shuffle trains and is named with its seed (the order depends on it).
+        REQUIRE(train(mf.path(), dir.file("p9.gguf"), {"--max-steps", "2", "--shuffle", "--seed", "5"}).exit_code == 0);
+        CHECK(TokenButlerPredictor::load(dir.file("p9.gguf"), &id)->provenance.find("--shuffle --seed 5") !=
               std::string::npos);
         for (const char* window : {"-1", "15"}) {  // 15 + 2 sinks: the first row (position 16 of 32) keeps nothing
             const CliResult none = train(mf.path(), dir.file("p8.gguf"), {"--loss-sinks", "2", "--loss-window", window});
