@@ -13,6 +13,8 @@
 //                     budgets are the share of each row's keys kept; tokenbutler and quest keep a recent window of
 //                     --window keys (default 32) within each row's share, as the runtime does (--window 0: the
 //                     paper's rule).
+// --dense-layers L,...: in the decode view those sparsified layers attend exactly (selection still runs), so a run per
+// layer shows which one costs the quality.
 // The dense reference of each window / sample is computed once; a sparse run and its reference go through the
 // output matrix together (Session::compare_rows), so KL is exact over the whole vocabulary.
 #include <nlohmann/json.hpp>
@@ -33,6 +35,7 @@
 #include "predictor/simulate.h"
 #include "predictor/token_selector.h"
 #include "predictor/tokenbutler.h"
+#include "predictor/train.h"
 #include "runtime/eval_tasks.h"
 #include "runtime/session.h"
 #include "runtime/status.h"
@@ -62,6 +65,7 @@ struct EvalOptions {
     int window       = -1;
     int interval     = 1;
     std::string neighbours = "off";
+    std::vector<int32_t> dense_layers;
     std::string device     = "cpu";
     std::string kv_type    = "f16";
     std::string activations;  // --activations f32|q8
@@ -263,6 +267,14 @@ int run_eval(const EvalOptions& o) {
     auto model            = load_model(o.common);
     const Tokenizer& tok  = model->tokenizer();
     const HParams& hp     = model->hparams();
+    if (!o.dense_layers.empty()) {
+        if (simulate) fail(Status::Usage, "--dense-layers is a decode-view option");
+        const std::vector<int32_t> sparse = runtime_sparse_layers(hp);
+        for (int32_t l : o.dense_layers)
+            if (std::find(sparse.begin(), sparse.end(), l) == sparse.end())
+                fail(Status::Usage, "--dense-layers: layer {} is not one the decode view sparsifies ({})", l,
+                     fmt::join(sparse, ", "));
+    }
     const bool needs_text = std::any_of(tasks.begin(), tasks.end(), [](const std::string& t) { return t != "coref"; });
     const std::string file = o.file.empty() ? default_text_path() : o.file;
     std::string text;
@@ -346,11 +358,12 @@ int run_eval(const EvalOptions& o) {
                 c.device         = o.device;
                 c.selector       = sel;
                 parse_budget(budgets[b], c);
-                c.sinks      = o.sinks;
-                c.window     = o.window;
-                c.interval   = o.interval;
-                c.neighbours = o.neighbours == "on";
-                c.predictor  = predictor_of(sel);
+                c.sinks        = o.sinks;
+                c.window       = o.window;
+                c.interval     = o.interval;
+                c.neighbours   = o.neighbours == "on";
+                c.predictor    = predictor_of(sel);
+                c.dense_layers = o.dense_layers;
             }
             Session session(model, sp);
             if (sim) session.set_attention_override([&sim](const LayerAttentionIo& io) { return sim->attend(io); });
@@ -393,6 +406,7 @@ int run_eval(const EvalOptions& o) {
     j["window"]    = simulate ? sim_window : o.window;
     j["interval"]  = o.interval;
     j["neighbours"] = o.neighbours;
+    if (!o.dense_layers.empty()) j["dense_layers"] = o.dense_layers;
     j["seconds"]   = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     nlohmann::json distances = nlohmann::json::object();
     for (const std::string& t : tasks) {
@@ -449,6 +463,10 @@ Action register_eval(CLI::App& sub) {
                    "and quest keep within each row's budget, default 32 (0: the paper's rule)");
     sub.add_option("--interval", o->interval, "decode view: prediction interval (default 1)")->check(CLI::PositiveNumber);
     sub.add_option("--neighbours", o->neighbours, "decode view: neighbour fetching on|off (default off)");
+    sub.add_option("--dense-layers", o->dense_layers,
+                   "decode view: these sparsified model layers attend exactly all the same (comma list), to see which "
+                   "layer costs the quality")
+        ->delimiter(',');
     sub.add_option("--device", o->device, "decode view: offload device (default cpu)");
     sub.add_option("--kv-type", o->kv_type, "KV cache type: f16, bf16, f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
     add_activations_option(sub, o->activations, "f32");

@@ -16,7 +16,7 @@ struct TrainPredictorOptions {
     CommonOptions common;
     std::vector<std::string> text, eval_text;
     std::string out, init;
-    int group = 4, d_dash = 16, intdim = 512, held_out = 4;
+    int group = 0, d_dash = 0, intdim = 0, held_out = 4;  // 0: the default (4, 16, 512) or the --init file's
     std::string loss = "ce", loss_layers = "all";
     TrainOptions train;
 };
@@ -71,12 +71,22 @@ int run_train_predictor(TrainPredictorOptions& o) {
         fail(Status::InvalidArg, "the training text holds no sequence of {} tokens", o.train.seq_len);
 
     const BaseModelIdentity identity = BaseModelIdentity::of(*model);
-    // --init: fine-tune an existing predictor (refused when made for another model); its shape wins over -G etc.
+    // --init: fine-tune an existing predictor (refused when made for another model), in its shape or reshaped:
+    // smaller producer groups (-G), a narrower query MLP (--intdim), a wider importance dimension (--d-dash).
     std::unique_ptr<TokenButlerPredictor> init;
-    if (!o.init.empty()) init = TokenButlerPredictor::load(o.init, &identity);
-    TokenButlerPredictor pred = init ? std::move(*init)
-                                     : TokenButlerPredictor(PredictorShape::of(hp, o.group, o.d_dash, o.intdim),
-                                                            identity, o.train.seed);
+    if (!o.init.empty()) {
+        init = TokenButlerPredictor::load(o.init, &identity);
+        const PredictorShape& is = init->shape();
+        if ((o.group != 0 && o.group != is.group) || (o.intdim != 0 && o.intdim != is.intdim) ||
+            (o.d_dash != 0 && o.d_dash != is.d_dash))
+            *init = init->reshaped(o.group != 0 ? o.group : is.group, o.intdim != 0 ? o.intdim : is.intdim,
+                                   o.d_dash != 0 ? o.d_dash : is.d_dash, o.train.seed);
+    }
+    TokenButlerPredictor pred =
+        init ? std::move(*init)
+             : TokenButlerPredictor(PredictorShape::of(hp, o.group != 0 ? o.group : 4, o.d_dash != 0 ? o.d_dash : 16,
+                                                       o.intdim != 0 ? o.intdim : 512),
+                                    identity, o.train.seed);
     const PredictorShape& shape = pred.shape();
     pred.provenance = fmt::format("butler train-predictor --seq-len {} --rows {} --epochs {} --lr {} --loss {} -G {} "
                                   "--d-dash {} --intdim {} --loss-layers {} --loss-sinks {} --loss-window {}{}{} on {} sequences "
@@ -138,16 +148,22 @@ Action register_train_predictor(CLI::App& sub) {
     sub.add_option("--loss-window", o->train.loss_keys.window,
                    "leave each row's N most recent keys out of the loss, fitting the predictor to the older keys a "
                    "selector with an N-key recent window ranks (default 0: every key)");
-    sub.add_option("-G,--group", o->group, "consumer layers per producer (default 4)");
-    sub.add_option("--d-dash", o->d_dash, "importance dimension d' (default 16)");
-    sub.add_option("--intdim", o->intdim, "hidden width of the query MLP (default 512)");
+    sub.add_option("-G,--group", o->group,
+                   "consumer layers per producer (default 4; with --init, a divisor of its G splits its producers)")
+        ->check(CLI::PositiveNumber);
+    sub.add_option("--d-dash", o->d_dash,
+                   "importance dimension d' (default 16; with --init, a larger one adds dimensions that start at zero)")
+        ->check(CLI::PositiveNumber);
+    sub.add_option("--intdim", o->intdim,
+                   "hidden width of the query MLP (default 512; with --init, a smaller one keeps its strongest units)")
+        ->check(CLI::PositiveNumber);
     sub.add_option("--held-out", o->held_out, "held-apart sequences evaluated at the end (default 4)");
     sub.add_option("--seed", o->train.seed, "initialization and row-sampling seed (default 42)");
     sub.add_option("--checkpoint-every", o->train.checkpoint_every, "steps between checkpoints to OUT.ckpt (default 50)");
     sub.add_flag("--resume", o->train.resume, "continue from OUT.ckpt");
     sub.add_option("--init", o->init,
-                   "start from this predictor's weights (fine-tuning; its G, d' and intdim are kept) instead of a "
-                   "seeded initialization")
+                   "start from this predictor's weights (fine-tuning; its G, d' and intdim are kept unless -G, "
+                   "--intdim or --d-dash reshape it) instead of a seeded initialization")
         ->check(CLI::ExistingFile);
     return [o] { return run_train_predictor(*o); };
 }

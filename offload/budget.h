@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace butler {
 
@@ -56,6 +57,10 @@ struct OffloadConfig {
     // steps after it; in between each (layer, KV head) keeps its picks (sinks and window stay current).
     int32_t interval = 1;
     bool neighbours  = false;  // neighbour fetching: picked runs extended right by their own length
+    // Model layers that, although offloaded and selected for as usual, attend exactly (the CPU adds the complement,
+    // as AttnMode::Exact does for every layer): an analysis knob that shows which sparsified layer costs the
+    // quality (butler eval --dense-layers).
+    std::vector<int32_t> dense_layers;
     // Where a learned selector scores and picks (TokenSelector::bind_device): Auto = on the device for cuda, on the
     // host elsewhere.
     SelectOn select_on = SelectOn::Auto;

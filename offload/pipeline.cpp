@@ -474,7 +474,10 @@ void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, 
         prefetch(layer + 1, pos);
 
     // Meanwhile the CPU attends over the complement (exact mode).
-    const bool exact = config_.attn == AttnMode::Exact;
+    const int32_t model_layer = stored_model_layer_[size_t(layer)];
+    const bool exact          = config_.attn == AttnMode::Exact ||
+                       std::find(config_.dense_layers.begin(), config_.dense_layers.end(), model_layer) !=
+                           config_.dense_layers.end();
     if (exact) {
         t0 = std::chrono::steady_clock::now();
         for (int32_t g = 0; g < n_head_kv_; ++g) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "predictor/tokenbutler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -110,6 +111,78 @@ TokenButlerPredictor::TokenButlerPredictor(const PredictorShape& shape, const Ba
     const float a = std::sqrt(6.0f / float(shape.head_dim + shape.d_dash));
     std::uniform_real_distribution<float> u(-a, a);
     for (float& x : key_proj_) x = u(rng);
+}
+
+TokenButlerPredictor TokenButlerPredictor::reshaped(int32_t group, int32_t intdim, int32_t d_dash,
+                                                    uint64_t seed) const {
+    const PredictorShape& s = shape_;
+    if (group < 1 || s.group % group != 0)
+        fail(Status::Usage, "a predictor with producers every {} layers can be split into groups that divide {}, not "
+             "{}", s.group, s.group, group);
+    if (intdim < 1 || intdim > s.intdim)
+        fail(Status::Usage, "a predictor's query MLP can be narrowed from {} hidden units, not widened to {}",
+             s.intdim, intdim);
+    if (d_dash < s.d_dash || d_dash > s.head_dim)
+        fail(Status::Usage, "a predictor's importance dimension can grow from {} up to head_dim {}, not become {}",
+             s.d_dash, s.head_dim, d_dash);
+    TokenButlerPredictor out;
+    out.shape_        = s;
+    out.shape_.group  = group;
+    out.shape_.intdim = intdim;
+    out.shape_.d_dash = d_dash;
+    out.base_         = base_;
+    out.provenance    = provenance;
+    const int64_t E = s.n_embd, I = s.intdim, D = s.head_dim, d_old = s.d_dash;
+    const float q_scale = std::sqrt(float(d_dash) / float(d_old));
+    std::mt19937_64 rng(seed);
+    // W_K (n_layer, n_head_kv, d', head_dim): the old rows, then new ones.
+    out.key_proj_.assign(size_t(int64_t(s.n_layer) * s.n_head_kv * d_dash * D), 0.0f);
+    const float a = std::sqrt(6.0f / float(D + d_dash));
+    std::uniform_real_distribution<float> u(-a, a);
+    for (int64_t lg = 0; lg < int64_t(s.n_layer) * s.n_head_kv; ++lg) {
+        std::copy_n(key_proj_.begin() + lg * d_old * D, d_old * D, out.key_proj_.begin() + lg * d_dash * D);
+        for (int64_t i = d_old * D; i < d_dash * D; ++i) out.key_proj_[size_t(lg * d_dash * D + i)] = u(rng);
+    }
+    out.producers_.resize(size_t(out.shape_.n_producers()));
+    for (size_t i = 0; i < out.producers_.size(); ++i) {
+        const int32_t first  = int32_t(i) * group + 1;  // the new producer's first consumer layer
+        const Producer& from = producers_[size_t(shape_.producer_index(first))];
+        const int32_t slot0  = shape_.slot_of(first);
+        // W2 rows are (slot, head, e); the new producer's slots are the old slot0 .. slot0 + group - 1.
+        const int64_t rows = int64_t(group) * s.n_head;  // (slot, head) pairs served
+        auto old_row = [&](int64_t sh, int64_t e) { return (int64_t(slot0) * s.n_head + sh) * d_old + e; };
+        // Hidden units ranked by how much they feed this producer's slots.
+        std::vector<double> weight(size_t(I), 0.0);
+        for (int64_t j = 0; j < I; ++j) {
+            double w1 = 0, w2 = 0;
+            for (int64_t e = 0; e < E; ++e) w1 += double(from.w1[size_t(j * E + e)]) * from.w1[size_t(j * E + e)];
+            for (int64_t sh = 0; sh < rows; ++sh)
+                for (int64_t e = 0; e < d_old; ++e) {
+                    const double w = from.w2[size_t(old_row(sh, e) * I + j)];
+                    w2 += w * w;
+                }
+            weight[size_t(j)] = std::sqrt(w1 * w2);
+        }
+        std::vector<int64_t> units(static_cast<size_t>(I));
+        for (int64_t j = 0; j < I; ++j) units[size_t(j)] = j;
+        std::stable_sort(units.begin(), units.end(),
+                         [&](int64_t x, int64_t y) { return weight[size_t(x)] > weight[size_t(y)]; });
+        units.resize(size_t(intdim));
+        std::sort(units.begin(), units.end());  // kept in their old order
+        Producer& to = out.producers_[i];
+        to.ln_w      = from.ln_w;
+        to.ln_b      = from.ln_b;
+        to.w1.resize(size_t(int64_t(intdim) * E));
+        to.w2.assign(size_t(out.shape_.q_width() * intdim), 0.0f);
+        for (int64_t k = 0; k < intdim; ++k) {
+            const int64_t j = units[size_t(k)];
+            std::copy_n(from.w1.begin() + j * E, E, to.w1.begin() + k * E);
+            for (int64_t sh = 0; sh < rows; ++sh)
+                for (int64_t e = 0; e < d_old; ++e)
+                    to.w2[size_t((sh * d_dash + e) * intdim + k)] = q_scale * from.w2[size_t(old_row(sh, e) * I + j)];
+        }
+    }
+    return out;
 }
 
 void TokenButlerPredictor::query(int32_t producer, const float* x, float* out, float* scratch) const {

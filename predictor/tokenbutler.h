@@ -73,6 +73,18 @@ public:
     static std::unique_ptr<TokenButlerPredictor> load(const GgufFile& f, const BaseModelIdentity* base);
     // Writes atomically (temporary file, then rename).
     void save(const std::string& path) const;
+    // A copy to fine-tune into another shape:
+    //   group   producers every `group` layers, a divisor of shape().group: each new producer's consumers were all
+    //           served by one old producer, whose weights it starts from (it reads a later layer's input, which the
+    //           fine-tuning then fits);
+    //   intdim  a query MLP `intdim` wide (<= shape().intdim), keeping the hidden units with the largest
+    //           |W1 row| * |W2 column| over what the producer serves;
+    //   d_dash  an importance dimension d_dash >= shape().d_dash: the old dimensions come first (their W2 rows scaled
+    //           by sqrt(d_dash / d') against the wider 1/sqrt(d_dash) score scale), the new ones start with zero W2
+    //           rows and seeded Xavier W_K rows, so every score is unchanged until training uses them.
+    // The same weights when nothing changes. Error(Usage) for a group that does not divide G, a wider intdim, a
+    // narrower d' or one above head_dim.
+    TokenButlerPredictor reshaped(int32_t group, int32_t intdim, int32_t d_dash, uint64_t seed) const;
 
     const PredictorShape& shape() const { return shape_; }
     const BaseModelIdentity& base() const { return base_; }

@@ -105,6 +105,13 @@ TEST_SUITE("eval") {
         const CliResult sel = run_cli(f.args({"--view", "simulate", "--selectors", "bogus", "--budgets", "50%"}));
         CHECK(sel.exit_code == 2);
         CHECK(sel.err.find("bogus") != std::string::npos);
+        for (const std::vector<std::string>& dense :
+             {std::vector<std::string>{"--dense-layers", "0"}, {"--dense-layers", "x"},
+              {"--view", "simulate", "--budgets", "50%", "--dense-layers", "1"}}) {
+            const CliResult r = run_cli(f.args(dense));
+            CHECK(r.exit_code == 2);
+            CHECK(r.err.find("--dense-layers") != std::string::npos);
+        }
         const CliResult dir = run_cli(f.args({"-o", f.dir.file("missing/out.json")}));
         CHECK(dir.exit_code == 1);
         CHECK(dir.err.find("missing") != std::string::npos);

@@ -194,6 +194,65 @@ TEST_SUITE("tokenbutler") {
         CHECK(PredictorShape::producer_of(1, 4) == 0);
     }
 
+    TEST_CASE("reshaped(): split producers start from their parent's slots; narrowing keeps the strongest units") {
+        PredictorShape shape;
+        shape.n_layer = 9, shape.n_embd = 12, shape.n_head = 4, shape.n_head_kv = 2, shape.head_dim = 8;
+        shape.group = 4, shape.d_dash = 4, shape.intdim = 10;
+        BaseModelIdentity base;
+        base.arch = "test", base.n_layer = 9, base.n_embd = 12, base.n_head = 4, base.n_head_kv = 2, base.head_dim = 8;
+        TokenButlerPredictor p(shape, base, 23);
+        std::mt19937_64 rng(29);
+        for (auto& pr : p.producers()) pr.ln_b = gaussian(rng, pr.ln_b.size(), 0.2f);
+        // Hidden units 2, 5 and 7 of every producer feed nothing (zero W2 columns), so dropping them changes no query.
+        const int64_t I = shape.intdim;
+        for (auto& pr : p.producers())
+            for (int64_t r = 0; r < shape.q_width(); ++r)
+                for (int64_t j : {2, 5, 7}) pr.w2[size_t(r * I + j)] = 0.0f;
+        const TokenButlerPredictor q = p.reshaped(2, 7, 4, 1);
+        CHECK(q.shape().group == 2);
+        CHECK(q.shape().intdim == 7);
+        CHECK(q.shape().n_producers() == 4);  // 0, 2, 4, 6 serve layers 1..8
+        CHECK(q.key_proj_all() == p.key_proj_all());
+        const int64_t slot_rows = int64_t(shape.n_head) * shape.d_dash;
+        for (int32_t prod : {0, 2, 4, 6}) {
+            const std::vector<float> x = gaussian(rng, size_t(shape.n_embd), 2.0f);
+            // The new producer's consumers prod+1, prod+2 were the old producer's slots (prod % 4), (prod % 4) + 1.
+            const std::vector<double> old_q = ref_query(p, PredictorShape::producer_of(prod + 1, 4), x.data());
+            const std::vector<double> new_q = ref_query(q, prod, x.data());
+            REQUIRE(int64_t(new_q.size()) == 2 * slot_rows);
+            const int64_t first = (prod % 4) * slot_rows;
+            for (int64_t r = 0; r < 2 * slot_rows; ++r)
+                CHECK(new_q[size_t(r)] == doctest::Approx(old_q[size_t(first + r)]).epsilon(1e-6));
+        }
+        // Unchanged shape: the same weights.
+        const TokenButlerPredictor same = p.reshaped(4, 10, 4, 1);
+        CHECK(same.producers()[1].w1 == p.producers()[1].w1);
+        CHECK(same.producers()[1].w2 == p.producers()[1].w2);
+        CHECK(same.key_proj_all() == p.key_proj_all());
+        // A wider d': every score q'.k' / sqrt(d') stays what it was.
+        const TokenButlerPredictor wide = p.reshaped(4, 10, 7, 1);
+        CHECK(wide.shape().d_dash == 7);
+        const std::vector<float> x = gaussian(rng, size_t(shape.n_embd), 2.0f);
+        const std::vector<float> k = gaussian(rng, size_t(shape.head_dim), 1.0f);
+        for (int32_t layer = 1; layer < shape.n_layer; ++layer) {
+            const int32_t prod = PredictorShape::producer_of(layer, 4), slot = shape.slot_of(layer);
+            const std::vector<double> qo = ref_query(p, prod, x.data()), qw = ref_query(wide, prod, x.data());
+            for (int32_t g = 0; g < shape.n_head_kv; ++g) {
+                const std::vector<double> ko = ref_key(p, layer, g, k.data()), kw = ref_key(wide, layer, g, k.data());
+                for (int32_t h = 0; h < shape.n_head; ++h) {
+                    double so = 0, sw = 0;
+                    for (int32_t e = 0; e < 4; ++e) so += qo[size_t((slot * shape.n_head + h) * 4 + e)] * ko[size_t(e)];
+                    for (int32_t e = 0; e < 7; ++e) sw += qw[size_t((slot * shape.n_head + h) * 7 + e)] * kw[size_t(e)];
+                    CHECK(sw / std::sqrt(7.0) == doctest::Approx(so / 2.0).epsilon(1e-5));
+                }
+            }
+        }
+        CHECK_THROWS_WITH_AS(p.reshaped(3, 10, 4, 1), doctest::Contains("divide"), Error);
+        CHECK_THROWS_WITH_AS(p.reshaped(4, 11, 4, 1), doctest::Contains("widened"), Error);
+        CHECK_THROWS_WITH_AS(p.reshaped(4, 10, 3, 1), doctest::Contains("grow"), Error);
+        CHECK_THROWS_WITH_AS(p.reshaped(4, 10, 9, 1), doctest::Contains("grow"), Error);
+    }
+
     TEST_CASE("training loss equals a float64 loss; gradient equals central differences") {
         Problem pb;
         TokenButlerPredictor p(pb.shape, pb.base, 11);
@@ -416,6 +475,26 @@ TEST_SUITE("tokenbutler") {
                     .exit_code == 0);
         CHECK(TokenButlerPredictor::load(dir.file("p7.gguf"), &id)->provenance.find("--loss-sinks 2 --loss-window 4") !=
               std::string::npos);
+        // --init with a smaller -G and --intdim and a larger --d-dash reshapes the file it starts from; a G that does
+        // not divide its G, a smaller d' or a wider MLP is a usage error.
+        auto reshape = [&](const std::string& out, std::vector<std::string> shape_args) {
+            std::vector<std::string> args{"train-predictor", "-m", mf.path(), "--text", dir.file("t.txt"), "--out", out,
+                                          "--seq-len", "32", "--rows", "8", "--held-out", "0", "--max-steps", "1",
+                                          "--init", dir.file("p1.gguf")};
+            args.insert(args.end(), shape_args.begin(), shape_args.end());
+            return run_cli(args);
+        };
+        REQUIRE(reshape(dir.file("p10.gguf"), {"-G", "1", "--intdim", "12", "--d-dash", "12"}).exit_code == 0);
+        const auto p10 = TokenButlerPredictor::load(dir.file("p10.gguf"), &id);
+        CHECK(p10->shape().group == 1);
+        CHECK(p10->shape().intdim == 12);
+        CHECK(p10->shape().d_dash == 12);
+        for (const std::vector<std::string>& wrong :
+             {std::vector<std::string>{"-G", "3"}, {"--d-dash", "4"}, {"--intdim", "32"}}) {
+            const CliResult r = reshape(dir.file("p11.gguf"), wrong);
+            CHECK(r.exit_code == 2);
+            CHECK(!std::filesystem::exists(dir.file("p11.gguf")));
+        }
         // --shuffle trains and is named with its seed (the order depends on it).
         REQUIRE(train(mf.path(), dir.file("p9.gguf"), {"--max-steps", "2", "--shuffle", "--seed", "5"}).exit_code == 0);
         CHECK(TokenButlerPredictor::load(dir.file("p9.gguf"), &id)->provenance.find("--shuffle --seed 5") !=
@@ -487,7 +566,7 @@ TEST_SUITE("tokenbutler") {
         CHECK(out == std::vector<int32_t>{0, 1, 2, 5, 6, 10, 15, 16, 17, 18, 19});
     }
 
-    TEST_CASE("prediction interval in the pipeline: fresh selections, predictor runs, exact mode equals plain") {
+    TEST_CASE("prediction interval in the pipeline: fresh selections, predictor runs, exact mode equals plain; dense layers") {
         TinyGemma3Spec spec;
         spec.n_layer = 12;  // global layers 5 and 11, served by producers 4 and 8 (G = 4)
         TempFile mf;
@@ -547,6 +626,31 @@ TEST_SUITE("tokenbutler") {
                 }
             }
         }
+        // Sparse mode with --dense-layers: both sparsified layers listed equals plain; one of them alone does not.
+        auto max_rel_err = [&](const std::vector<int32_t>& dense_layers) {
+            SessionParams sp         = plain;
+            sp.offload.enabled       = true;
+            sp.offload.device        = "emu";
+            sp.offload.selector      = "tokenbutler";
+            sp.offload.predictor     = pred;
+            sp.offload.budget_tokens = 24;
+            sp.offload.window        = 4;
+            sp.offload.dense_layers  = dense_layers;
+            const auto got = run(sp, nullptr);
+            double worst   = 0;
+            for (size_t i = 0; i < got.size(); ++i) {
+                double err = 0, norm = 0;
+                for (size_t j = 0; j < got[i].size(); ++j) {
+                    err  = std::max(err, std::fabs(double(got[i][j]) - want[i][j]));
+                    norm = std::max(norm, std::fabs(double(want[i][j])));
+                }
+                worst = std::max(worst, err / norm);
+            }
+            return worst;
+        };
+        CHECK(max_rel_err({5, 11}) < 1e-4);
+        CHECK(max_rel_err({5}) > 1e-3);
+        CHECK(max_rel_err({11}) > 1e-3);
     }
 }
 
