@@ -35,7 +35,6 @@
 #include "predictor/simulate.h"
 #include "predictor/token_selector.h"
 #include "predictor/tokenbutler.h"
-#include "predictor/train.h"
 #include "runtime/eval_tasks.h"
 #include "runtime/session.h"
 #include "runtime/status.h"
@@ -258,6 +257,7 @@ int run_eval(const EvalOptions& o) {
     if (o.n_ctx < 8) fail(Status::Usage, "-c/--ctx must be at least 8 (got {})", o.n_ctx);
     if (o.neighbours != "on" && o.neighbours != "off")
         fail(Status::Usage, "--neighbours must be on or off (got '{}')", o.neighbours);
+    if (simulate && !o.dense_layers.empty()) fail(Status::Usage, "--dense-layers is a decode-view option");
     if (!o.output.empty()) check_output_dir(o.output);
     if (!o.plot.empty()) {
         check_output_dir(o.plot);
@@ -267,14 +267,6 @@ int run_eval(const EvalOptions& o) {
     auto model            = load_model(o.common);
     const Tokenizer& tok  = model->tokenizer();
     const HParams& hp     = model->hparams();
-    if (!o.dense_layers.empty()) {
-        if (simulate) fail(Status::Usage, "--dense-layers is a decode-view option");
-        const std::vector<int32_t> sparse = runtime_sparse_layers(hp);
-        for (int32_t l : o.dense_layers)
-            if (std::find(sparse.begin(), sparse.end(), l) == sparse.end())
-                fail(Status::Usage, "--dense-layers: layer {} is not one the decode view sparsifies ({})", l,
-                     fmt::join(sparse, ", "));
-    }
     const bool needs_text = std::any_of(tasks.begin(), tasks.end(), [](const std::string& t) { return t != "coref"; });
     const std::string file = o.file.empty() ? default_text_path() : o.file;
     std::string text;

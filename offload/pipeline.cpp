@@ -52,6 +52,13 @@ OffloadPipeline::OffloadPipeline(const HParams& hp, const OffloadConfig& config,
                               hp.n_head / hp.n_head_kv);
     for (int32_t l = 0; l < hp.n_layer; ++l)
         if (store_index_[size_t(l)] >= 0) stored_model_layer_.push_back(l);
+    exact_layer_.assign(size_t(n_stored), config_.attn == AttnMode::Exact);
+    for (int32_t l : config_.dense_layers) {
+        if (l < 0 || l >= hp.n_layer || store_index_[size_t(l)] < 0)
+            fail(Status::Usage, "--dense-layers: layer {} is not one the offload runtime sparsifies ({})", l,
+                 fmt::join(stored_model_layer_, ", "));
+        exact_layer_[size_t(store_index_[size_t(l)])] = 1;
+    }
     if (const TokenButlerPredictor* pred = selector_->predictor()) {
         const PredictorShape& ps = pred->shape();
         if (ps.n_layer != hp.n_layer || ps.n_embd != hp.n_embd || ps.n_head != hp.n_head || ps.head_dim != hp.head_dim)
@@ -474,10 +481,7 @@ void OffloadPipeline::attend_sparse(int32_t layer, const float* q, int64_t pos, 
         prefetch(layer + 1, pos);
 
     // Meanwhile the CPU attends over the complement (exact mode).
-    const int32_t model_layer = stored_model_layer_[size_t(layer)];
-    const bool exact          = config_.attn == AttnMode::Exact ||
-                       std::find(config_.dense_layers.begin(), config_.dense_layers.end(), model_layer) !=
-                           config_.dense_layers.end();
+    const bool exact = exact_layer_[size_t(layer)] != 0;
     if (exact) {
         t0 = std::chrono::steady_clock::now();
         for (int32_t g = 0; g < n_head_kv_; ++g) {

@@ -155,6 +155,8 @@ private:
     // (stored layer, KV head), and the position it was made at (-1: none).
     std::vector<std::vector<int32_t>> picks_;  // (n_stored * n_head_kv)
     std::vector<int64_t> picked_pos_;          // (n_stored)
+    // Per stored layer: the CPU adds the complement of the selection (--attn exact, or the layer is a dense layer).
+    std::vector<uint8_t> exact_layer_;  // (n_stored)
     // TokenButler: stored model layers, producer -> consumer stored layers, importance queries per stored layer.
     std::vector<int32_t> stored_model_layer_;                // (n_stored)
     std::vector<std::vector<int32_t>> producer_consumers_;  // (n_layer_model) stored layers; empty w/o predictor

@@ -106,7 +106,8 @@ TEST_SUITE("eval") {
         CHECK(sel.exit_code == 2);
         CHECK(sel.err.find("bogus") != std::string::npos);
         for (const std::vector<std::string>& dense :
-             {std::vector<std::string>{"--dense-layers", "0"}, {"--dense-layers", "x"},
+             {std::vector<std::string>{"--selectors", "oracle", "--budgets", "50%", "--dense-layers", "0"},
+              {"--dense-layers", "x"},
               {"--view", "simulate", "--budgets", "50%", "--dense-layers", "1"}}) {
             const CliResult r = run_cli(f.args(dense));
             CHECK(r.exit_code == 2);
