@@ -64,7 +64,7 @@ def main():
 
     sparse = [r for r in rows if r["selector"] != "dense" and r.get("attn", "sparse") == "sparse"]
     budgets = sorted(dict.fromkeys(r["budget"] for r in sparse), key=lambda b: float(b.rstrip("%")))
-    order = ["oracle", "tokenbutler", "tokenbutler-s9", "tokenbutler-s10", "tokenbutler-s11", "tokenbutler-s9d", "tokenbutler-s7", "tokenbutler-s8", "tokenbutler-s6", "tokenbutler-s5", "tokenbutler-s4", "tokenbutler-s3", "tokenbutler-1k", "tokenbutler-4k", "quest", "quest-tb", "snapkv", "snapkv-tb", "h2o", "h2o-tb", "streamingllm"]
+    order = ["oracle", "tokenbutler", "tokenbutler-s12", "tokenbutler-s9", "tokenbutler-s10", "tokenbutler-s11", "tokenbutler-s9d", "tokenbutler-s7", "tokenbutler-s8", "tokenbutler-s6", "tokenbutler-s5", "tokenbutler-s4", "tokenbutler-s3", "tokenbutler-1k", "tokenbutler-4k", "quest", "quest-tb", "snapkv", "snapkv-tb", "h2o", "h2o-tb", "streamingllm"]
     selectors = [s for s in order if any(r["selector"] == s for r in sparse)]
     selectors += sorted({r["selector"] for r in sparse} - set(selectors))
     cell = {(r["selector"], r["budget"]): r for r in sparse}
