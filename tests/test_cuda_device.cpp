@@ -270,13 +270,7 @@ TEST_SUITE("cuda") {
             sp.offload.selector      = sel;
             sp.offload.budget_tokens = 24;
             sp.offload.attn          = AttnMode::Exact;
-            const auto got           = decode(sp);
-            double err = 0, norm = 0;
-            for (size_t i = 0; i < got.size(); ++i) {
-                err  = std::max(err, std::fabs(double(got[i]) - want[i]));
-                norm = std::max(norm, std::fabs(double(want[i])));
-            }
-            CHECK(err / norm < 1e-4);
+            CHECK(rel_diff(decode(sp), want) < 1e-4);
         }
     }
 }
