@@ -13,8 +13,8 @@
 //                     budgets are the share of each row's keys kept; tokenbutler and quest keep a recent window of
 //                     --window keys (default 32) within each row's share, as the runtime does (--window 0: the
 //                     paper's rule).
-// --dense-layers L,...: in the decode view those sparsified layers attend exactly (selection still runs), so a run per
-// layer shows which one costs the quality.
+// --dense-layers L,...: those sparsified layers attend exactly (in the decode view selection still runs; in the
+// simulate view producers still run), so a run per layer shows which one costs the quality.
 // The dense reference of each window / sample is computed once; a sparse run and its reference go through the
 // output matrix together (Session::compare_rows), so KL is exact over the whole vocabulary.
 #include <nlohmann/json.hpp>
@@ -257,7 +257,6 @@ int run_eval(const EvalOptions& o) {
     if (o.n_ctx < 8) fail(Status::Usage, "-c/--ctx must be at least 8 (got {})", o.n_ctx);
     if (o.neighbours != "on" && o.neighbours != "off")
         fail(Status::Usage, "--neighbours must be on or off (got '{}')", o.neighbours);
-    if (simulate && !o.dense_layers.empty()) fail(Status::Usage, "--dense-layers is a decode-view option");
     if (!o.output.empty()) check_output_dir(o.output);
     if (!o.plot.empty()) {
         check_output_dir(o.plot);
@@ -306,6 +305,7 @@ int run_eval(const EvalOptions& o) {
             SimulateParams probe;
             probe.selector  = sel;
             probe.predictor = predictor;
+            probe.dense_layers = o.dense_layers;
             const MaskedPrefillSimulator check(hp, probe, 1);
         } else {
             make_selector(sel, 1, hp.n_head_kv, 1, hp.head_dim, predictor, hp.n_head / hp.n_head_kv);
@@ -343,6 +343,7 @@ int run_eval(const EvalOptions& o) {
                 simp.sinks     = o.sinks;
                 simp.window    = sim_window;
                 simp.predictor = predictor_of(sel);
+                simp.dense_layers = o.dense_layers;
                 sim            = std::make_unique<MaskedPrefillSimulator>(hp, simp, max_len);
             } else {
                 OffloadConfig& c = sp.offload;
@@ -456,8 +457,8 @@ Action register_eval(CLI::App& sub) {
     sub.add_option("--interval", o->interval, "decode view: prediction interval (default 1)")->check(CLI::PositiveNumber);
     sub.add_option("--neighbours", o->neighbours, "decode view: neighbour fetching on|off (default off)");
     sub.add_option("--dense-layers", o->dense_layers,
-                   "decode view: these sparsified model layers attend exactly all the same (comma list), to see which "
-                   "layer costs the quality")
+                   "these sparsified model layers attend exactly all the same (comma list), to see which layer costs "
+                   "the quality")
         ->delimiter(',');
     sub.add_option("--device", o->device, "decode view: offload device (default cpu)");
     sub.add_option("--kv-type", o->kv_type, "KV cache type: f16, bf16, f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));

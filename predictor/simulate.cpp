@@ -349,6 +349,10 @@ MaskedPrefillSimulator::MaskedPrefillSimulator(const HParams& hp, SimulateParams
     if (!(p.keep > 0.0 && p.keep <= 1.0)) fail(Status::Usage, "the simulate view keeps a share in (0, 1] (got {})", p.keep);
     if (p.window < 0) fail(Status::Usage, "the simulate view's recent window must be >= 0 (got {})", p.window);
     if (p.page < 1) fail(Status::Usage, "the Quest page size must be positive (got {})", p.page);
+    for (int32_t l : p.dense_layers)
+        if (l < 1 || l >= hp.n_layer)
+            fail(Status::Usage, "--dense-layers: the simulate view sparsifies layers 1 .. {}, not {}", hp.n_layer - 1,
+                 l);
     if (impl_->kind == Kind::TokenButler && !p.predictor)
         fail(Status::InvalidArg, "the tokenbutler selector needs a predictor");
     const size_t n = size_t(max_tok);
@@ -399,8 +403,9 @@ bool MaskedPrefillSimulator::attend(const LayerAttentionIo& io) {
         fail(Status::InvalidArg, "the simulate view runs a sequence of at most {} tokens in one chunk from position 0 "
                                  "(got {} tokens at position {})", m.max_tok, n, io.pos0);
 
-    if (io.layer == 0) {
-        produce_importance_queries(io);
+    if (io.layer == 0 ||
+        std::find(m.p.dense_layers.begin(), m.p.dense_layers.end(), io.layer) != m.p.dense_layers.end()) {
+        produce_importance_queries(io);  // reads the layer's input only, so before or after its attention is alike
         return false;
     }
 

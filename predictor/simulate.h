@@ -61,6 +61,9 @@ struct SimulateParams {
     // start from the same recent keys; 0 = the paper's §2.2 rule.
     int32_t window       = 32;
     std::shared_ptr<const TokenButlerPredictor> predictor;  // required by tokenbutler
+    // Layers (>= 1) left dense: they attend to every valid key, so a run per layer shows which one costs the
+    // quality (butler eval --dense-layers). Their producers still run.
+    std::vector<int32_t> dense_layers;
 };
 
 // The selectors the simulation knows, comma-separated (messages).
@@ -68,14 +71,15 @@ const char* simulate_selector_names();
 
 class MaskedPrefillSimulator {
 public:
-    // Error(Usage) for an unknown selector or keep outside (0, 1]; Error(InvalidArg) for tokenbutler without a
-    // predictor. max_tok: the longest sequence attend() will see (scratch is sized for it).
+    // Error(Usage) for an unknown selector, keep outside (0, 1] or a dense layer outside [1, n_layer);
+    // Error(InvalidArg) for tokenbutler without a predictor. max_tok: the longest sequence attend() will see (scratch
+    // is sized for it).
     MaskedPrefillSimulator(const HParams& hp, SimulateParams params, int64_t max_tok);
     ~MaskedPrefillSimulator();
 
-    // The Session attention override (Session::set_attention_override): layer 0 returns false (dense, done by the
-    // session); every other layer writes io.out and returns true. The sequence must come in one chunk from
-    // position 0 (n_ubatch >= its length), else Error(InvalidArg).
+    // The Session attention override (Session::set_attention_override): layer 0 and the dense layers return false
+    // (dense, done by the session); every other layer writes io.out and returns true. The sequence must come in one
+    // chunk from position 0 (n_ubatch >= its length), else Error(InvalidArg).
     bool attend(const LayerAttentionIo& io);
 
     // The share of causally valid keys masked, averaged over rows, KV heads and sparsified layers since construction

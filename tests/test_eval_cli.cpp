@@ -71,6 +71,25 @@ TEST_SUITE("eval") {
         }
     }
 
+    TEST_CASE("simulate --dense-layers: naming every sparsified layer is dense again, naming one is not") {
+        EvalFixture f;
+        auto run = [&](const std::string& layers) {
+            const CliResult r = run_cli(f.args({"--view", "simulate", "--selectors", "streamingllm", "--budgets", "20%",
+                                                "--kv-type", "f32", "--dense-layers", layers, "--json"}));
+            REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+            return nlohmann::json::parse(r.out);
+        };
+        const nlohmann::json all = run("1,2,3,4,5"), one = run("5");
+        CHECK(all["dense_layers"].size() == 5);
+        const auto& dense = row(all, "streamingllm", "20%");
+        CHECK(dense["kl_dense_sparse"].get<double>() < 1e-6);
+        CHECK(dense["top1_agreement"].get<double>() == 1.0);
+        CHECK(dense["masked_share"].get<double>() == 0.0);
+        const auto& sparse = row(one, "streamingllm", "20%");
+        CHECK(sparse["kl_dense_sparse"].get<double>() > 1e-4);
+        CHECK(sparse["masked_share"].get<double>() > 0.5);
+    }
+
     TEST_CASE("table on stdout, JSON file written whole, plot when gnuplot is there") {
         EvalFixture f;
         const std::string json = f.dir.file("out.json"), png = f.dir.file("out.png");
@@ -108,7 +127,8 @@ TEST_SUITE("eval") {
         for (const std::vector<std::string>& dense :
              {std::vector<std::string>{"--selectors", "oracle", "--budgets", "50%", "--dense-layers", "0"},
               {"--dense-layers", "x"},
-              {"--view", "simulate", "--budgets", "50%", "--dense-layers", "1"}}) {
+              {"--view", "simulate", "--budgets", "50%", "--dense-layers", "0"},
+              {"--view", "simulate", "--budgets", "50%", "--dense-layers", "6"}}) {  // the fixture has layers 0..5
             const CliResult r = run_cli(f.args(dense));
             CHECK(r.exit_code == 2);
             CHECK(r.err.find("--dense-layers") != std::string::npos);

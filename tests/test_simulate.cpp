@@ -233,7 +233,7 @@ TEST_SUITE("simulate") {
         CHECK_FALSE(sim.attend(io0));
     }
 
-    TEST_CASE("model level: keeping every key equals the plain forward; keeping half changes it") {
+    TEST_CASE("model level: keeping every key equals the plain forward; keeping half changes it; dense layers") {
         TinyGemma3Spec spec;
         TempFile mf;
         mf.write(tiny_gemma3_gguf(make_tiny_gemma3(spec, 31)));
@@ -245,12 +245,12 @@ TEST_SUITE("simulate") {
         std::iota(rows.begin(), rows.end(), 20);
         SessionParams sp;
         sp.n_ctx = 40, sp.n_ubatch = 40, sp.kv_type = DType::F32;
-        auto run = [&](const char* sel, double keep, double* masked) {
+        auto run = [&](const char* sel, double keep, double* masked, std::vector<int32_t> dense_layers = {}) {
             Session s(model, sp);
             std::unique_ptr<MaskedPrefillSimulator> sim;
             if (sel) {
                 SimulateParams p;
-                p.selector = sel, p.keep = keep;
+                p.selector = sel, p.keep = keep, p.dense_layers = std::move(dense_layers);
                 sim = std::make_unique<MaskedPrefillSimulator>(hp, p, 40);
                 s.set_attention_override([&sim](const LayerAttentionIo& io) { return sim->attend(io); });
             }
@@ -269,8 +269,24 @@ TEST_SUITE("simulate") {
         CHECK(rel(run("oracle", 1.0, &masked)) < 1e-4);
         CHECK(masked == 0.0);
         CHECK(rel(run("dense", 0.3, &masked)) < 1e-4);
-        CHECK(rel(run("streamingllm", 0.5, &masked)) > 1e-3);
+        const std::vector<float> sparse = run("streamingllm", 0.5, &masked);
+        CHECK(rel(sparse) > 1e-3);
         CHECK(masked > 0.3);
+        // Every sparsified layer named dense: the plain forward again, nothing masked.
+        std::vector<int32_t> all_layers;
+        for (int32_t l = 1; l < hp.n_layer; ++l) all_layers.push_back(l);
+        CHECK(rel(run("streamingllm", 0.5, &masked, all_layers)) < 1e-4);
+        CHECK(masked == 0.0);
+        // Some layers dense: between the two, and only the others counted in the masked share.
+        REQUIRE(hp.n_layer >= 3);
+        double masked_some            = -1;
+        const std::vector<float> some = run("streamingllm", 0.5, &masked_some, {1});
+        CHECK(rel(some) > 1e-4);
+        double diff_from_sparse = 0;
+        for (size_t t = 0; t < some.size(); ++t)
+            diff_from_sparse = std::max(diff_from_sparse, double(std::fabs(some[t] - sparse[t])));
+        CHECK(diff_from_sparse > 1e-5);
+        CHECK(masked_some > 0.0);
     }
 
     TEST_CASE("compare_rows: log-probabilities, KL(ref || this) and argmaxes equal float64 over the tied output") {
@@ -436,5 +452,11 @@ TEST_SUITE("simulate") {
         CHECK_THROWS_AS(MaskedPrefillSimulator(hp, sp, 8), Error);
         sp.selector = "oracle", sp.window = -1;
         CHECK_THROWS_AS(MaskedPrefillSimulator(hp, sp, 8), Error);
+        sp.window = 32, sp.dense_layers = {0};  // layer 0 is always dense: naming it is a mistake
+        CHECK_THROWS_AS(MaskedPrefillSimulator(hp, sp, 8), Error);
+        sp.dense_layers = {hp.n_layer};
+        CHECK_THROWS_AS(MaskedPrefillSimulator(hp, sp, 8), Error);
+        sp.dense_layers = {hp.n_layer - 1};
+        CHECK_NOTHROW(MaskedPrefillSimulator(hp, sp, 8));
     }
 }
