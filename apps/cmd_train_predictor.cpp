@@ -45,12 +45,15 @@ int run_train_predictor(TrainPredictorOptions& o) {
     else if (o.loss == "mse") o.train.loss = LossKind::LogitMse;
     else fail(Status::Usage, "--loss must be ce or mse (got '{}')", o.loss);
     o.train.progress = show_progress(o.common) || o.common.progress;
+    if (!(o.train.tail > 0.0 && o.train.tail <= 1.0))
+        fail(Status::Usage, "--row-tail must be in (0, 1] (got {})", o.train.tail);
     const LossKeys& lk = o.train.loss_keys;
-    // Rows come from positions >= seq_len / 2; each keeps the keys [sinks, row - window].
-    if (lk.sinks < 0 || lk.window < 0 || lk.sinks + lk.window > o.train.seq_len / 2)
-        fail(Status::Usage, "--loss-sinks {} and --loss-window {} must be >= 0 and leave keys to the rows of the "
-             "sequence's second half (sum <= {} for --seq-len {})", lk.sinks, lk.window, o.train.seq_len / 2,
-             o.train.seq_len);
+    // Rows come from positions >= first_row; each keeps the keys [sinks, row - window].
+    const int64_t first_row = first_sampled_row(o.train.seq_len, o.train.tail);
+    if (lk.sinks < 0 || lk.window < 0 || lk.sinks + lk.window > first_row)
+        fail(Status::Usage, "--loss-sinks {} and --loss-window {} must be >= 0 and leave keys to every sampled row "
+             "(sum <= {}, the first row's position for --seq-len {} --row-tail {})", lk.sinks, lk.window, first_row,
+             o.train.seq_len, o.train.tail);
     if (o.loss_layers == "sparse") {
         o.train.loss_layers = runtime_sparse_layers(hp);
     } else if (o.loss_layers != "all") {
@@ -89,10 +92,11 @@ int run_train_predictor(TrainPredictorOptions& o) {
                                     identity, o.train.seed);
     const PredictorShape& shape = pred.shape();
     pred.provenance = fmt::format("butler train-predictor --seq-len {} --rows {} --epochs {} --lr {} --loss {} -G {} "
-                                  "--d-dash {} --intdim {} --loss-layers {} --loss-sinks {} --loss-window {}{}{} on {} sequences "
+                                  "--d-dash {} --intdim {} --loss-layers {} --loss-sinks {} --loss-window {}{}{}{} on {} sequences "
                                   "({} tokens)",
                                   o.train.seq_len, o.train.rows, o.train.epochs, o.train.lr, o.loss, shape.group,
                                   shape.d_dash, shape.intdim, o.loss_layers, lk.sinks, lk.window,
+                                  o.train.tail != 0.5 ? fmt::format(" --row-tail {}", o.train.tail) : "",
                                   o.train.shuffle ? fmt::format(" --shuffle --seed {}", o.train.seed) : "",
                                   o.init.empty() ? "" : " --init " + o.init, train.size(),
                                   train.size() * size_t(o.train.seq_len));
@@ -131,7 +135,10 @@ Action register_train_predictor(CLI::App& sub) {
         ->check(CLI::ExistingFile);
     sub.add_option("--out", o->out, "the predictor file to write (GGUF)")->required();
     sub.add_option("--seq-len", o->train.seq_len, "tokens per training sequence (default 1024)");
-    sub.add_option("--rows", o->train.rows, "query rows sampled per sequence from its second half (default 256)");
+    sub.add_option("--rows", o->train.rows, "query rows sampled per sequence (default 256)");
+    sub.add_option("--row-tail", o->train.tail,
+                   "rows are sampled from the last SHARE of each sequence (default 0.5: its second half, as the paper; "
+                   "a larger share also fits earlier positions, which post-RoPE importance keys tell apart)");
     sub.add_option("--epochs", o->train.epochs, "passes over the training sequences (default 1)");
     sub.add_option("--max-steps", o->train.max_steps, "stop after this many steps (0: all)");
     sub.add_flag("--shuffle", o->train.shuffle,

@@ -21,8 +21,12 @@
 
 namespace butler {
 
+int64_t first_sampled_row(int64_t n_tok, double tail) {
+    return std::clamp<int64_t>(int64_t(std::floor(double(n_tok) * (1.0 - tail))), 0, n_tok - 1);
+}
+
 std::vector<int32_t> sample_rows(int64_t n_tok, int32_t n_rows, double tail, uint64_t seed) {
-    const int64_t lo = std::clamp<int64_t>(int64_t(std::floor(double(n_tok) * (1.0 - tail))), 0, n_tok - 1);
+    const int64_t lo = first_sampled_row(n_tok, tail);
     std::vector<int32_t> pool;
     for (int64_t t = lo; t < n_tok - 1; ++t) pool.push_back(int32_t(t));
     std::mt19937_64 rng(seed);

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 // Training the TokenButler predictor by distillation from the frozen base model's own attention
 // (TOKENBUTLER.md §3.2): for each consumer layer l >= 1, each query head and each sampled row r (uniform over the
-// second half of the sequence, the last row always in), the predictor's distribution softmax_j(q'.k'_j / sqrt(d'))
-// over the row's keys is fitted to the model's attention softmax_j(q.k_j / sqrt(D)) by cross-entropy (or, as an
-// option, the logits by mean squared error). Keys j are those the model's attention sees: causal, and within the
-// sliding window on sliding-window layers. The loss is the mean over (layer, head, row).
+// second half of the sequence by default, TrainOptions::tail; the last row always in), the predictor's distribution
+// softmax_j(q'.k'_j / sqrt(d')) over the row's keys is fitted to the model's attention softmax_j(q.k_j / sqrt(D)) by
+// cross-entropy (or, as an option, the logits by mean squared error). Keys j are those the model's attention sees:
+// causal, and within the sliding window on sliding-window layers. The loss is the mean over (layer, head, row).
 #pragma once
 
 #include <cstdint>
@@ -38,7 +38,11 @@ struct TrainSample {
     std::vector<float> k;       // (n_layer, n_tok, n_head_kv, head_dim) post-RoPE keys (layer 0 unused)
 };
 
-// Rows: n_rows positions drawn without replacement from [n_tok * (1 - tail), n_tok), always with n_tok - 1.
+// The first position sample_rows may draw: floor(n_tok * (1 - tail)), clamped to [0, n_tok - 1].
+int64_t first_sampled_row(int64_t n_tok, double tail);
+
+// Rows: n_rows positions drawn without replacement from [first_sampled_row(n_tok, tail), n_tok), always with
+// n_tok - 1.
 std::vector<int32_t> sample_rows(int64_t n_tok, int32_t n_rows, double tail, uint64_t seed);
 
 // The order in which one epoch visits n_seq training sequences: 0..n_seq-1 as given, or with `shuffle` a permutation
@@ -69,7 +73,7 @@ std::vector<int32_t> runtime_sparse_layers(const HParams& hp);
 struct TrainOptions {
     int32_t seq_len       = 1024;  // tokens per sequence (BOS first)
     int32_t rows          = 256;   // sampled query rows per sequence
-    double tail           = 0.5;   // rows come from the last `tail` of each sequence
+    double tail           = 0.5;   // rows come from the last `tail` of each sequence, in (0, 1]
     int32_t epochs        = 1;
     float lr              = 1e-3f;
     float warmup          = 0.1f;  // share of the steps with a linear warm-up; cosine decay after

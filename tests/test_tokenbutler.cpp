@@ -345,6 +345,14 @@ TEST_SUITE("tokenbutler") {
         CHECK(rows.front() >= 50);
         CHECK(rows.back() == 99);
         CHECK(sample_rows(10, 50, 0.5, 1).size() == 5);  // only 5 positions in the second half
+        // A larger tail reaches earlier positions: the last 3/4 of 100 tokens start at 25.
+        CHECK(first_sampled_row(100, 0.75) == 25);
+        CHECK(first_sampled_row(100, 1.0) == 0);
+        CHECK(first_sampled_row(100, 1e-9) == 99);  // the last row is always there
+        const std::vector<int32_t> wide = sample_rows(100, 75, 0.75, 3);
+        CHECK(wide.size() == 75);
+        CHECK(wide.front() == 25);  // all 75 positions 25..99 drawn
+        CHECK(sample_rows(100, 200, 0.75, 3).size() == 75);
     }
 
     TEST_CASE("epoch order: file order, or a seeded permutation of its own per epoch") {
@@ -499,6 +507,26 @@ TEST_SUITE("tokenbutler") {
         REQUIRE(train(mf.path(), dir.file("p9.gguf"), {"--max-steps", "2", "--shuffle", "--seed", "5"}).exit_code == 0);
         CHECK(TokenButlerPredictor::load(dir.file("p9.gguf"), &id)->provenance.find("--shuffle --seed 5") !=
               std::string::npos);
+        // --row-tail: rows from the last 3/4 of each sequence train and are named; outside (0, 1] it is refused.
+        REQUIRE(train(mf.path(), dir.file("p12.gguf"), {"--max-steps", "1", "--row-tail", "0.75"}).exit_code == 0);
+        CHECK(TokenButlerPredictor::load(dir.file("p12.gguf"), &id)->provenance.find("--row-tail 0.75") !=
+              std::string::npos);
+        CHECK(TokenButlerPredictor::load(dir.file("p9.gguf"), &id)->provenance.find("--row-tail") == std::string::npos);
+        for (const char* tail : {"0", "1.5", "-0.5"}) {
+            const CliResult r = train(mf.path(), dir.file("p13.gguf"), {"--max-steps", "1", "--row-tail", tail});
+            CHECK(r.exit_code == 2);
+            CHECK(r.err.find("--row-tail") != std::string::npos);
+            CHECK(!std::filesystem::exists(dir.file("p13.gguf")));
+        }
+        // The keys left out must leave some to the first sampled row, wherever --row-tail puts it: 2 sinks + 9 recent
+        // keys fit the rows from position 16 (tail 0.5) but not those from position 8 (tail 0.75).
+        REQUIRE(train(mf.path(), dir.file("p14.gguf"), {"--max-steps", "1", "--loss-sinks", "2", "--loss-window", "9"})
+                    .exit_code == 0);
+        const CliResult early = train(mf.path(), dir.file("p15.gguf"),
+                                      {"--max-steps", "1", "--loss-sinks", "2", "--loss-window", "9", "--row-tail", "0.75"});
+        CHECK(early.exit_code == 2);
+        CHECK(early.err.find("--loss-window") != std::string::npos);
+        CHECK(!std::filesystem::exists(dir.file("p15.gguf")));
         for (const char* window : {"-1", "15"}) {  // 15 + 2 sinks: the first row (position 16 of 32) keeps nothing
             const CliResult none = train(mf.path(), dir.file("p8.gguf"), {"--loss-sinks", "2", "--loss-window", window});
             CHECK(none.exit_code == 2);
