@@ -12,7 +12,9 @@
 //           simulate  (paper) one masked prefill with every layer >= 1 sparsified per row (predictor/simulate.h);
 //                     budgets are the share of each row's keys kept; tokenbutler and quest keep a recent window of
 //                     --window keys (default 32) within each row's share, as the runtime does (--window 0: the
-//                     paper's rule).
+//                     paper's rule). tokenbutler ranks a key by its predicted attention mass summed over the KV
+//                     group's query heads; --group-score max ranks by the max of their predicted logits instead
+//                     (TOKENBUTLER.md §1.3's rule), to measure one against the other.
 // --dense-layers L,...: those sparsified layers attend exactly (in the decode view selection still runs; in the
 // simulate view producers still run), so a run per layer shows which one costs the quality.
 // The dense reference of each window / sample is computed once; a sparse run and its reference go through the
@@ -65,6 +67,7 @@ struct EvalOptions {
     int interval     = 1;
     std::string neighbours = "off";
     std::vector<int32_t> dense_layers;
+    std::string group_score = "mass";  // simulate view, tokenbutler: mass | max
     std::string device     = "cpu";
     std::string kv_type    = "f16";
     std::string activations;  // --activations f32|q8
@@ -254,6 +257,8 @@ int run_eval(const EvalOptions& o) {
             fail(Status::Usage, "the simulate view takes budgets as shares kept (e.g. 50%), not tokens ('{}')", b);
         keeps.push_back(probe.budget_fraction);
     }
+    if (o.group_score != "mass" && !simulate)
+        fail(Status::Usage, "--group-score is the simulate view's (the decode view ranks by the summed mass)");
     if (o.n_ctx < 8) fail(Status::Usage, "-c/--ctx must be at least 8 (got {})", o.n_ctx);
     if (o.neighbours != "on" && o.neighbours != "off")
         fail(Status::Usage, "--neighbours must be on or off (got '{}')", o.neighbours);
@@ -344,6 +349,7 @@ int run_eval(const EvalOptions& o) {
                 simp.window    = sim_window;
                 simp.predictor = predictor_of(sel);
                 simp.dense_layers = o.dense_layers;
+                simp.group_max_logit = o.group_score == "max" && is_tokenbutler_selector(sel);
                 sim            = std::make_unique<MaskedPrefillSimulator>(hp, simp, max_len);
             } else {
                 OffloadConfig& c = sp.offload;
@@ -400,6 +406,7 @@ int run_eval(const EvalOptions& o) {
     j["interval"]  = o.interval;
     j["neighbours"] = o.neighbours;
     if (!o.dense_layers.empty()) j["dense_layers"] = o.dense_layers;
+    if (simulate) j["group_score"] = o.group_score;
     j["seconds"]   = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     nlohmann::json distances = nlohmann::json::object();
     for (const std::string& t : tasks) {
@@ -460,6 +467,10 @@ Action register_eval(CLI::App& sub) {
                    "these sparsified model layers attend exactly all the same (comma list), to see which layer costs "
                    "the quality")
         ->delimiter(',');
+    sub.add_option("--group-score", o->group_score,
+                   "simulate view: tokenbutler ranks keys by the predicted attention mass summed over the KV group's "
+                   "query heads (mass, default) or by the max of their predicted logits (max: the paper's rule)")
+        ->check(CLI::IsMember({"mass", "max"}));
     sub.add_option("--device", o->device, "decode view: offload device (default cpu)");
     sub.add_option("--kv-type", o->kv_type, "KV cache type: f16, bf16, f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
     add_activations_option(sub, o->activations, "f32");

@@ -87,6 +87,13 @@ struct MaskedPrefillSimulator::Impl {
         for (int32_t h = 0; h < n_group; ++h) add_softmax(l + (h * n + i) * n + lo, i - lo + 1, score + lo);
     }
 
+    // The paper's group score: max_h l_h(row i)[j] over [lo, i], from per-head logits l (n_group, n, n).
+    static void group_max_of(const float* l, int64_t n, int32_t n_group, int64_t i, int64_t lo, float* score) {
+        std::copy(l + i * n + lo, l + i * n + i + 1, score + lo);
+        for (int32_t h = 1; h < n_group; ++h)
+            for (int64_t j = lo; j <= i; ++j) score[j] = std::max(score[j], l[(h * n + i) * n + j]);
+    }
+
     // The group-summed causal softmax of row i over [lo, i] into dst (n; zero elsewhere).
     void row_probs(int64_t n, int32_t n_group, int64_t i, int64_t lo, float* dst) const {
         std::fill(dst, dst + n, 0.0f);
@@ -161,7 +168,8 @@ struct MaskedPrefillSimulator::Impl {
                     }
                 }
                 if (kind == Kind::Oracle) group_mass(logits.data(), n, n_group, i, lo, score.data());
-                if (kind == Kind::TokenButler) group_mass(imp.data(), n, n_group, i, lo, score.data());
+                if (kind == Kind::TokenButler && !p.group_max_logit) group_mass(imp.data(), n, n_group, i, lo, score.data());
+                if (kind == Kind::TokenButler && p.group_max_logit) group_max_of(imp.data(), n, n_group, i, lo, score.data());
                 mark_window_then_top(score.data(), i, lo, budget(n_valid), idx, row);
                 add_sinks(i, lo, row);
             }
@@ -353,6 +361,8 @@ MaskedPrefillSimulator::MaskedPrefillSimulator(const HParams& hp, SimulateParams
         if (l < 1 || l >= hp.n_layer)
             fail(Status::Usage, "--dense-layers: the simulate view sparsifies layers 1 .. {}, not {}", hp.n_layer - 1,
                  l);
+    if (p.group_max_logit && impl_->kind != Kind::TokenButler)
+        fail(Status::Usage, "the max-logit group score is tokenbutler's (selector '{}')", p.selector);
     if (impl_->kind == Kind::TokenButler && !p.predictor)
         fail(Status::InvalidArg, "the tokenbutler selector needs a predictor");
     const size_t n = size_t(max_tok);

@@ -13,7 +13,9 @@
 //   oracle        top K_i by the true attention mass of the group: sum over its query heads of softmax(q.k) of the
 //                 row (a max of raw logits over heads would follow the head with the widest logit range).
 //   tokenbutler   top K_i by the predicted mass: sum over the group of softmax(q'.k'/sqrt(d')) of the row, q' from
-//                 the layer's producer at row i, k' = K W_K.
+//                 the layer's producer at row i, k' = K W_K (one mask serves the group's query heads). With
+//                 group_max_logit: by the max over the group of the raw predicted logit q'.k'/sqrt(d'), the rule of
+//                 TOKENBUTLER.md §1.3 / §2.4, kept to measure against.
 //   recent window tokenbutler and quest keep the min(W, K_i) most recent keys of the row, then rank the older
 //                 ones, K_i in all (W = SimulateParams::window; the v2 runtime's window, §2.4, and Quest's
 //                 implementations keep recent keys too; the paper's §2.2 rule and the -tb variants have none).
@@ -61,6 +63,9 @@ struct SimulateParams {
     // start from the same recent keys; 0 = the paper's §2.2 rule.
     int32_t window       = 32;
     std::shared_ptr<const TokenButlerPredictor> predictor;  // required by tokenbutler
+    // tokenbutler: rank by max_h q'_h.k'/sqrt(d') over the group's query heads instead of the summed predicted mass
+    // (butler eval --group-score max).
+    bool group_max_logit = false;
     // Layers (>= 1) left dense: they attend to every valid key, so a run per layer shows which one costs the
     // quality (butler eval --dense-layers). Their producers still run.
     std::vector<int32_t> dense_layers;

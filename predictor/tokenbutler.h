@@ -9,7 +9,11 @@
 //       LayerNorm over n_embd, affine, eps 1e-5; W1 (intdim, n_embd); W2 (G * n_head * d', intdim); no biases.
 //   importance key     k'(l, g, t) = K(l, g, t) . W_K(l, g)                           (d' values)
 //       K: the real post-RoPE key of layer l, KV head g, token t (head_dim); W_K stored transposed, (d', head_dim).
-//   score              S(l, g, t) = max over the query heads h of group g of q'(l, h) . k'(l, g, t) / sqrt(d')
+//   score              S(l, h, t) = q'(l, h) . k'(l, g, t) / sqrt(d') for each query head h of KV group g.
+//       One selection serves the group, so selectors rank token t by its predicted attention mass summed over the
+//       group, sum_h softmax_t S(l, h, t), as training fits each head's softmax. TOKENBUTLER.md §1.3 takes
+//       max_h S(l, h, t), which follows the head with the widest logit range: in the paper view it costs 1.7-1.8x
+//       the text KL (butler eval --group-score max, perf/results/eval-simulate-2core.md).
 //
 // One W_K per (layer, KV head), shared by the query heads of the group, trained that way (the reference code trains
 // one per query head and averages them over the group at run time; training the shared matrix directly removes

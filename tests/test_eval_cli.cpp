@@ -104,6 +104,7 @@ TEST_SUITE("eval") {
         const nlohmann::json j = nlohmann::json::parse(in);
         CHECK(j["rows"].size() == 2);
         CHECK(j["view"] == "simulate");
+        CHECK(j["group_score"] == "mass");
         if (gnuplot) {
             std::ifstream p(png, std::ios::binary);
             char magic[8] = {};
@@ -132,6 +133,13 @@ TEST_SUITE("eval") {
             const CliResult r = run_cli(f.args(dense));
             CHECK(r.exit_code == 2);
             CHECK(r.err.find("--dense-layers") != std::string::npos);
+        }
+        for (const std::vector<std::string>& gs :
+             {std::vector<std::string>{"--budgets", "50%", "--group-score", "max"},  // decode view: not there
+              {"--view", "simulate", "--budgets", "50%", "--group-score", "min"}}) {
+            const CliResult r = run_cli(f.args(gs));
+            CHECK(r.exit_code == 2);
+            CHECK(r.err.find("--group-score") != std::string::npos);
         }
         const CliResult dir = run_cli(f.args({"-o", f.dir.file("missing/out.json")}));
         CHECK(dir.exit_code == 1);

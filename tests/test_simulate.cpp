@@ -330,8 +330,12 @@ TEST_SUITE("simulate") {
     }
 
     TEST_CASE("tokenbutler: each layer ranks keys by its producer's q' . k' mass (float64), layer G included, "
-              "after a recent window") {
+              "after a recent window; or by the group's max predicted logit") {
+      int64_t max_vs_mass = 0;  // mask entries where the two group scores disagree (the fixture has 2 heads a group)
+      std::vector<Mask> mass_masks;
+      for (const bool group_max : {false, true})
       for (const int32_t window : {0, 5}) {
+        CAPTURE(group_max);
         CAPTURE(window);
         TinyGemma3Spec spec;  // 6 layers; G = 2: producers 0, 2, 4 serve layers 1-2, 3-4, 5
         TempFile mf;
@@ -348,6 +352,7 @@ TEST_SUITE("simulate") {
         Session s(model, sp);
         SimulateParams p;
         p.selector = "tokenbutler", p.keep = 0.4, p.sinks = 2, p.window = window, p.predictor = pred;
+        p.group_max_logit = group_max;
         MaskedPrefillSimulator sim(hp, p, n);
         std::vector<std::vector<float>> xs(size_t(hp.n_layer)), ks(size_t(hp.n_layer));
         std::vector<Mask> masks(size_t(hp.n_layer));
@@ -412,14 +417,19 @@ TEST_SUITE("simulate") {
                 const int64_t k_i = int64_t(std::ceil(double(n_valid) * 0.4 - 1e-9));
                 const int64_t w   = std::min<int64_t>(window, k_i);
                 std::vector<std::pair<double, int64_t>> sc;
-                for (int64_t j = lo; j <= i; ++j) sc.push_back({0.0, j});
+                for (int64_t j = lo; j <= i; ++j) sc.push_back({group_max ? -1e300 : 0.0, j});
                 for (int32_t h = 0; h < n_group; ++h) {
                     const auto& zh = z[size_t(h)];
                     const double mx = *std::max_element(zh.begin(), zh.end());
                     double sum = 0;
                     for (double v : zh) sum += std::exp(v - mx);
-                    for (size_t t = 0; t < zh.size(); ++t) sc[t].first -= std::exp(zh[t] - mx) / sum;
+                    for (size_t t = 0; t < zh.size(); ++t) {
+                        if (group_max) sc[t].first = std::max(sc[t].first, zh[t]);  // negated below
+                        else sc[t].first -= std::exp(zh[t] - mx) / sum;
+                    }
                 }
+                if (group_max)
+                    for (auto& e : sc) e.first = -e.first;
                 for (auto& [score, j] : sc)
                     if (j > i - w) score = -1e300;  // ranks first
                 std::stable_sort(sc.begin(), sc.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -430,8 +440,13 @@ TEST_SUITE("simulate") {
             int64_t diff = 0;
             for (size_t t = 0; t < want.size(); ++t) diff += masks[size_t(l)][t] != want[t];
             CHECK(diff == 0);
+            if (!group_max) mass_masks.push_back(masks[size_t(l)]);
+            else
+                for (size_t t = 0; t < want.size(); ++t)
+                    max_vs_mass += masks[size_t(l)][t] != mass_masks[size_t((window == 0 ? 0 : hp.n_layer - 1) + l - 1)][t];
         }
       }
+      CHECK(max_vs_mass > 0);  // the two rules pick differently here, so each branch above is tested
     }
 
     TEST_CASE("bad parameters are refused") {
@@ -451,5 +466,7 @@ TEST_SUITE("simulate") {
         CHECK_THROWS_AS(MaskedPrefillSimulator(hp, sp, 8), Error);
         sp.dense_layers = {hp.n_layer - 1};
         CHECK_NOTHROW(MaskedPrefillSimulator(hp, sp, 8));
+        sp.group_max_logit = true;  // tokenbutler's group score only
+        CHECK_THROWS_AS(MaskedPrefillSimulator(hp, sp, 8), Error);
     }
 }
