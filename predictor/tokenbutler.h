@@ -12,7 +12,7 @@
 //   score              S(l, h, t) = q'(l, h) . k'(l, g, t) / sqrt(d') for each query head h of KV group g.
 //       One selection serves the group, so selectors rank token t by its predicted attention mass summed over the
 //       group, sum_h softmax_t S(l, h, t), as training fits each head's softmax. TOKENBUTLER.md §1.3 takes
-//       max_h S(l, h, t), which follows the head with the widest logit range: in the paper view it costs 1.7-1.8x
+//       max_h S(l, h, t), which follows the head with the widest logit range: in the paper view it costs 1.7-2.0x
 //       the text KL (butler eval --group-score max, perf/results/eval-simulate-2core.md).
 //
 // One W_K per (layer, KV head), shared by the query heads of the group, trained that way (the reference code trains
