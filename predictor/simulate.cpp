@@ -168,8 +168,8 @@ struct MaskedPrefillSimulator::Impl {
                     }
                 }
                 if (kind == Kind::Oracle) group_mass(logits.data(), n, n_group, i, lo, score.data());
-                if (kind == Kind::TokenButler && !p.group_max_logit) group_mass(imp.data(), n, n_group, i, lo, score.data());
-                if (kind == Kind::TokenButler && p.group_max_logit) group_max_of(imp.data(), n, n_group, i, lo, score.data());
+                if (kind == Kind::TokenButler)
+                    (p.group_max_logit ? group_max_of : group_mass)(imp.data(), n, n_group, i, lo, score.data());
                 mark_window_then_top(score.data(), i, lo, budget(n_valid), idx, row);
                 add_sinks(i, lo, row);
             }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <random>
 
@@ -332,7 +333,7 @@ TEST_SUITE("simulate") {
     TEST_CASE("tokenbutler: each layer ranks keys by its producer's q' . k' mass (float64), layer G included, "
               "after a recent window; or by the group's max predicted logit") {
       int64_t max_vs_mass = 0;  // mask entries where the two group scores disagree (the fixture has 2 heads a group)
-      std::vector<Mask> mass_masks;
+      std::map<int32_t, std::vector<Mask>> mass_masks;  // window -> the mass rule's masks of layers 1 .. n_layer-1
       for (const bool group_max : {false, true})
       for (const int32_t window : {0, 5}) {
         CAPTURE(group_max);
@@ -440,10 +441,10 @@ TEST_SUITE("simulate") {
             int64_t diff = 0;
             for (size_t t = 0; t < want.size(); ++t) diff += masks[size_t(l)][t] != want[t];
             CHECK(diff == 0);
-            if (!group_max) mass_masks.push_back(masks[size_t(l)]);
+            if (!group_max) mass_masks[window].push_back(masks[size_t(l)]);
             else
                 for (size_t t = 0; t < want.size(); ++t)
-                    max_vs_mass += masks[size_t(l)][t] != mass_masks[size_t((window == 0 ? 0 : hp.n_layer - 1) + l - 1)][t];
+                    max_vs_mass += masks[size_t(l)][t] != mass_masks[window][size_t(l - 1)][t];
         }
       }
       CHECK(max_vs_mass > 0);  // the two rules pick differently here, so each branch above is tested
